@@ -1,0 +1,243 @@
+"""The facts each authority writes about a prompt (DESIGN §4).
+
+Every fact has exactly one writer, named by its ``SOURCE``: the console (technician
+transitions), the bridge (delivery status) or the runtime (what the endpoint's user did).
+The bridge commits facts in one order (R1); a committed fact is an ``Entry``: the fact plus
+its commit sequence number and the bridge's clock at commit. ``reconcile`` folds entries.
+
+Facts are plain frozen data with a stable ``KIND`` string and a JSON form, so hosts can
+store them as rows and rebuild them exactly (``fact_to_record`` / ``fact_from_record``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from caisey.errors import ProtocolError
+
+
+class Source(enum.StrEnum):
+    CONSOLE = "console"
+    BRIDGE = "bridge"
+    RUNTIME = "runtime"
+
+
+class Decision(enum.StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class NoUserPolicy(enum.StrEnum):
+    """What the runtime does when no interactive user can be asked (DESIGN §6)."""
+
+    DENY = "deny"
+    APPROVE = "approve"
+    WAIT = "wait"
+
+
+class GiveUpReason(enum.StrEnum):
+    ENDPOINT_UNREACHABLE = "endpoint_unreachable"
+    NO_RECEIPT = "no_receipt"
+    REJECTED_BY_RUNTIME = "rejected_by_runtime"
+
+
+# --- console -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A technician created the prompt; or, when ``adopted``, the bridge rebuilt it from the
+    runtime's copy because its own record was lost (R6)."""
+
+    KIND: ClassVar[str] = "created"
+    SOURCE: ClassVar[Source] = Source.CONSOLE
+    title: str
+    message: str
+    action: str
+    expires_at_ms: int
+    on_no_user: NoUserPolicy
+    by: str
+    supersedes: str | None = None
+    adopted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    KIND: ClassVar[str] = "cancelled"
+    SOURCE: ClassVar[Source] = Source.CONSOLE
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Superseded:
+    KIND: ClassVar[str] = "superseded"
+    SOURCE: ClassVar[Source] = Source.CONSOLE
+    by_prompt_id: str
+    by: str
+
+
+# --- bridge --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempted:
+    """The bridge sent ``prompt.deliver`` (attempt is 1-based)."""
+
+    KIND: ClassVar[str] = "delivery_attempted"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    attempt: int
+    next_attempt_at_ms: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """The runtime said it does not hold a prompt the bridge thought delivered; the bridge
+    re-queued it with the same event id (R5)."""
+
+    KIND: ClassVar[str] = "replayed"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GaveUp:
+    """The bridge stopped delivering before expiry: attempts exhausted, or runtime rejection."""
+
+    KIND: ClassVar[str] = "gave_up"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    reason: GiveUpReason
+    detail: str = ""
+
+
+# --- runtime -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """The runtime committed the prompt to its store (its receipt)."""
+
+    KIND: ClassVar[str] = "received"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    runtime_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """The user has seen the prompt: ``how`` is ``shown`` or ``dismissed``."""
+
+    KIND: ClassVar[str] = "acknowledged"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The user (or the no-user policy) decided. ``decided_at_ms`` is bridge time: the runtime's
+    clock corrected by the offset it had measured when the decision was made."""
+
+    KIND: ClassVar[str] = "decided"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    decision: Decision
+    decided_at_ms: int
+    how: str = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    KIND: ClassVar[str] = "rejected"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoDecisionHeld:
+    """The runtime's report says it holds no decision for this prompt, and never will
+    (absent, or closed locally without one). Firms a provisional final (R4)."""
+
+    KIND: ClassVar[str] = "no_decision_held"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    detail: str
+
+
+Fact = (
+    Created
+    | Cancelled
+    | Superseded
+    | DeliveryAttempted
+    | Replayed
+    | GaveUp
+    | Received
+    | Acknowledged
+    | Decided
+    | Rejected
+    | NoDecisionHeld
+)
+
+FACT_TYPES: dict[str, type[Any]] = {
+    cls.KIND: cls
+    for cls in (
+        Created,
+        Cancelled,
+        Superseded,
+        DeliveryAttempted,
+        Replayed,
+        GaveUp,
+        Received,
+        Acknowledged,
+        Decided,
+        Rejected,
+        NoDecisionHeld,
+    )
+}
+
+_ENUM_FIELDS: dict[str, type[enum.Enum]] = {
+    "on_no_user": NoUserPolicy,
+    "decision": Decision,
+    "reason": GiveUpReason,
+}
+
+
+def source_of(fact: Fact) -> Source:
+    if isinstance(fact, Created) and fact.adopted:
+        return Source.RUNTIME
+    return fact.SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A fact as committed by the bridge: ``seq`` orders facts (R1), ``at_ms`` is bridge time."""
+
+    seq: int
+    at_ms: int
+    fact: Fact
+
+
+def fact_to_record(fact: Fact) -> tuple[str, dict[str, Any]]:
+    """``(kind, fields)`` with enums as their values — JSON-ready."""
+    fields = {}
+    for f in dataclasses.fields(fact):
+        value = getattr(fact, f.name)
+        fields[f.name] = value.value if isinstance(value, enum.Enum) else value
+    return fact.KIND, fields
+
+
+def fact_from_record(kind: str, fields: dict[str, Any]) -> Fact:
+    """Inverse of ``fact_to_record``; a stored row we cannot read is a ``ProtocolError``."""
+    cls = FACT_TYPES.get(kind)
+    if cls is None:
+        raise ProtocolError("unknown_fact", f"unknown fact kind {kind!r}")
+    args = dict(fields)
+    try:
+        for name, enum_type in _ENUM_FIELDS.items():
+            if name in args and name in {f.name for f in dataclasses.fields(cls)}:
+                if cls is not GaveUp and name == "reason":
+                    continue
+                args[name] = enum_type(args[name])
+        fact: Fact = cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("bad_fact", f"cannot rebuild {kind!r}: {exc}") from None
+    return fact

@@ -1,0 +1,510 @@
+"""The agent ↔ bridge wire protocol (DESIGN §7): frames, their bounds, parse and serialise.
+
+A frame is one WebSocket text message holding a JSON object
+``{"v": 1, "type": …, "id": …, …fields}``. ``id`` is the event id: receivers deduplicate by
+it and a replay reuses it (DESIGN §5). Times are integer epoch milliseconds, named ``*_ms``.
+
+Every frame type is a frozen dataclass whose ``__post_init__`` runs the same checks for
+frames we build and frames we parse (after websockets' ``frames.py``), so neither direction
+can carry what the other would refuse. ``decode`` turns any input into a message or raises
+``ProtocolError`` with a code a host can send back in an ``error`` frame; nothing else
+escapes (fuzzed in ``tests/test_wire.py``). Unknown extra fields are ignored, so versions
+can add fields; removing or retyping one needs ``v`` 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from caisey.errors import ProtocolError
+
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# --- limits, each with its reason ---------------------------------------------------------
+# A full state.report is the largest frame: MAX_OPEN_PROMPTS prompts of at most ~2.5 KiB each
+# fit in 512 KiB with room to spare. Anything larger is refused before parsing.
+MAX_FRAME_BYTES = 512 * 1024
+# Bound on prompts an endpoint may hold open at once. A person answers prompts one at a time;
+# a hundred open is already a runaway console. It keeps a full report in one frame.
+MAX_OPEN_PROMPTS = 100
+MAX_ID_CHARS = 64  # ULIDs are 26; room for other sortable ids
+MAX_TITLE_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
+MAX_ACTION_CHARS = 64
+MAX_NAME_CHARS = 128  # technician names, agent versions, endpoint ids
+MAX_TEXT_CHARS = 500  # error messages, reasons, free-form detail
+MAX_DIGEST_CHARS = 64  # hex sha256
+# Epoch ms must stay exact in a JS number on the Workers runtime (±2**53).
+MAX_TIME_MS = 2**53 - 1
+
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
+
+
+def _need(fields: dict[str, Any], name: str, kind: type, frame: str) -> Any:
+    if name not in fields:
+        raise ProtocolError("missing_field", f"{frame} needs field {name!r}")
+    value = fields[name]
+    # bool is an int in Python; JSON true is never a valid number here.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError("invalid_field", f"{frame}.{name} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _opt(fields: dict[str, Any], name: str, kind: type, frame: str) -> Any:
+    if fields.get(name) is None:
+        return None
+    return _need(fields, name, kind, frame)
+
+
+def check_text(value: str, name: str, max_chars: int, *, empty_ok: bool = False) -> None:
+    if not isinstance(value, str):
+        raise ProtocolError("invalid_field", f"{name} must be a string")
+    if len(value) > max_chars:
+        raise ProtocolError("field_too_long", f"{name} has {len(value)} characters; the limit is {max_chars}")
+    if not value and not empty_ok:
+        raise ProtocolError("invalid_field", f"{name} must not be empty")
+
+
+def check_id(value: str, name: str) -> None:
+    check_text(value, name, MAX_ID_CHARS)
+    if not _ID_RE.match(value):
+        raise ProtocolError("invalid_field", f"{name} may hold only letters, digits and . _ : -")
+
+
+def check_time(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME_MS:
+        raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, 2**53)")
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ProtocolError("invalid_field", f"{name} must be one of {', '.join(choices)}; got {str(value)[:40]!r}")
+
+
+DECISIONS = ("approve", "deny")
+NO_USER_POLICIES = ("deny", "approve", "wait")
+RUNTIME_STATUSES = ("received", "acknowledged", "decided", "closed", "rejected")
+
+
+# --- the prompt as it travels ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCopy:
+    """What the runtime stores and shows; also what it hands back for adoption (R6)."""
+
+    prompt_id: str
+    title: str
+    message: str
+    action: str
+    created_at_ms: int
+    expires_at_ms: int
+    on_no_user: str
+    requested_by: str
+
+    def __post_init__(self) -> None:
+        check_id(self.prompt_id, "prompt.prompt_id")
+        check_text(self.title, "prompt.title", MAX_TITLE_CHARS)
+        check_text(self.message, "prompt.message", MAX_MESSAGE_CHARS, empty_ok=True)
+        check_text(self.action, "prompt.action", MAX_ACTION_CHARS)
+        check_time(self.created_at_ms, "prompt.created_at_ms")
+        check_time(self.expires_at_ms, "prompt.expires_at_ms")
+        check_choice(self.on_no_user, "prompt.on_no_user", NO_USER_POLICIES)
+        check_text(self.requested_by, "prompt.requested_by", MAX_NAME_CHARS, empty_ok=True)
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> PromptCopy:
+        if not isinstance(value, dict):
+            raise ProtocolError("invalid_field", f"{where} must be an object")
+        return cls(
+            prompt_id=_need(value, "prompt_id", str, where),
+            title=_need(value, "title", str, where),
+            message=_need(value, "message", str, where),
+            action=_need(value, "action", str, where),
+            created_at_ms=_need(value, "created_at_ms", int, where),
+            expires_at_ms=_need(value, "expires_at_ms", int, where),
+            on_no_user=_need(value, "on_no_user", str, where),
+            requested_by=_need(value, "requested_by", str, where),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPrompt:
+    """One line of a ``state.report``: a prompt the runtime holds and what happened to it."""
+
+    prompt: PromptCopy
+    status: str
+    decision: str | None = None
+    decided_at_ms: int | None = None
+    how: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.status, "report.status", RUNTIME_STATUSES)
+        if self.status == "decided" and (self.decision is None or self.decided_at_ms is None):
+            raise ProtocolError("missing_field", "a decided report line needs decision and decided_at_ms")
+        if self.decision is not None:
+            check_choice(self.decision, "report.decision", DECISIONS)
+        if self.decided_at_ms is not None:
+            check_time(self.decided_at_ms, "report.decided_at_ms")
+        if self.how is not None:
+            check_text(self.how, "report.how", MAX_TEXT_CHARS)
+
+    @classmethod
+    def from_json(cls, value: Any) -> HeldPrompt:
+        if not isinstance(value, dict):
+            raise ProtocolError("invalid_field", "state.report prompts must be objects")
+        return cls(
+            prompt=PromptCopy.from_json(value.get("prompt"), "state.report prompt"),
+            status=_need(value, "status", str, "state.report"),
+            decision=_opt(value, "decision", str, "state.report"),
+            decided_at_ms=_opt(value, "decided_at_ms", int, "state.report"),
+            how=_opt(value, "how", str, "state.report"),
+        )
+
+
+# --- frames --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    id: str
+    endpoint_id: str
+    agent_version: str
+    sent_at_ms: int  # runtime clock: t0 of the offset exchange
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.endpoint_id, "endpoint_id")
+        check_text(self.agent_version, "agent_version", MAX_NAME_CHARS)
+        check_time(self.sent_at_ms, "sent_at_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class HelloOk:
+    TYPE: ClassVar[str] = "hello.ok"
+    id: str
+    in_reply_to: str
+    received_at_ms: int  # bridge clock: t1
+    sent_at_ms: int  # bridge clock: t2
+    heartbeat_ms: int
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.in_reply_to, "in_reply_to")
+        check_time(self.received_at_ms, "received_at_ms")
+        check_time(self.sent_at_ms, "sent_at_ms")
+        if not 1_000 <= self.heartbeat_ms <= 3_600_000:
+            raise ProtocolError("invalid_field", "heartbeat_ms must be between 1 s and 1 h")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptDeliver:
+    TYPE: ClassVar[str] = "prompt.deliver"
+    id: str
+    prompt: PromptCopy
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCancel:
+    TYPE: ClassVar[str] = "prompt.cancel"
+    id: str
+    prompt_id: str
+    reason: str  # "cancelled" or "superseded"
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.prompt_id, "prompt_id")
+        check_choice(self.reason, "reason", ("cancelled", "superseded"))
+
+
+@dataclass(frozen=True, slots=True)
+class PromptReceipt:
+    """The runtime committed the prompt delivered by frame ``deliver_id``."""
+
+    TYPE: ClassVar[str] = "prompt.receipt"
+    id: str
+    prompt_id: str
+    deliver_id: str
+    received_at_ms: int  # runtime clock
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.prompt_id, "prompt_id")
+        check_id(self.deliver_id, "deliver_id")
+        check_time(self.received_at_ms, "received_at_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptUpdate:
+    """A runtime fact: ``acknowledged`` (how: shown|dismissed), ``decided`` (decision,
+    decided_at_ms in bridge time, how: user|no_user_policy), ``closed`` (held no decision at
+    expiry or after a cancel; detail says which) or ``rejected`` (detail says why)."""
+
+    TYPE: ClassVar[str] = "prompt.update"
+    id: str
+    prompt_id: str
+    status: str
+    how: str | None = None
+    decision: str | None = None
+    decided_at_ms: int | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.prompt_id, "prompt_id")
+        check_choice(self.status, "status", ("acknowledged", "decided", "closed", "rejected"))
+        if self.status == "decided":
+            if self.decision is None or self.decided_at_ms is None:
+                raise ProtocolError("missing_field", "a decided update needs decision and decided_at_ms")
+            check_choice(self.decision, "decision", DECISIONS)
+            check_time(self.decided_at_ms, "decided_at_ms")
+        for name in ("how", "detail"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, name, MAX_TEXT_CHARS, empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StateReport:
+    TYPE: ClassVar[str] = "state.report"
+    id: str
+    prompts: tuple[HeldPrompt, ...]
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        if len(self.prompts) > MAX_OPEN_PROMPTS:
+            raise ProtocolError(
+                "too_many_items", f"state.report holds {len(self.prompts)} prompts; the limit is {MAX_OPEN_PROMPTS}"
+            )
+        check_text(self.digest, "digest", MAX_DIGEST_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class StateRequest:
+    TYPE: ClassVar[str] = "state.request"
+    id: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_text(self.reason, "reason", MAX_TEXT_CHARS, empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Acknowledges frame ``of``. Replying to a heartbeat it carries the bridge's t1/t2."""
+
+    TYPE: ClassVar[str] = "ack"
+    id: str
+    of: str
+    received_at_ms: int | None = None
+    sent_at_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.of, "of")
+        for name in ("received_at_ms", "sent_at_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                check_time(value, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    TYPE: ClassVar[str] = "heartbeat"
+    id: str
+    sent_at_ms: int  # runtime clock: t0
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_time(self.sent_at_ms, "sent_at_ms")
+        check_text(self.digest, "digest", MAX_DIGEST_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    id: str
+    code: str
+    message: str
+    of: str | None = None
+    supported_versions: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_text(self.code, "code", MAX_NAME_CHARS)
+        check_text(self.message, "message", MAX_TEXT_CHARS, empty_ok=True)
+        if self.of is not None:
+            check_text(self.of, "of", MAX_ID_CHARS)
+
+
+Message = (
+    Hello
+    | HelloOk
+    | PromptDeliver
+    | PromptCancel
+    | PromptReceipt
+    | PromptUpdate
+    | StateReport
+    | StateRequest
+    | Ack
+    | Heartbeat
+    | Error
+)
+
+MESSAGE_TYPES: dict[str, type[Any]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        HelloOk,
+        PromptDeliver,
+        PromptCancel,
+        PromptReceipt,
+        PromptUpdate,
+        StateReport,
+        StateRequest,
+        Ack,
+        Heartbeat,
+        Error,
+    )
+}
+
+
+# --- encode / decode -----------------------------------------------------------------------
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_json(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) is not None
+        }
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def encode(message: Message) -> str:
+    """Serialise a message to one JSON text frame."""
+    body = {"v": VERSION, "type": message.TYPE}
+    body.update(_to_json(message))
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode("utf-8")) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame_too_large", f"{message.TYPE} frame exceeds {MAX_FRAME_BYTES} bytes")
+    return text
+
+
+def peek_id(raw: str | bytes) -> str | None:
+    """Best-effort event id of a frame that failed to decode, for the ``error`` reply."""
+    try:
+        if len(raw) > MAX_FRAME_BYTES:
+            return None
+        body = json.loads(raw)
+        frame_id = body.get("id") if isinstance(body, dict) else None
+        return frame_id if isinstance(frame_id, str) and len(frame_id) <= MAX_ID_CHARS else None
+    except (ValueError, RecursionError, TypeError):
+        return None
+
+
+def decode(raw: str | bytes) -> Message:
+    """Parse one frame. Raises ``ProtocolError`` for anything that is not a valid frame."""
+    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+    if size > MAX_FRAME_BYTES:
+        raise ProtocolError("frame_too_large", f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError("malformed_json", f"frame is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("not_an_object", "a frame must be a JSON object")
+    version = body.get("v")
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        raise ProtocolError(
+            "unsupported_version",
+            f"protocol version {str(version)[:20]!r} is not supported; supported versions: {list(SUPPORTED_VERSIONS)}",
+        )
+    frame_type = body.get("type")
+    cls = MESSAGE_TYPES.get(frame_type) if isinstance(frame_type, str) else None
+    if cls is None:
+        raise ProtocolError(
+            "unknown_type", f"unknown frame type {str(frame_type)[:40]!r}; known: {', '.join(MESSAGE_TYPES)}"
+        )
+    message: Message = _DECODERS[cls.TYPE](body)
+    return message
+
+
+def _decode_simple(cls: type[Any]) -> Any:
+    """Decoder for frames whose fields are all scalars: types come from the annotations."""
+    scalar = {"str": str, "int": int, "str | None": str, "int | None": int}
+    specs = []
+    for f in dataclasses.fields(cls):
+        annotation = str(f.type)
+        kind = scalar[annotation]
+        optional = annotation.endswith("| None") or f.default is not dataclasses.MISSING
+        specs.append((f.name, kind, optional))
+
+    def decoder(body: dict[str, Any]) -> Any:
+        args = {}
+        for name, kind, optional in specs:
+            args[name] = (_opt if optional else _need)(body, name, kind, cls.TYPE)
+            if args[name] is None:
+                del args[name]
+        return cls(**args)
+
+    return decoder
+
+
+def _decode_deliver(body: dict[str, Any]) -> PromptDeliver:
+    return PromptDeliver(
+        id=_need(body, "id", str, "prompt.deliver"),
+        prompt=PromptCopy.from_json(body.get("prompt"), "prompt.deliver prompt"),
+    )
+
+
+def _decode_report(body: dict[str, Any]) -> StateReport:
+    items = _need(body, "prompts", list, "state.report")
+    if len(items) > MAX_OPEN_PROMPTS:
+        raise ProtocolError(
+            "too_many_items", f"state.report holds {len(items)} prompts; the limit is {MAX_OPEN_PROMPTS}"
+        )
+    return StateReport(
+        id=_need(body, "id", str, "state.report"),
+        prompts=tuple(HeldPrompt.from_json(item) for item in items),
+        digest=_need(body, "digest", str, "state.report"),
+    )
+
+
+def _decode_error(body: dict[str, Any]) -> Error:
+    versions = body.get("supported_versions")
+    if versions is not None and not (
+        isinstance(versions, list)
+        and len(versions) <= 16
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in versions)
+    ):
+        raise ProtocolError("invalid_field", "error.supported_versions must be a short list of integers")
+    return Error(
+        id=_need(body, "id", str, "error"),
+        code=_need(body, "code", str, "error"),
+        message=_need(body, "message", str, "error"),
+        of=_opt(body, "of", str, "error"),
+        supported_versions=tuple(versions) if versions is not None else None,
+    )
+
+
+_DECODERS: dict[str, Any] = {
+    cls.TYPE: _decode_simple(cls)
+    for cls in (Hello, HelloOk, PromptCancel, PromptReceipt, PromptUpdate, StateRequest, Ack, Heartbeat)
+}
+_DECODERS.update({PromptDeliver.TYPE: _decode_deliver, StateReport.TYPE: _decode_report, Error.TYPE: _decode_error})
