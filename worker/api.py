@@ -1,0 +1,171 @@
+"""HTTP API shapes and routes, identical on both hosts (DESIGN §8).
+
+Hosts turn their native request into an ``ApiRequest`` and an ``ApiResponse`` back into
+theirs; everything between — routing, authentication, the actors' answers — is shared.
+Headers are lower-cased. Errors are ``{"error": {"code", "message"}}``.
+
+Internal headers (``x-caisey-*``) carry what the gateway established (the technician's
+name and role) to the actors. The gateway strips any a client sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# A create is a few KiB at most (title 200, message 2000 characters); 64 KiB leaves room for
+# any sane client and keeps a hostile body from costing memory before it is refused.
+MAX_BODY_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY_CHARS = 128
+MAX_TOKEN_CHARS = 256
+
+TECHNICIAN_HEADER = "x-caisey-technician"
+ROLE_HEADER = "x-caisey-role"
+
+ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(slots=True)
+class ApiRequest:
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    query: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def bearer(self) -> str | None:
+        value = self.header("authorization") or ""
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return token.strip()
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object, or ``ApiError`` 400/413."""
+        if len(self.body) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+        if not self.body.strip():
+            return {}
+        try:
+            value = json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "malformed_json", "request body must be a JSON object")
+        return value
+
+
+@dataclass(slots=True)
+class ApiResponse:
+    status: int
+    body: Any = None  # JSON-able, or None for an empty body
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
+
+
+class ApiError(Exception):
+    """An answer the API gives on purpose: status, stable code, human message."""
+
+    def __init__(self, status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.extra = status, code, message, extra or {}
+
+    def response(self) -> ApiResponse:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
+        body.update(self.extra)
+        return ApiResponse(self.status, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a request goes: ``actor`` is ``fleet`` or ``endpoint``; ``auth`` is who may call."""
+
+    actor: str
+    op: str
+    auth: str  # "admin", "technician", "agent_secret", "enrollment_token"
+    endpoint_id: str | None = None
+    prompt_id: str | None = None
+    name: str | None = None
+
+
+_ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
+    # method, path pattern, actor, op, auth
+    ("POST", re.compile(r"^/api/tokens$"), "fleet", "create_token", "admin"),
+    ("DELETE", re.compile(r"^/api/tokens/(?P<name>[^/]+)$"), "fleet", "revoke_token", "admin"),
+    ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),
+    ("POST", re.compile(r"^/api/enrollments$"), "endpoint", "create_enrollment", "technician"),
+    ("POST", re.compile(r"^/api/agent/enroll$"), "endpoint", "agent_enroll", "enrollment_token"),
+    ("POST", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts$"), "endpoint", "create_prompt", "technician"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts$"), "endpoint", "list_prompts", "technician"),
+    (
+        "GET",
+        re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts/(?P<pid>[^/]+)$"),
+        "endpoint",
+        "get_prompt",
+        "technician",
+    ),
+    (
+        "POST",
+        re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts/(?P<pid>[^/]+)/cancel$"),
+        "endpoint",
+        "cancel_prompt",
+        "technician",
+    ),
+    (
+        "POST",
+        re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts/(?P<pid>[^/]+)/retry$"),
+        "endpoint",
+        "retry_prompt",
+        "technician",
+    ),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/agent$"), "endpoint", "agent_connect", "agent_secret"),
+]
+
+
+def match(method: str, path: str) -> Route:
+    """The route for a request, or ``ApiError`` 404/405."""
+    path_known = False
+    for route_method, pattern, actor, op, auth in _ROUTES:
+        m = pattern.match(path)
+        if not m:
+            continue
+        path_known = True
+        if route_method != method:
+            continue
+        groups = m.groupdict()
+        eid = groups.get("eid")
+        if eid is not None and not ENDPOINT_ID_RE.match(eid):
+            raise ApiError(400, "invalid_endpoint_id", "endpoint ids are 1-64 letters, digits, '.', '_' or '-'")
+        return Route(actor, op, auth, endpoint_id=eid, prompt_id=groups.get("pid"), name=groups.get("name"))
+    if path_known:
+        raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
+    raise ApiError(404, "not_found", f"no such API path: {path[:200]}")
+
+
+ENDPOINT_HEADER = "x-caisey-endpoint"  # set by the gateway when the endpoint is not in the path
+
+
+def route_for_actor(req: ApiRequest) -> Route:
+    """Inside an actor: the route of a request the gateway forwarded."""
+    route = match(req.method, req.path)
+    if route.endpoint_id is None and req.header(ENDPOINT_HEADER):
+        route = Route(route.actor, route.op, route.auth, req.header(ENDPOINT_HEADER), route.prompt_id, route.name)
+    return route
+
+
+def with_etag(req: ApiRequest, body: Any) -> ApiResponse:
+    """200 with a weak ETag over the body, or 304 when the client already has it."""
+    import hashlib
+
+    etag = 'W/"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20] + '"'
+    if req.header("if-none-match") == etag:
+        return ApiResponse(304, None, {"etag": etag})
+    return ApiResponse(200, body, {"etag": etag})

@@ -1,0 +1,977 @@
+"""``EndpointBridge``: the actor that owns one endpoint's prompts (DESIGN §2, §4, §5, §7, §8).
+
+It is the single serialization point for its endpoint (R1): every fact from the console,
+the runtime or its own delivery machinery is appended to ``facts`` in one order, and the
+prompt's state is always ``caisey.prompt.reconcile`` of those rows — never a field someone
+set. Written once against ``worker.host``: SQL rows in, ``Effects`` out. The local host and
+the Cloudflare Durable Object both run exactly this class.
+
+Delivery (§5): a create commits the prompt, its ``created`` fact and its outbox row in one
+transaction before any frame leaves (persist before send). While the agent is connected
+the outbox is retried with full-jitter backoff; while it is away nothing is spent, and on
+its ``hello`` everything owed is flushed at once with the original event ids. A deliver row
+leaves the outbox when the runtime's receipt (or any later runtime fact) is committed,
+when the prompt turns final, or when attempts run out (``failed_to_deliver``/``no_receipt``).
+
+Time: one alarm, ``min(next outbox attempt, next prompt moment (expiry / firm),
+liveness deadline, housekeeping)``, recomputed from the rows after every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from caisey import wire
+from caisey.backoff import Backoff
+from caisey.clock import from_rfc3339, to_rfc3339
+from caisey.digest import held_digest
+from caisey.errors import ProtocolError
+from caisey.facts import (
+    Acknowledged,
+    Cancelled,
+    Created,
+    Decided,
+    Decision,
+    DeliveryAttempted,
+    Entry,
+    Fact,
+    GaveUp,
+    GiveUpReason,
+    NoDecisionHeld,
+    NoUserPolicy,
+    Received,
+    Rejected,
+    Replayed,
+    Superseded,
+    fact_from_record,
+    fact_to_record,
+)
+from caisey.ids import IdSource
+from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
+from worker.api import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    ROLE_HEADER,
+    TECHNICIAN_HEADER,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    Route,
+    route_for_actor,
+    with_etag,
+)
+from worker.host import Effects, Entropy, Row, SqlStore
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+ENROLLMENT_PREFIX = "cse_"
+AGENT_SECRET_PREFIX = "csa_"
+ENROLLMENT_SEPARATOR = "~"  # not in endpoint ids nor in URL-safe base64
+
+AGENT_VERSION_HEADER = "x-caisey-agent-version"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    backoff: Backoff = field(default_factory=Backoff)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    heartbeat_ms: int = 15_000
+    # Three missed heartbeats: the socket is half-open (a laptop lid closed mid-flight).
+    liveness_ms: int = 45_000
+    min_expires_in_ms: int = 5_000
+    max_expires_in_ms: int = 7 * DAY_MS
+    default_expires_in_ms: int = 5 * 60_000
+    enrollment_ttl_ms: int = DAY_MS
+    # DESIGN §5: an Idempotency-Key answers the same prompt for its lifetime plus 24 h.
+    idempotency_grace_ms: int = DAY_MS
+    # Runtime event ids are remembered this long; facts are also checked for news, so a
+    # duplicate older than this changes nothing either.
+    seen_event_retention_ms: int = 7 * DAY_MS
+    housekeeping_every_ms: int = HOUR_MS
+    list_default: int = 50
+    list_max: int = 200
+
+
+SCHEMA_VERSION = 1
+
+# Migrations only add (STYLE: schema on every wake, versioned, additive).
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+        """CREATE TABLE IF NOT EXISTS prompts (
+            prompt_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL,
+            deliver_id TEXT NOT NULL, state TEXT NOT NULL, final INTEGER NOT NULL,
+            final_at_ms INTEGER, next_moment_ms INTEGER)""",
+        "CREATE INDEX IF NOT EXISTS prompts_open ON prompts (final, next_moment_ms)",
+        """CREATE TABLE IF NOT EXISTS facts (
+            seq INTEGER PRIMARY KEY, prompt_id TEXT NOT NULL, at_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL, fields TEXT NOT NULL, event_id TEXT)""",
+        "CREATE INDEX IF NOT EXISTS facts_by_prompt ON facts (prompt_id, seq)",
+        """CREATE TABLE IF NOT EXISTS outbox (
+            event_id TEXT PRIMARY KEY, prompt_id TEXT NOT NULL, kind TEXT NOT NULL, frame TEXT NOT NULL,
+            attempts INTEGER NOT NULL, next_attempt_at_ms INTEGER NOT NULL)""",
+        "CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, purge_at_ms INTEGER NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS enrollments (
+            token_hash TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL, used_at_ms INTEGER)""",
+    ],
+}
+
+
+def secret_hash(secret: str) -> str:
+    """Secrets and tokens are stored as SHA-256 hex; they are high-entropy, so no salt/KDF."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_secret(stored_hash: str | None, presented: str | None) -> bool:
+    """Constant-time comparison of a presented secret with a stored hash."""
+    if not stored_hash or not presented:
+        return False
+    return hmac.compare_digest(stored_hash, secret_hash(presented))
+
+
+def enrollment_endpoint(token: str) -> str | None:
+    """The endpoint an enrollment token belongs to (the gateway routes by it)."""
+    if not token.startswith(ENROLLMENT_PREFIX) or ENROLLMENT_SEPARATOR not in token:
+        return None
+    return token[len(ENROLLMENT_PREFIX) :].rpartition(ENROLLMENT_SEPARATOR)[0] or None
+
+
+def migrate(store: SqlStore, migrations: dict[int, list[str]]) -> None:
+    """Apply the migrations newer than the stored schema version, each in one transaction."""
+    store.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+    rows = store.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+    current = int(rows[0]["value"]) if rows else 0
+    for version in sorted(v for v in migrations if v > current):
+
+        def step(version: int = version) -> None:
+            for statement in migrations[version]:
+                store.execute(statement)
+            store.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+
+        store.transaction(step)
+
+
+class EndpointBridge:
+    """One endpoint's actor. Every public method is one host event; each returns what to do."""
+
+    def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
+        self.store = store
+        self.entropy = entropy
+        self.config = config or BridgeConfig()
+        self._ids = IdSource(entropy.bits)
+        migrate(store, MIGRATIONS)
+
+    # --- small SQL helpers -----------------------------------------------------------------
+
+    def _q(self, sql: str, *params: Any) -> list[Row]:
+        return self.store.execute(sql, params)
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._q("SELECT value FROM meta WHERE key = ?", key)
+        return rows[0]["value"] if rows else None
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        self._q(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
+
+    def _atomically(self, fn: Callable[[], Any]) -> Any:
+        return self.store.transaction(fn)
+
+    @property
+    def endpoint_id(self) -> str | None:
+        return self._meta("endpoint_id")
+
+    def _require_registered(self, endpoint_id: str | None) -> str:
+        registered = self.endpoint_id
+        if registered is None or (endpoint_id is not None and endpoint_id != registered):
+            raise ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered")
+        return registered
+
+    # --- facts and views ---------------------------------------------------------------------
+
+    def _append(self, prompt_id: str, now_ms: int, fact: Fact, event_id: str | None = None) -> None:
+        kind, fields = fact_to_record(fact)
+        self._q(
+            "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?)",
+            prompt_id,
+            now_ms,
+            kind,
+            json.dumps(fields, separators=(",", ":")),
+            event_id,
+        )
+
+    def _entries(self, prompt_id: str) -> list[Entry]:
+        rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
+        return [
+            Entry(int(r["seq"]), int(r["at_ms"]), fact_from_record(r["kind"], json.loads(r["fields"]))) for r in rows
+        ]
+
+    def _view(self, prompt_id: str, now_ms: int) -> PromptView:
+        return reconcile(prompt_id, self._entries(prompt_id), now_ms, self.config.reconcile)
+
+    def _refresh(self, prompt_id: str, now_ms: int) -> PromptView:
+        """Reconcile and store the derived columns the alarm and fleet summary read."""
+        view = self._view(prompt_id, now_ms)
+        self._q(
+            "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ? WHERE prompt_id = ?",
+            view.state.value,
+            1 if view.final else 0,
+            view.final_at_ms,
+            next_moment_ms(view, self.config.reconcile),
+            prompt_id,
+        )
+        if view.final:
+            self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
+        return view
+
+    def _known(self, prompt_id: str) -> Row | None:
+        rows = self._q("SELECT * FROM prompts WHERE prompt_id = ?", prompt_id)
+        return rows[0] if rows else None
+
+    def _api_view(self, view: PromptView, *, with_events: bool = False) -> dict[str, Any]:
+        return view.to_api(self.endpoint_id or "", with_events=with_events)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+
+    def handle(self, req: ApiRequest, now_ms: int, connected: bool) -> tuple[ApiResponse, Effects]:
+        """A request the gateway forwarded (authenticated, internal headers set)."""
+        try:
+            route = route_for_actor(req)
+        except ApiError as exc:
+            effects = Effects()
+            self._finish(now_ms, connected, effects)
+            return exc.response(), effects
+        return self.http(route, req, now_ms, connected)
+
+    def http(self, route: Route, req: ApiRequest, now_ms: int, connected: bool) -> tuple[ApiResponse, Effects]:
+        """One API call for this endpoint (the gateway has authenticated it)."""
+        effects = Effects()
+        try:
+            handler = getattr(self, f"_op_{route.op}")
+            response: ApiResponse = handler(route, req, now_ms, connected, effects)
+        except ApiError as exc:
+            response = exc.response()
+        self._finish(now_ms, connected, effects)
+        return response, effects
+
+    def _op_create_enrollment(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        body = req.json()
+        label = body.get("label", "")
+        if not isinstance(label, str) or len(label) > wire.MAX_NAME_CHARS:
+            raise ApiError(400, "invalid_field", f"label must be a string of at most {wire.MAX_NAME_CHARS} characters")
+        endpoint_id = route.endpoint_id
+        assert endpoint_id is not None, "the gateway routes enrollments by the body's endpoint_id"
+        token = ENROLLMENT_PREFIX + endpoint_id + ENROLLMENT_SEPARATOR + self.entropy.token("", 24)
+        expires_at_ms = now_ms + self.config.enrollment_ttl_ms
+
+        def register() -> None:
+            if self.endpoint_id is None:
+                self._set_meta("endpoint_id", endpoint_id)
+                self._set_meta("registered_at_ms", str(now_ms))
+            if label or self._meta("label") is None:
+                self._set_meta("label", label)
+            self._q(
+                "INSERT INTO enrollments (token_hash, expires_at_ms) VALUES (?, ?)", secret_hash(token), expires_at_ms
+            )
+
+        self._atomically(register)
+        effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)
+        return ApiResponse(
+            201, {"endpoint_id": endpoint_id, "enrollment_token": token, "expires_at": to_rfc3339(expires_at_ms)}
+        )
+
+    def _op_agent_enroll(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        body = req.json()
+        token = body.get("enrollment_token")
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "missing_field", "enrollment_token is required")
+        endpoint_id = self._require_registered(route.endpoint_id)
+        rows = self._q("SELECT * FROM enrollments WHERE token_hash = ?", secret_hash(token))
+        if not rows or rows[0]["used_at_ms"] is not None or int(rows[0]["expires_at_ms"]) <= now_ms:
+            raise ApiError(401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired")
+        secret = self.entropy.token(AGENT_SECRET_PREFIX)
+
+        def enroll() -> None:
+            self._q("UPDATE enrollments SET used_at_ms = ? WHERE token_hash = ?", now_ms, secret_hash(token))
+            self._set_meta("agent_secret_hash", secret_hash(secret))
+            self._set_meta("enrolled_at_ms", str(now_ms))
+
+        self._atomically(enroll)
+        if connected:
+            effects.close_agent = (4001, "agent secret rotated by a new enrollment")
+        return ApiResponse(200, {"endpoint_id": endpoint_id, "agent_secret": secret})
+
+    def _op_create_prompt(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        self._require_registered(route.endpoint_id)
+        body = req.json()
+        fields = self._prompt_fields(body, now_ms)
+        supersedes = body.get("supersedes")
+        if supersedes is not None and (not isinstance(supersedes, str) or self._known(supersedes) is None):
+            raise ApiError(
+                404, "unknown_prompt", f"supersedes names no prompt of this endpoint: {str(supersedes)[:80]!r}"
+            )
+        return self._create(req, now_ms, connected, effects, fields, supersedes, ("create", body))
+
+    def _op_retry_prompt(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        self._require_registered(route.endpoint_id)
+        old_id = route.prompt_id or ""
+        if self._known(old_id) is None:
+            raise ApiError(404, "unknown_prompt", f"no prompt {old_id[:80]!r} on this endpoint")
+        old = self._view(old_id, now_ms)
+        body = req.json()
+        merged = {
+            "title": old.title,
+            "message": old.message,
+            "action": old.action,
+            "on_no_user": old.on_no_user,
+            "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
+        }
+        merged.update({k: v for k, v in body.items() if k in merged or k == "expires_at"})
+        if "expires_at" in body:
+            merged.pop("expires_in", None)
+        fields = self._prompt_fields(merged, now_ms)
+        return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
+
+    def _prompt_fields(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
+        """Validate a create body into ``Created`` fields; 400 with the field named otherwise."""
+
+        def text(name: str, limit: int, *, required: bool) -> str:
+            value = body.get(name, None if required else "")
+            if not isinstance(value, str) or (required and not value.strip()):
+                raise ApiError(400, "invalid_field", f"{name} must be a non-empty string")
+            if len(value) > limit:
+                raise ApiError(400, "field_too_long", f"{name} has {len(value)} characters; the limit is {limit}")
+            return value
+
+        title = text("title", wire.MAX_TITLE_CHARS, required=True)
+        message = text("message", wire.MAX_MESSAGE_CHARS, required=False)
+        action = text("action", wire.MAX_ACTION_CHARS, required=True)
+        policy = body.get("on_no_user", NoUserPolicy.WAIT.value)
+        if policy not in wire.NO_USER_POLICIES:
+            raise ApiError(400, "invalid_field", f"on_no_user must be one of {', '.join(wire.NO_USER_POLICIES)}")
+        if "expires_in" in body and "expires_at" in body:
+            raise ApiError(400, "invalid_field", "give expires_in or expires_at, not both")
+        if "expires_at" in body:
+            if not isinstance(body["expires_at"], str):
+                raise ApiError(400, "invalid_field", "expires_at must be an RFC 3339 time")
+            try:
+                expires_at_ms = from_rfc3339(body["expires_at"])
+            except ProtocolError as exc:
+                raise ApiError(400, "invalid_field", exc.message) from None
+        else:
+            seconds = body.get("expires_in", self.config.default_expires_in_ms // 1000)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise ApiError(400, "invalid_field", "expires_in must be a number of seconds")
+            expires_at_ms = now_ms + int(seconds * 1000)
+        lifetime = expires_at_ms - now_ms
+        if not self.config.min_expires_in_ms <= lifetime <= self.config.max_expires_in_ms:
+            raise ApiError(
+                400,
+                "invalid_expiry",
+                f"a prompt must expire between {self.config.min_expires_in_ms // 1000} s and "
+                f"{self.config.max_expires_in_ms // DAY_MS} days from now",
+            )
+        return {
+            "title": title,
+            "message": message,
+            "action": action,
+            "on_no_user": policy,
+            "expires_at_ms": expires_at_ms,
+        }
+
+    def _create(
+        self,
+        req: ApiRequest,
+        now_ms: int,
+        connected: bool,
+        effects: Effects,
+        fields: dict[str, Any],
+        supersedes: str | None,
+        fingerprint: tuple[Any, ...],
+    ) -> ApiResponse:
+        key = req.header("idempotency-key")
+        body_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+        if key is not None:
+            if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+                raise ApiError(
+                    400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters"
+                )
+            rows = self._q("SELECT body_hash, prompt_id FROM idempotency WHERE key = ?", key)
+            if rows:
+                if rows[0]["body_hash"] != body_hash:
+                    raise ApiError(
+                        422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"
+                    )
+                return ApiResponse(200, self._api_view(self._view(rows[0]["prompt_id"], now_ms)))
+        open_count = int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"])
+        if open_count >= wire.MAX_OPEN_PROMPTS:
+            raise ApiError(
+                429, "too_many_open_prompts", f"this endpoint already has {open_count} open prompts; cancel some first"
+            )
+        technician = req.header(TECHNICIAN_HEADER) or "unknown"
+        prompt_id = self._ids.new(now_ms)
+        deliver_id = self._ids.new(now_ms)
+        created = Created(
+            title=fields["title"],
+            message=fields["message"],
+            action=fields["action"],
+            expires_at_ms=fields["expires_at_ms"],
+            on_no_user=NoUserPolicy(fields["on_no_user"]),
+            by=technician,
+            supersedes=supersedes,
+        )
+        copy = wire.PromptCopy(
+            prompt_id=prompt_id,
+            title=created.title,
+            message=created.message,
+            action=created.action,
+            created_at_ms=now_ms,
+            expires_at_ms=created.expires_at_ms,
+            on_no_user=created.on_no_user.value,
+            requested_by=technician,
+        )
+        frame = wire.encode(wire.PromptDeliver(id=deliver_id, prompt=copy))
+
+        def commit() -> list[str]:
+            # Persist before send (DESIGN §5): prompt, fact and outbox row in one transaction.
+            self._q(
+                "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
+                "VALUES (?, ?, ?, ?, 'pending', 0)",
+                prompt_id,
+                now_ms,
+                created.expires_at_ms,
+                deliver_id,
+            )
+            self._append(prompt_id, now_ms, created)
+            self._q(
+                "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) "
+                "VALUES (?, ?, 'deliver', ?, 0, ?)",
+                deliver_id,
+                prompt_id,
+                frame,
+                now_ms,
+            )
+            if key is not None:
+                purge_at = created.expires_at_ms + self.config.idempotency_grace_ms
+                self._q("INSERT INTO idempotency VALUES (?, ?, ?, ?)", key, body_hash, prompt_id, purge_at)
+            if supersedes is not None:
+                self._withdraw(supersedes, Superseded(by_prompt_id=prompt_id, by=technician), now_ms)
+            self._refresh(prompt_id, now_ms)
+            return self._send_due(now_ms, connected)
+
+        effects.send.extend(self._atomically(commit))
+        return ApiResponse(201, self._api_view(self._view(prompt_id, now_ms)))
+
+    def _withdraw(self, prompt_id: str, fact: Cancelled | Superseded, now_ms: int) -> PromptView:
+        """Commit a cancel/supersede; tell the runtime if it may be showing the prompt."""
+        before = self._view(prompt_id, now_ms)
+        self._append(prompt_id, now_ms, fact)
+        after = self._refresh(prompt_id, now_ms)
+        if after.state in WITHDRAWN and before.state not in WITHDRAWN and (before.attempts or before.received_at_ms):
+            self._queue_cancel(prompt_id, after.state.value, now_ms)
+        return after
+
+    def _queue_cancel(self, prompt_id: str, reason: str, now_ms: int) -> None:
+        existing = self._q("SELECT 1 FROM outbox WHERE prompt_id = ? AND kind = 'cancel'", prompt_id)
+        if existing:
+            self._q(
+                "UPDATE outbox SET next_attempt_at_ms = ? WHERE prompt_id = ? AND kind = 'cancel'", now_ms, prompt_id
+            )
+            return
+        event_id = self._ids.new(now_ms)
+        frame = wire.encode(wire.PromptCancel(id=event_id, prompt_id=prompt_id, reason=reason))
+        self._q(
+            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, 'cancel', ?, 0, ?)",
+            event_id,
+            prompt_id,
+            frame,
+            now_ms,
+        )
+
+    def _op_cancel_prompt(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        self._require_registered(route.endpoint_id)
+        prompt_id = route.prompt_id or ""
+        if self._known(prompt_id) is None:
+            raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
+        view = self._view(prompt_id, now_ms)
+        if view.state in WITHDRAWN:
+            return ApiResponse(200, self._api_view(view))
+        if view.state in DECIDED or (view.final and view.firm):
+            # R3: a decided (or firmly final) prompt cannot be cancelled; say what it is.
+            raise ApiError(
+                409,
+                "already_final",
+                f"prompt is already {view.state.value}; it cannot be cancelled",
+                {"prompt": self._api_view(view)},
+            )
+        technician = req.header(TECHNICIAN_HEADER) or "unknown"
+
+        def commit() -> tuple[PromptView, list[str]]:
+            after = self._withdraw(prompt_id, Cancelled(by=technician), now_ms)
+            return after, self._send_due(now_ms, connected)
+
+        after, frames = self._atomically(commit)
+        effects.send.extend(frames)
+        return ApiResponse(200, self._api_view(after))
+
+    def _op_get_prompt(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        self._require_registered(route.endpoint_id)
+        prompt_id = route.prompt_id or ""
+        if self._known(prompt_id) is None:
+            raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
+        return ApiResponse(200, self._api_view(self._view(prompt_id, now_ms), with_events=True))
+
+    def _op_list_prompts(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        self._require_registered(route.endpoint_id)
+        raw_limit = req.query.get("limit", str(self.config.list_default))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= self.config.list_max:
+            raise ApiError(400, "invalid_limit", f"limit must be between 1 and {self.config.list_max}")
+        rows = self._q("SELECT prompt_id FROM prompts ORDER BY prompt_id DESC LIMIT ?", int(raw_limit))
+        prompts = [self._api_view(self._view(r["prompt_id"], now_ms)) for r in rows]
+        return with_etag(req, {"prompts": prompts})
+
+    # --- agent connection ----------------------------------------------------------------------
+
+    def authorize_agent(self, endpoint_id: str, secret: str | None) -> ApiResponse | None:
+        """None when ``secret`` opens this endpoint's agent socket, else the refusal."""
+        try:
+            self._require_registered(endpoint_id)
+        except ApiError as exc:
+            return exc.response()
+        if not secret:
+            return ApiError(401, "missing_token", "Authorization: Bearer <agent_secret> is required").response()
+        if not same_secret(self._meta("agent_secret_hash"), secret):
+            return ApiError(401, "invalid_agent_secret", "the agent secret does not open this endpoint").response()
+        return None
+
+    def agent_opened(self, now_ms: int) -> Effects:
+        """A socket was accepted. Nothing is sent until the agent's ``hello``."""
+        effects = Effects()
+        self._set_meta("last_seen_ms", str(now_ms))
+        self._finish(now_ms, True, effects)
+        return effects
+
+    def agent_closed(self, now_ms: int, connected: bool) -> Effects:
+        effects = Effects()
+        self._finish(now_ms, connected, effects)
+        return effects
+
+    def agent_frame(self, raw: str | bytes, now_ms: int) -> Effects:
+        """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up."""
+        effects = Effects()
+        self._set_meta("last_seen_ms", str(now_ms))
+        try:
+            message = wire.decode(raw)
+            handler = _FRAME_HANDLERS.get(type(message))
+            if handler is None:
+                raise ProtocolError("unexpected_type", f"the bridge does not accept {message.TYPE!r} frames")
+            handler(self, message, now_ms, effects)
+        except ProtocolError as exc:
+            effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
+        self._finish(now_ms, True, effects)
+        return effects
+
+    def _error_frame(self, code: str, message: str, of: str | None, now_ms: int) -> str:
+        supported = wire.SUPPORTED_VERSIONS if code == "unsupported_version" else None
+        return wire.encode(
+            wire.Error(
+                id=self._ids.new(now_ms),
+                code=code,
+                message=message[: wire.MAX_TEXT_CHARS],
+                of=of,
+                supported_versions=supported,
+            )
+        )
+
+    def _ack(self, of: str, now_ms: int, *, with_times: bool = False) -> str:
+        if with_times:
+            return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of, received_at_ms=now_ms, sent_at_ms=now_ms))
+        return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of))
+
+    def _seen(self, event_id: str) -> bool:
+        return bool(self._q("SELECT 1 FROM seen_events WHERE event_id = ?", event_id))
+
+    def _on_hello(self, msg: wire.Hello, now_ms: int, effects: Effects) -> None:
+        if msg.endpoint_id != self.endpoint_id:
+            effects.send.append(
+                self._error_frame("wrong_endpoint", "this socket belongs to another endpoint", msg.id, now_ms)
+            )
+            effects.close_agent = (4003, "wrong endpoint")
+            return
+        self._set_meta("agent_version", msg.agent_version)
+        effects.send.append(
+            wire.encode(
+                wire.HelloOk(
+                    id=self._ids.new(now_ms),
+                    in_reply_to=msg.id,
+                    received_at_ms=now_ms,
+                    sent_at_ms=now_ms,
+                    heartbeat_ms=self.config.heartbeat_ms,
+                )
+            )
+        )
+        # Reconnect: everything owed goes now, with the original ids (DESIGN §5).
+        effects.send.extend(self._atomically(lambda: self._send_due(now_ms, True, flush=True)))
+
+    def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
+        effects.send.append(self._ack(msg.id, now_ms, with_times=True))
+        if msg.digest != self._held_digest(now_ms):
+            request = wire.StateRequest(id=self._ids.new(now_ms), reason="digest differs")
+            effects.send.append(wire.encode(request))
+
+    def _held_digest(self, now_ms: int) -> str:
+        held = []
+        for row in self._q("SELECT prompt_id FROM prompts WHERE final = 0"):
+            status = runtime_status(self._view(row["prompt_id"], now_ms))
+            if status is not None:
+                held.append((row["prompt_id"], status))
+        return held_digest(held)
+
+    def _on_receipt(self, msg: wire.PromptReceipt, now_ms: int, effects: Effects) -> None:
+        self._runtime_fact(msg.id, msg.prompt_id, Received(runtime_at_ms=msg.received_at_ms), now_ms, effects)
+
+    def _on_update(self, msg: wire.PromptUpdate, now_ms: int, effects: Effects) -> None:
+        self._runtime_fact(msg.id, msg.prompt_id, _update_fact(msg), now_ms, effects)
+
+    def _runtime_fact(self, event_id: str, prompt_id: str, fact: Fact, now_ms: int, effects: Effects) -> None:
+        """Commit a runtime fact once (dedup by event id, then by news) and ack it."""
+        if self._seen(event_id):
+            effects.send.append(self._ack(event_id, now_ms))
+            return
+        if self._known(prompt_id) is None:
+            # Not acked: the runtime resends it after its full report lets us adopt the prompt (R6).
+            effects.send.append(
+                self._error_frame("unknown_prompt", f"no prompt {prompt_id}; send a state.report", event_id, now_ms)
+            )
+            effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
+            return
+
+        def commit() -> list[str]:
+            self._apply_runtime_fact(prompt_id, fact, now_ms, event_id)
+            self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", event_id, now_ms)
+            return self._send_due(now_ms, True)
+
+        effects.send.extend(self._atomically(commit))
+        effects.send.append(self._ack(event_id, now_ms))
+
+    def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> None:
+        view = self._view(prompt_id, now_ms)
+        if _is_news(view, fact):
+            self._append(prompt_id, now_ms, fact, event_id)
+            view = self._refresh(prompt_id, now_ms)
+        # Any runtime fact proves the runtime holds the prompt: stop delivering it.
+        self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
+        if view.state in WITHDRAWN and isinstance(fact, (Received, Acknowledged)):
+            self._queue_cancel(prompt_id, view.state.value, now_ms)
+
+    def _on_report(self, msg: wire.StateReport, now_ms: int, effects: Effects) -> None:
+        if self._seen(msg.id):
+            effects.send.append(self._ack(msg.id, now_ms))
+            return
+
+        def commit() -> list[str]:
+            reported = set()
+            for held in msg.prompts:
+                prompt_id = held.prompt.prompt_id
+                reported.add(prompt_id)
+                if self._known(prompt_id) is None:
+                    self._adopt(held, now_ms)
+                for fact in _report_facts(held):
+                    self._apply_runtime_fact(prompt_id, fact, now_ms, None)
+            self._reconcile_absent(reported, now_ms)
+            self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", msg.id, now_ms)
+            return self._send_due(now_ms, True)
+
+        frames = self._atomically(commit)
+        effects.send.append(self._ack(msg.id, now_ms))
+        effects.send.extend(frames)
+
+    def _adopt(self, held: wire.HeldPrompt, now_ms: int) -> None:
+        """R6: the runtime holds a prompt we have no record of; rebuild it from its copy."""
+        copy = held.prompt
+        self._q(
+            "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
+            "VALUES (?, ?, ?, ?, 'pending', 0)",
+            copy.prompt_id,
+            copy.created_at_ms,
+            copy.expires_at_ms,
+            self._ids.new(now_ms),
+        )
+        self._append(
+            copy.prompt_id,
+            now_ms,
+            Created(
+                title=copy.title,
+                message=copy.message,
+                action=copy.action,
+                expires_at_ms=copy.expires_at_ms,
+                on_no_user=NoUserPolicy(copy.on_no_user),
+                by=copy.requested_by or "unknown",
+                adopted=True,
+            ),
+        )
+
+    def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
+        """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""
+        # Open prompts and provisional finals are exactly those with a next moment.
+        for row in self._q("SELECT prompt_id, deliver_id FROM prompts WHERE next_moment_ms IS NOT NULL"):
+            prompt_id = row["prompt_id"]
+            if prompt_id in reported:
+                continue
+            view = self._view(prompt_id, now_ms)
+            if view.final:
+                if view.provisional and not view.runtime_holds_no_decision:
+                    self._append(prompt_id, now_ms, NoDecisionHeld(detail="absent from the runtime's report"))
+                    self._refresh(prompt_id, now_ms)
+                continue
+            if view.received_at_ms is None or view.decision is not None:
+                continue  # never received: the outbox still owns it
+            self._append(prompt_id, now_ms, Replayed(reason="runtime reported it does not hold this prompt"))
+            self._requeue_deliver(row, now_ms)
+            self._refresh(prompt_id, now_ms)
+
+    def _requeue_deliver(self, row: Row, now_ms: int) -> None:
+        """R5: queue the original ``prompt.deliver`` again, same event id."""
+        if self._q("SELECT 1 FROM outbox WHERE event_id = ?", row["deliver_id"]):
+            return
+        view = self._view(row["prompt_id"], now_ms)
+        copy = wire.PromptCopy(
+            prompt_id=view.prompt_id,
+            title=view.title,
+            message=view.message,
+            action=view.action,
+            created_at_ms=view.created_at_ms,
+            expires_at_ms=view.expires_at_ms,
+            on_no_user=view.on_no_user,
+            requested_by=view.created_by,
+        )
+        frame = wire.encode(wire.PromptDeliver(id=row["deliver_id"], prompt=copy))
+        self._q(
+            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, 'deliver', ?, 0, ?)",
+            row["deliver_id"],
+            row["prompt_id"],
+            frame,
+            now_ms,
+        )
+
+    def _on_ack(self, msg: wire.Ack, now_ms: int, effects: Effects) -> None:
+        self._q("DELETE FROM outbox WHERE event_id = ? AND kind = 'cancel'", msg.of)
+
+    def _on_error(self, msg: wire.Error, now_ms: int, effects: Effects) -> None:
+        self._set_meta("last_agent_error", f"{msg.code}: {msg.message}"[: wire.MAX_TEXT_CHARS])
+
+    # --- outbox, alarm, fleet ------------------------------------------------------------------
+
+    def _send_due(self, now_ms: int, connected: bool, *, flush: bool = False) -> list[str]:
+        """Frames owed now (all of them when ``flush``); records each attempt. Call inside a transaction."""
+        if not connected:
+            return []  # DESIGN §5: no attempt is burned while the runtime is away
+        if flush:
+            rows = self._q("SELECT * FROM outbox ORDER BY event_id")
+        else:
+            rows = self._q("SELECT * FROM outbox WHERE next_attempt_at_ms <= ? ORDER BY event_id", now_ms)
+        frames = []
+        backoff = self.config.backoff
+        for row in rows:
+            attempts = int(row["attempts"])
+            prompt_id = row["prompt_id"]
+            if row["kind"] == "deliver":
+                view = self._view(prompt_id, now_ms)
+                if view.final:
+                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
+                    continue
+                if attempts >= backoff.max_attempts:
+                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
+                    self._append(
+                        prompt_id, now_ms, GaveUp(reason=GiveUpReason.NO_RECEIPT, detail=f"{attempts} attempts")
+                    )
+                    self._refresh(prompt_id, now_ms)
+                    continue
+            elif attempts >= backoff.max_attempts:
+                # A cancel nobody acked: drop it; a later report re-queues it if still needed.
+                self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
+                continue
+            next_at = now_ms + max(1, backoff.delay_ms(attempts, self.entropy.uniform))
+            self._q(
+                "UPDATE outbox SET attempts = ?, next_attempt_at_ms = ? WHERE event_id = ?",
+                attempts + 1,
+                next_at,
+                row["event_id"],
+            )
+            if row["kind"] == "deliver":
+                self._append(prompt_id, now_ms, DeliveryAttempted(attempt=attempts + 1, next_attempt_at_ms=next_at))
+                self._refresh(prompt_id, now_ms)
+            frames.append(row["frame"])
+        return frames
+
+    def alarm(self, now_ms: int, connected: bool) -> Effects:
+        """The one alarm fired: move due prompts, retry due sends, check liveness, tidy."""
+        effects = Effects()
+
+        def commit() -> list[str]:
+            for row in self._q(
+                "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
+            ):
+                self._refresh(row["prompt_id"], now_ms)
+            return self._send_due(now_ms, connected)
+
+        effects.send.extend(self._atomically(commit))
+        last_seen = int(self._meta("last_seen_ms") or 0)
+        if connected and now_ms - last_seen >= self.config.liveness_ms:
+            effects.close_agent = (4408, "no heartbeat within the liveness window")
+        if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
+            self._atomically(lambda: self._housekeeping(now_ms))
+        self._finish(now_ms, connected, effects)
+        return effects
+
+    def _housekeeping(self, now_ms: int) -> None:
+        self._q("DELETE FROM idempotency WHERE purge_at_ms <= ?", now_ms)
+        self._q("DELETE FROM seen_events WHERE at_ms <= ?", now_ms - self.config.seen_event_retention_ms)
+        self._q("DELETE FROM enrollments WHERE expires_at_ms <= ?", now_ms - DAY_MS)
+        self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
+
+    def next_alarm_ms(self, now_ms: int, connected: bool) -> int | None:
+        """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping)."""
+        candidates = []
+        moment = self._q("SELECT MIN(next_moment_ms) AS t FROM prompts WHERE next_moment_ms IS NOT NULL")[0]["t"]
+        if moment is not None:
+            candidates.append(int(moment))
+        if connected:
+            attempt = self._q("SELECT MIN(next_attempt_at_ms) AS t FROM outbox")[0]["t"]
+            if attempt is not None:
+                candidates.append(int(attempt))
+            candidates.append(int(self._meta("last_seen_ms") or now_ms) + self.config.liveness_ms)
+        if self.endpoint_id is not None:
+            housekeeping = self._meta("housekeeping_due_ms")
+            candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
+        return min(candidates) if candidates else None
+
+    def _finish(self, now_ms: int, connected: bool, effects: Effects) -> None:
+        """After every event: derive the alarm and the fleet summary from the rows."""
+        effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected)
+        if effects.fleet_summary is None:
+            effects.fleet_summary = self._fleet_summary(now_ms, connected)
+
+    def _fleet_summary(self, now_ms: int, connected: bool, *, force: bool = False) -> dict[str, Any] | None:
+        """The fleet index's line for this endpoint, when it changed (DESIGN §8 ``GET /api/endpoints``)."""
+        endpoint_id = self.endpoint_id
+        if endpoint_id is None:
+            return None
+        last = self._q(
+            "SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 ORDER BY final_at_ms DESC, prompt_id DESC LIMIT 1"
+        )
+        last_seen = self._meta("last_seen_ms")
+        summary = {
+            "endpoint_id": endpoint_id,
+            "label": self._meta("label") or "",
+            "online": connected,
+            "last_seen_ms": int(last_seen) if last_seen else None,
+            "open_prompts": int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"]),
+            "last_outcome": (
+                {"prompt_id": last[0]["prompt_id"], "state": last[0]["state"], "at_ms": last[0]["final_at_ms"]}
+                if last
+                else None
+            ),
+        }
+        # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
+        comparable = dict(summary, last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000)
+        fingerprint = json.dumps(comparable, sort_keys=True)
+        if not force and fingerprint == self._meta("fleet_fingerprint"):
+            return None
+        self._set_meta("fleet_fingerprint", fingerprint)
+        return summary
+
+
+# --- runtime facts from frames ---------------------------------------------------------------
+
+
+def _update_fact(msg: wire.PromptUpdate) -> Fact:
+    if msg.status == "acknowledged":
+        return Acknowledged(how=msg.how or "shown")
+    if msg.status == "decided":
+        assert msg.decision is not None and msg.decided_at_ms is not None  # checked by wire
+        return Decided(decision=Decision(msg.decision), decided_at_ms=msg.decided_at_ms, how=msg.how or "user")
+    if msg.status == "closed":
+        return NoDecisionHeld(detail=msg.detail or "closed")
+    return Rejected(reason=msg.detail or "rejected")
+
+
+def _report_facts(held: wire.HeldPrompt) -> list[Fact]:
+    """The facts a report line implies, oldest first; ``_is_news`` drops what is known."""
+    facts: list[Fact] = [Received(runtime_at_ms=held.prompt.created_at_ms)]
+    if held.status == "rejected":
+        return [Rejected(reason=held.how or "rejected")]
+    if held.status == "acknowledged":
+        facts.append(Acknowledged(how=held.how or "shown"))
+    if held.decision is not None and held.decided_at_ms is not None:
+        facts.append(
+            Decided(decision=Decision(held.decision), decided_at_ms=held.decided_at_ms, how=held.how or "user")
+        )
+    if held.status == "closed":
+        facts.append(NoDecisionHeld(detail=held.how or "closed"))
+    return facts
+
+
+def _is_news(view: PromptView, fact: Fact) -> bool:
+    """Whether a runtime fact adds anything to the view (dedup beyond event ids)."""
+    if isinstance(fact, Received):
+        return view.received_at_ms is None
+    if isinstance(fact, Acknowledged):
+        return view.acknowledged_at_ms is None
+    if isinstance(fact, Decided):
+        late = view.late_decision
+        return view.decision != fact.decision and not (late is not None and late.decision == fact.decision)
+    if isinstance(fact, NoDecisionHeld):
+        return not view.runtime_holds_no_decision
+    if isinstance(fact, Rejected):
+        return view.state.value == "pending"
+    return True
+
+
+_FRAME_HANDLERS: dict[type, Callable[[EndpointBridge, Any, int, Effects], None]] = {
+    wire.Hello: EndpointBridge._on_hello,
+    wire.Heartbeat: EndpointBridge._on_heartbeat,
+    wire.PromptReceipt: EndpointBridge._on_receipt,
+    wire.PromptUpdate: EndpointBridge._on_update,
+    wire.StateReport: EndpointBridge._on_report,
+    wire.Ack: EndpointBridge._on_ack,
+    wire.Error: EndpointBridge._on_error,
+}
+
+__all__ = [
+    "AGENT_VERSION_HEADER",
+    "ROLE_HEADER",
+    "BridgeConfig",
+    "EndpointBridge",
+    "enrollment_endpoint",
+    "migrate",
+    "secret_hash",
+]

@@ -1,0 +1,151 @@
+"""``FleetIndex``: technician tokens and the fleet overview (DESIGN §8).
+
+One instance per deployment (on Cloudflare, the Durable Object named ``fleet``). It holds
+the named technician tokens (hashed) and one summary line per endpoint, which the endpoint
+actors push whenever their line changes. It never sees prompts themselves: each endpoint's
+actor is the only authority over its prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from caisey.clock import to_rfc3339
+from worker.api import NAME_RE, ApiError, ApiRequest, ApiResponse, Route, route_for_actor, with_etag
+from worker.endpoint import migrate, same_secret, secret_hash
+from worker.host import Entropy, SqlStore
+
+TECHNICIAN_TOKEN_PREFIX = "cst_"
+ROLES = ("admin", "technician")
+ADMIN_NAME = "admin"
+# Internal calls, reachable only from the gateway and the endpoint actors (never routed from outside).
+AUTHENTICATE_PATH = "/internal/authenticate"
+SUMMARY_PATH = "/internal/endpoint-summary"
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE,
+            created_at_ms INTEGER NOT NULL, created_by TEXT NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS endpoints (
+            endpoint_id TEXT PRIMARY KEY, label TEXT NOT NULL, online INTEGER NOT NULL,
+            last_seen_ms INTEGER, open_prompts INTEGER NOT NULL, last_outcome TEXT, updated_at_ms INTEGER NOT NULL)""",
+    ],
+}
+
+
+class FleetIndex:
+    def __init__(self, store: SqlStore, entropy: Entropy, admin_token_hash: str | None) -> None:
+        self.store = store
+        self.entropy = entropy
+        self.admin_token_hash = admin_token_hash
+        migrate(store, MIGRATIONS)
+
+    def authenticate(self, token: str | None, need_role: str) -> tuple[str, str]:
+        """``(name, role)`` of the technician presenting ``token``, or ``ApiError`` 401/403."""
+        if not token:
+            raise ApiError(401, "missing_token", "Authorization: Bearer <technician token> is required")
+        if same_secret(self.admin_token_hash, token):
+            return ADMIN_NAME, "admin"
+        rows = self.store.execute(
+            "SELECT name, role, token_hash FROM tokens WHERE token_hash = ?", (secret_hash(token),)
+        )
+        if not rows or not same_secret(rows[0]["token_hash"], token):
+            raise ApiError(401, "invalid_token", "the token is unknown or was revoked")
+        name, role = rows[0]["name"], rows[0]["role"]
+        if need_role == "admin" and role != "admin":
+            raise ApiError(403, "forbidden", "this call needs an admin token")
+        return name, role
+
+    def handle(self, req: ApiRequest, now_ms: int) -> ApiResponse:
+        """A request the gateway forwarded: internal calls first, then the public routes."""
+        try:
+            if req.path == AUTHENTICATE_PATH:
+                body = req.json()
+                name, role = self.authenticate(body.get("token"), str(body.get("need_role", "technician")))
+                return ApiResponse(200, {"name": name, "role": role})
+            if req.path == SUMMARY_PATH:
+                self.update_endpoint(req.json(), now_ms)
+                return ApiResponse(204)
+            return self.http(route_for_actor(req), req, now_ms)
+        except ApiError as exc:
+            return exc.response()
+
+    def http(self, route: Route, req: ApiRequest, now_ms: int) -> ApiResponse:
+        try:
+            if route.op == "create_token":
+                return self._create_token(req, now_ms)
+            if route.op == "revoke_token":
+                return self._revoke_token(route.name or "")
+            if route.op == "list_endpoints":
+                return self._list_endpoints(req)
+            raise ApiError(404, "not_found", f"the fleet index has no operation {route.op!r}")
+        except ApiError as exc:
+            return exc.response()
+
+    def _create_token(self, req: ApiRequest, now_ms: int) -> ApiResponse:
+        body = req.json()
+        name, role = body.get("name"), body.get("role", "technician")
+        if not isinstance(name, str) or not NAME_RE.match(name) or name == ADMIN_NAME:
+            raise ApiError(
+                400, "invalid_field", "name must be 1-64 letters, digits, '.', '_', '@' or '-' (not 'admin')"
+            )
+        if role not in ROLES:
+            raise ApiError(400, "invalid_field", f"role must be one of {', '.join(ROLES)}")
+        if self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
+            raise ApiError(409, "token_exists", f"a token named {name!r} exists; revoke it first")
+        token = self.entropy.token(TECHNICIAN_TOKEN_PREFIX)
+        self.store.execute(
+            "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by) VALUES (?, ?, ?, ?, ?)",
+            (name, role, secret_hash(token), now_ms, req.header("x-caisey-technician") or ADMIN_NAME),
+        )
+        # The secret is shown once; only its hash is kept.
+        return ApiResponse(201, {"name": name, "role": role, "token": token, "created_at": to_rfc3339(now_ms)})
+
+    def _revoke_token(self, name: str) -> ApiResponse:
+        if not self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
+            raise ApiError(404, "unknown_token", f"no token named {name[:64]!r}")
+        self.store.execute("DELETE FROM tokens WHERE name = ?", (name,))
+        return ApiResponse(200, {"name": name, "revoked": True})
+
+    def update_endpoint(self, summary: dict[str, Any], now_ms: int) -> None:
+        """An endpoint actor's line changed (pushed after its transaction committed)."""
+        self.store.execute(
+            "INSERT INTO endpoints (endpoint_id, label, online, last_seen_ms, open_prompts, last_outcome, updated_at_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET label = excluded.label, "
+            "online = excluded.online, last_seen_ms = excluded.last_seen_ms, open_prompts = excluded.open_prompts, "
+            "last_outcome = excluded.last_outcome, updated_at_ms = excluded.updated_at_ms",
+            (
+                str(summary["endpoint_id"]),
+                str(summary.get("label") or ""),
+                1 if summary.get("online") else 0,
+                summary.get("last_seen_ms"),
+                int(summary.get("open_prompts") or 0),
+                json.dumps(summary.get("last_outcome")),
+                now_ms,
+            ),
+        )
+
+    def _list_endpoints(self, req: ApiRequest) -> ApiResponse:
+        rows = self.store.execute("SELECT * FROM endpoints ORDER BY endpoint_id", ())
+        endpoints = []
+        for row in rows:
+            outcome = json.loads(row["last_outcome"]) if row["last_outcome"] else None
+            if outcome and outcome.get("at_ms") is not None:
+                outcome = {
+                    "prompt_id": outcome["prompt_id"],
+                    "state": outcome["state"],
+                    "at": to_rfc3339(int(outcome["at_ms"])),
+                }
+            endpoints.append(
+                {
+                    "endpoint_id": row["endpoint_id"],
+                    "label": row["label"],
+                    "online": bool(row["online"]),
+                    "last_seen": to_rfc3339(int(row["last_seen_ms"])) if row["last_seen_ms"] is not None else None,
+                    "open_prompts": int(row["open_prompts"]),
+                    "last_outcome": outcome,
+                }
+            )
+        return with_etag(req, {"endpoints": endpoints})

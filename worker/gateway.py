@@ -1,0 +1,74 @@
+"""The gateway: what happens to an API request before an actor sees it (DESIGN §8).
+
+Both hosts call ``dispatch``; they differ only in how they reach an actor (in-process on
+the local host, ``stub.fetch`` to a Durable Object on Cloudflare), which ``Actors`` hides.
+Steps: strip client-sent internal headers → route → authenticate the technician with the
+fleet index → find the endpoint a body names (enrollments) → forward.
+The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+from worker.api import (
+    ENDPOINT_HEADER,
+    ENDPOINT_ID_RE,
+    ROLE_HEADER,
+    TECHNICIAN_HEADER,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    match,
+)
+from worker.endpoint import enrollment_endpoint
+from worker.fleet import AUTHENTICATE_PATH
+
+
+class Actors(Protocol):
+    async def fleet(self, req: ApiRequest) -> ApiResponse:
+        """Forward to the fleet index."""
+        ...
+
+    async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
+        """Forward to one endpoint's actor."""
+        ...
+
+
+async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
+    try:
+        req.headers = {k: v for k, v in req.headers.items() if not k.startswith("x-caisey-")}
+        route = match(req.method, req.path)
+        if route.op == "agent_connect":
+            raise ApiError(426, "upgrade_required", "the agent endpoint needs a WebSocket upgrade")
+        if route.auth in ("admin", "technician"):
+            auth_request = ApiRequest(
+                "POST",
+                AUTHENTICATE_PATH,
+                body=json.dumps({"token": req.bearer(), "need_role": route.auth}).encode(),
+            )
+            answer = await actors.fleet(auth_request)
+            if answer.status != 200:
+                return answer
+            req.headers[TECHNICIAN_HEADER] = answer.body["name"]
+            req.headers[ROLE_HEADER] = answer.body["role"]
+        endpoint_id = route.endpoint_id
+        if route.op == "create_enrollment":
+            endpoint_id = req.json().get("endpoint_id")
+            if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.match(endpoint_id):
+                raise ApiError(400, "invalid_endpoint_id", "endpoint_id must be 1-64 letters, digits, '.', '_' or '-'")
+        elif route.op == "agent_enroll":
+            token = req.json().get("enrollment_token")
+            endpoint_id = enrollment_endpoint(token) if isinstance(token, str) else None
+            if endpoint_id is None or not ENDPOINT_ID_RE.match(endpoint_id):
+                raise ApiError(
+                    401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
+                )
+        if route.actor == "fleet":
+            return await actors.fleet(req)
+        assert endpoint_id is not None
+        req.headers[ENDPOINT_HEADER] = endpoint_id
+        return await actors.endpoint(endpoint_id, req)
+    except ApiError as exc:
+        return exc.response()

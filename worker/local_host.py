@@ -1,0 +1,362 @@
+"""The local host: ``caisey-bridge serve`` — the same actors on aiohttp and SQLite files.
+
+Layout of ``--data DIR``: ``fleet.sqlite3`` for the fleet index, ``endpoints/<id>.sqlite3``
+for each endpoint actor (one file per actor mirrors one Durable Object per endpoint, so
+the actor code and its transactions are the same on both hosts), ``admin-token`` (0600).
+
+Each callback is the same four steps around an actor: feed the event → perform the
+Effects' sends → close if asked → re-arm the actor's one timer; then push the fleet line.
+Alarms are rows, not timers: at start every actor's next alarm is derived from its rows and
+armed, so one that fell due while the bridge was down fires at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+
+from caisey import wire
+from worker import gateway
+from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
+from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
+from worker.fleet import FleetIndex
+from worker.host import Effects, Entropy, Row, SqlValue
+
+log = logging.getLogger("caisey.bridge")
+T = TypeVar("T")
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console_static"
+# aiohttp refuses frames above this before our parser sees them (close 1009). It is larger
+# than the protocol's limit so that merely oversized frames get a protocol ``error`` reply.
+WS_READ_LIMIT = 4 * wire.MAX_FRAME_BYTES
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SqliteStore:
+    """``SqlStore`` over one SQLite file: WAL, synchronous=FULL (a commit is on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._depth = 0
+
+    def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
+        return [dict(row) for row in self.db.execute(sql, params).fetchall()]
+
+    def transaction(self, fn: Callable[[], T]) -> T:
+        if self._depth:
+            return fn()  # already inside one: the outer transaction owns commit/rollback
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            result = fn()
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth -= 1
+        self.db.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LocalEndpoint:
+    """An endpoint actor with its sockets and its timer."""
+
+    def __init__(self, host: LocalBridge, endpoint_id: str, path: Path) -> None:
+        self.host = host
+        self.endpoint_id = endpoint_id
+        self.store = SqliteStore(path)
+        self.actor = EndpointBridge(self.store, host.entropy, host.config)
+        self.sockets: list[web.WebSocketResponse] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def connected(self) -> bool:
+        return any(not ws.closed for ws in self.sockets)
+
+    async def perform(self, effects: Effects) -> None:
+        """Send → close → arm → notify (the order ``Effects`` documents)."""
+        for ws in list(self.sockets):
+            for frame in effects.send:
+                if ws.closed:
+                    break
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_str(frame)
+        if effects.close_agent:
+            code, reason = effects.close_agent
+            for ws in list(self.sockets):
+                await ws.close(code=code, message=reason.encode())
+        self.arm(effects.alarm_at_ms)
+        if effects.fleet_summary is not None:
+            self.host.fleet.update_endpoint(effects.fleet_summary, now_ms())
+
+    def arm(self, at_ms: int | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if at_ms is None or self.host.closing:
+            return
+        delay = max(0.0, (at_ms - now_ms()) / 1000)
+        self.timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.host.spawn(self.on_alarm())
+
+    async def on_alarm(self) -> None:
+        await self.perform(self.actor.alarm(now_ms(), self.connected))
+
+
+class LocalBridge:
+    """All actors of one data directory, and the aiohttp application serving them."""
+
+    def __init__(self, data: Path, admin_token_hash: str, config: BridgeConfig | None = None) -> None:
+        self.data = data
+        self.config = config or BridgeConfig()
+        self.entropy = Entropy()
+        (data / "endpoints").mkdir(parents=True, exist_ok=True)
+        self.fleet_store = SqliteStore(data / "fleet.sqlite3")
+        self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash)
+        self.endpoints: dict[str, LocalEndpoint] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def _path(self, endpoint_id: str) -> Path:
+        return self.data / "endpoints" / f"{endpoint_id}.sqlite3"
+
+    def endpoint(self, endpoint_id: str, *, create: bool = False) -> LocalEndpoint | None:
+        """The actor for ``endpoint_id``; None when it was never registered (no file is made)."""
+        actor = self.endpoints.get(endpoint_id)
+        if actor is None:
+            if not ENDPOINT_ID_RE.match(endpoint_id) or not (create or self._path(endpoint_id).exists()):
+                return None
+            actor = LocalEndpoint(self, endpoint_id, self._path(endpoint_id))
+            self.endpoints[endpoint_id] = actor
+        return actor
+
+    async def start(self) -> None:
+        """Open every actor and arm its alarm from its rows (due ones fire at once)."""
+        now = now_ms()
+        for path in sorted((self.data / "endpoints").glob("*.sqlite3")):
+            actor = self.endpoint(path.stem)
+            if actor is None:
+                continue
+            actor.arm(actor.actor.next_alarm_ms(now, False))
+            # Every endpoint starts offline; tell the fleet (its stored line may say online).
+            summary = actor.actor._fleet_summary(now, False, force=True)
+            if summary is not None:
+                self.fleet.update_endpoint(summary, now)
+
+    async def stop(self) -> None:
+        self.closing = True
+        for actor in self.endpoints.values():
+            actor.arm(None)
+            for ws in list(actor.sockets):
+                await ws.close(code=1001, message=b"bridge shutting down")
+        for task in list(self.tasks):
+            task.cancel()
+        for actor in self.endpoints.values():
+            actor.store.close()
+        self.fleet_store.close()
+
+    # --- gateway's Actors ----------------------------------------------------------------------
+
+    async def fleet_call(self, req: ApiRequest) -> ApiResponse:
+        return self.fleet.handle(req, now_ms())
+
+    async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
+        route = match(req.method, req.path)
+        actor = self.endpoint(endpoint_id, create=route.op == "create_enrollment")
+        if actor is None:
+            if route.op == "agent_enroll":
+                return ApiError(
+                    401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
+                ).response()
+            return ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+        response, effects = actor.actor.handle(req, now_ms(), actor.connected)
+        await actor.perform(effects)
+        return response
+
+    # --- aiohttp -------------------------------------------------------------------------------
+
+    async def api(self, request: web.Request) -> web.StreamResponse:
+        if (
+            request.method == "GET"
+            and request.path.endswith("/agent")
+            and request.headers.get("upgrade", "").lower() == "websocket"
+        ):
+            return await self.agent_socket(request)
+        if request.content_length is not None and request.content_length > 64 * 1024:
+            return _to_aiohttp(ApiError(413, "body_too_large", "request body exceeds 65536 bytes").response())
+        try:
+            body = await request.content.read(64 * 1024 + 1)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            body = b""
+        api_request = ApiRequest(
+            method=request.method,
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            query=dict(request.query),
+        )
+        response = await gateway.dispatch(api_request, _Actors(self))
+        return _to_aiohttp(response)
+
+    async def agent_socket(self, request: web.Request) -> web.StreamResponse:
+        endpoint_id = request.match_info.get("eid", "")
+        actor = self.endpoint(endpoint_id)
+        secret = ApiRequest("GET", request.path, {k.lower(): v for k, v in request.headers.items()}).bearer()
+        refusal = (
+            actor.actor.authorize_agent(endpoint_id, secret)
+            if actor is not None
+            else ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+        )
+        if refusal is not None:
+            return _to_aiohttp(refusal)
+        assert actor is not None
+        ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=None)
+        await ws.prepare(request)
+        for older in list(actor.sockets):
+            await older.close(code=4000, message=b"replaced by a newer connection")
+        actor.sockets = [ws]
+        await actor.perform(actor.actor.agent_opened(now_ms()))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                    await actor.perform(actor.actor.agent_frame(msg.data, now_ms()))
+                elif msg.type == WSMsgType.ERROR:
+                    log.warning("agent socket error on %s: %s", endpoint_id, ws.exception())
+        finally:
+            if ws in actor.sockets:
+                actor.sockets.remove(ws)
+            if not self.closing:
+                await actor.perform(actor.actor.agent_closed(now_ms(), actor.connected))
+        return ws
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 + 1024)
+        app.router.add_route("GET", "/api/endpoints/{eid}/agent", self.api)
+        app.router.add_route("*", "/api/{tail:.*}", self.api)
+        if CONSOLE_DIR.is_dir():
+            app.router.add_get("/", _index)
+            app.router.add_static("/", CONSOLE_DIR, show_index=False)
+
+        async def on_startup(app: web.Application) -> None:
+            await self.start()
+
+        async def on_shutdown(app: web.Application) -> None:
+            await self.stop()
+
+        app.on_startup.append(on_startup)
+        app.on_shutdown.append(on_shutdown)
+        return app
+
+
+class _Actors:
+    def __init__(self, host: LocalBridge) -> None:
+        self.host = host
+
+    async def fleet(self, req: ApiRequest) -> ApiResponse:
+        return await self.host.fleet_call(req)
+
+    async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
+        return await self.host.endpoint_call(endpoint_id, req)
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(CONSOLE_DIR / "index.html")
+
+
+def _to_aiohttp(response: ApiResponse) -> web.Response:
+    headers = dict(response.headers)
+    if response.body is None:
+        return web.Response(status=response.status, headers=headers)
+    headers["content-type"] = "application/json"
+    return web.Response(status=response.status, body=response.encoded(), headers=headers)
+
+
+def admin_token(data: Path) -> tuple[str, str | None]:
+    """``(hash, token_to_print_once)``: ``CAISEY_ADMIN_TOKEN`` wins, else ``DIR/admin-token``."""
+    from_env = os.environ.get("CAISEY_ADMIN_TOKEN")
+    if from_env:
+        return secret_hash(from_env), None
+    path = data / "admin-token"
+    if path.exists():
+        return secret_hash(path.read_text().strip()), None
+    token = Entropy().token("cst_")
+    data.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return secret_hash(token), token
+
+
+def _raise_fd_limit() -> None:
+    """One SQLite file and one socket per connected endpoint: lift the soft fd limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def serve(data: Path, host: str, port: int, config: BridgeConfig | None = None) -> None:
+    _raise_fd_limit()
+    token_hash, new_token = admin_token(data)
+    bridge = LocalBridge(data, token_hash, config)
+    if new_token is not None:
+        print(f"admin token (shown once, also in {data / 'admin-token'}): {new_token}", flush=True)
+    print(f"caisey bridge on http://{host}:{port}/ data={data}", flush=True)
+    web.run_app(bridge.app(), host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="caisey-bridge", description="Caisey bridge (local host)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = sub.add_parser("serve", help="serve the API, the agent WebSocket and the console")
+    serve_cmd.add_argument("--data", type=Path, required=True, help="data directory (SQLite files, admin-token)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8787)
+    serve_cmd.add_argument("--heartbeat-ms", type=int, default=None, help="agent heartbeat interval")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = (
+        BridgeConfig(heartbeat_ms=args.heartbeat_ms, liveness_ms=3 * args.heartbeat_ms) if args.heartbeat_ms else None
+    )
+    # SIGTERM and SIGINT → aiohttp's graceful shutdown (closes sockets, cancels timers, closes files).
+    serve(args.data, args.host, args.port, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
