@@ -1,0 +1,315 @@
+"""``caisey-agent``: enroll this endpoint, run the agent, show its state (DESIGN §6).
+
+    caisey-agent enroll --bridge URL --token TOKEN [--state-dir DIR]
+    caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--state-dir DIR]
+    caisey-agent status [--json] [--state-dir DIR]
+
+State lives in ``--state-dir``, else ``$CAISEY_AGENT_HOME``, else the platform's per-user
+data directory (``platformdirs.user_data_dir("caisey-agent")``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from agent.connection import AgentRunner, agent_url
+from agent.core import AgentCore
+from agent.presenters import make_presenter
+from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
+from caisey.clock import to_rfc3339
+from caisey.errors import ProtocolError
+from caisey.wire import check_id
+
+log = logging.getLogger("caisey.agent.cli")
+
+# An enroll answer is two short strings; a larger body is not our bridge.
+MAX_ENROLL_RESPONSE_BYTES = 64 * 1024
+ENROLL_TIMEOUT_S = 30.0
+# ``status`` calls the agent online when it heard from the bridge this recently.
+ONLINE_WITHIN_MS = 60_000
+
+
+class CliError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+# --- enroll ----------------------------------------------------------------------------------
+
+
+async def _exchange_token(bridge: str, token: str) -> tuple[str, str]:
+    url = bridge.rstrip("/") + "/api/agent/enroll"
+    timeout = aiohttp.ClientTimeout(total=ENROLL_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json={"enrollment_token": token}) as response,
+        ):
+            raw = await response.content.read(MAX_ENROLL_RESPONSE_BYTES + 1)
+            status = response.status
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise CliError(f"cannot reach the bridge at {url}: {exc or type(exc).__name__}") from None
+    try:
+        body = json.loads(raw) if len(raw) <= MAX_ENROLL_RESPONSE_BYTES else None
+    except ValueError:
+        body = None
+    if status >= 400:
+        error = body.get("error") if isinstance(body, dict) else None
+        detail = (
+            f"{error.get('code')}: {error.get('message')}"
+            if isinstance(error, dict)
+            else raw[:200].decode(errors="replace")
+        )
+        raise CliError(f"enrollment refused ({status}) — {detail}")
+    if not isinstance(body, dict):
+        raise CliError(f"the bridge's answer is not a JSON object (status {status})")
+    endpoint_id, secret = body.get("endpoint_id"), body.get("agent_secret")
+    if not isinstance(endpoint_id, str) or not isinstance(secret, str) or not secret:
+        raise CliError("the bridge's answer lacks endpoint_id or agent_secret")
+    try:
+        check_id(endpoint_id, "endpoint_id")
+    except ProtocolError as exc:
+        raise CliError(f"the bridge sent an unusable endpoint id: {exc.message}") from None
+    if len(secret.encode()) > MAX_SECRET_BYTES or any(c.isspace() for c in secret):
+        raise CliError("the bridge sent an unusable agent secret")
+    return endpoint_id, secret
+
+
+def cmd_enroll(args: argparse.Namespace, out: IO[str]) -> int:
+    try:
+        agent_url(args.bridge, "probe")  # validates the scheme before we spend the token
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    endpoint_id, secret = asyncio.run(_exchange_token(args.bridge, args.token))
+    store = Store.open(_state_dir(args))
+    try:
+        previous = store.meta_get("endpoint_id")
+        if previous is not None and previous != endpoint_id:
+            # The held prompts belong to the other endpoint's bridge actor.
+            log.warning("re-enrolling as %s (was %s): dropping the old endpoint's prompts", endpoint_id, previous)
+            store.reset_prompts()
+            store.meta_set("offset_ms", None)
+        with store.transaction():
+            store.meta_set("endpoint_id", endpoint_id)
+            store.meta_set("bridge_url", args.bridge.rstrip("/"))
+            store.meta_set("enrolled_at_ms", int(time.time() * 1000))
+        path = store.write_secret(secret)
+    finally:
+        store.close()
+    out.write(f"enrolled as endpoint {endpoint_id}; secret stored in {path} (mode 0600)\n")
+    return 0
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _run_lock(state_dir: Path) -> Iterator[None]:
+    """One ``run`` per state dir: two agents on one store would show every prompt twice."""
+    handle = open(state_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the agent's life
+    try:
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise CliError(f"another caisey-agent run is using {state_dir}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _lock_held(state_dir: Path) -> bool:
+    """Whether a ``run`` holds the state dir now (for ``status``)."""
+    path = state_dir / LOCK_FILE
+    if not path.exists():
+        return False
+    try:
+        with _run_lock(state_dir):
+            return False
+    except CliError:
+        return True
+
+
+async def _serve(runner: AgentRunner) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C raises instead
+            loop.add_signal_handler(sig, stop.set)
+    await runner.run(stop)
+
+
+def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
+    state_dir = _state_dir(args)
+    try:
+        presenter = make_presenter(args.presenter)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not (state_dir / DB_FILE).exists():
+        raise CliError(f"no agent state in {state_dir}: run `caisey-agent enroll` first")
+    store = Store.open(state_dir)
+    try:
+        with _run_lock(state_dir):
+            endpoint_id = store.meta_get("endpoint_id")
+            bridge = args.bridge or store.meta_get("bridge_url")
+            if endpoint_id is None or bridge is None:
+                raise CliError(f"{state_dir} is not enrolled: run `caisey-agent enroll` first")
+            try:
+                url = agent_url(bridge, endpoint_id)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            secret = store.read_secret()
+            core = AgentCore(store, endpoint_id)
+            runner = AgentRunner(core, url=url, secret=secret, presenter=presenter)
+            log.info("caisey-agent for endpoint %s, bridge %s, presenter %s", endpoint_id, bridge, presenter.name)
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(runner))
+            log.info("caisey-agent stopped")
+    finally:
+        store.close()
+    return 0
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def _time(ms: int | None) -> str | None:
+    return None if ms is None else to_rfc3339(ms)
+
+
+def status_info(state_dir: Path) -> dict[str, Any]:
+    """Everything ``status`` shows, as JSON-ready data."""
+    if not (state_dir / DB_FILE).exists():
+        return {"state_dir": str(state_dir), "enrolled": False, "running": False, "prompts": []}
+    store = Store.open(state_dir)
+    try:
+        connected = store.meta_int("connected_at_ms")
+        disconnected = store.meta_int("disconnected_at_ms")
+        last_seen = store.meta_int("last_seen_ms")
+        running = _lock_held(state_dir)
+        now_ms = int(time.time() * 1000)
+        online = (
+            running
+            and connected is not None
+            and (disconnected is None or connected > disconnected)
+            and last_seen is not None
+            and now_ms - last_seen < ONLINE_WITHIN_MS
+        )
+        prompts = []
+        for row in reversed(store.all_prompts()):
+            prompts.append(
+                {
+                    "prompt_id": row.prompt_id,
+                    "title": row.prompt.title,
+                    "status": row.status,
+                    "decision": row.decision,
+                    "how": row.how,
+                    "detail": row.detail,
+                    "decided_at": _time(row.decided_at_ms),
+                    "expires_at": _time(row.prompt.expires_at_ms),
+                    "received_at": _time(row.received_at_ms),
+                    "shown_count": row.shown_count,
+                    "reported": row.final_acked,
+                }
+            )
+        return {
+            "state_dir": str(state_dir),
+            "enrolled": store.meta_get("endpoint_id") is not None,
+            "endpoint_id": store.meta_get("endpoint_id"),
+            "bridge": store.meta_get("bridge_url"),
+            "running": running,
+            "online": bool(online),
+            "connected_at": _time(connected),
+            "disconnected_at": _time(disconnected),
+            "last_seen": _time(last_seen),
+            "offset_ms": store.meta_int("offset_ms") or 0,
+            "outbox": len(store.outbox_all()),
+            "open_prompts": sum(1 for p in prompts if p["status"] in ("received", "acknowledged")),
+            "prompts": prompts,
+        }
+    finally:
+        store.close()
+
+
+def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
+    info = status_info(_state_dir(args))
+    if args.json:
+        out.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    if not info["enrolled"]:
+        out.write(f"not enrolled (state dir {info['state_dir']}): run `caisey-agent enroll`\n")
+        return 1
+    state = "online" if info["online"] else ("running, offline" if info["running"] else "not running")
+    out.write(
+        f"endpoint   {info['endpoint_id']}\nbridge     {info['bridge']}\nagent      {state}\n"
+        f"connected  {info['connected_at'] or '-'}\nlast seen  {info['last_seen'] or '-'}\n"
+        f"offset     {info['offset_ms']} ms\nunacked    {info['outbox']} update(s)\n"
+        f"state dir  {info['state_dir']}\n"
+    )
+    prompts = info["prompts"]
+    out.write(f"prompts    {info['open_prompts']} open, {len(prompts)} held\n")
+    for p in prompts[:50]:
+        outcome = p["decision"] or p["detail"] or p["how"] or ""
+        out.write(f"  {p['prompt_id']}  {p['status']:<12} {outcome:<10} expires {p['expires_at']}  {p['title'][:40]}\n")
+    return 0
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", help="agent state directory (default: $CAISEY_AGENT_HOME or the user data dir)")
+    common.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="caisey-agent", description="Caisey endpoint agent")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enroll = sub.add_parser("enroll", parents=[common], help="exchange an enrollment token for this endpoint's secret")
+    enroll.add_argument("--bridge", required=True, help="bridge base URL, e.g. https://caisey.example.com")
+    enroll.add_argument("--token", required=True, help="one-time enrollment token from the console")
+    run = sub.add_parser("run", parents=[common], help="connect to the bridge and show prompts")
+    run.add_argument("--presenter", default="auto", help="auto | tk | terminal | exec:PROGRAM (default: auto)")
+    run.add_argument("--bridge", help="override the bridge URL stored at enrollment")
+    status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    commands = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status}
+    try:
+        return commands[args.command](args, sys.stdout)
+    except (CliError, StoreError) as exc:
+        sys.stderr.write(f"caisey-agent: {exc}\n")
+        return 1

@@ -1,0 +1,278 @@
+"""The agent's asyncio host: a WebSocket to the bridge around ``AgentCore`` (DESIGN §6).
+
+Thin on purpose (STYLE: hosts are thin). Each callback — a frame arrived, a timer fired, a
+presenter finished — is the same four steps: feed the core with the current time → take its
+``Effects`` → queue the frames for the socket writer and start/cancel presenter tasks → wake
+the timer, which sleeps until ``core.next_deadline_ms()``.
+
+A dropped connection is normal life: we reconnect with full-jitter backoff
+(``caisey.backoff``) forever, and the core's outbox makes sure nothing owed is lost. Local
+expiry and the display keep running while disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+
+from agent.core import AgentCore, Effects, Rng, Show, Withdraw
+from agent.presenters import Presenter
+from caisey.backoff import Backoff
+from caisey.wire import MAX_FRAME_BYTES
+
+log = logging.getLogger("caisey.agent.connection")
+
+# aiohttp drops a connection on a message above max_msg_size. Frames up to this size reach
+# the core, which answers an oversized frame with an ``error`` and keeps the connection; a
+# peer sending more than this is cut off instead of being buffered without bound.
+MAX_WS_MESSAGE_BYTES = 8 * MAX_FRAME_BYTES
+# The timer re-reads the wall clock at least this often, so a laptop waking from sleep (when
+# the monotonic clock may have stood still) expires prompts and detects the dead socket soon.
+MAX_TIMER_SLEEP_S = 5.0
+# Frames queued for the socket writer; more means the socket is stuck — drop the connection.
+MAX_SEND_QUEUE = 1024
+CONNECT_TIMEOUT_S = 20.0
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def agent_url(bridge_url: str, endpoint_id: str) -> str:
+    """``https://bridge/x`` → ``wss://bridge/x/api/endpoints/{endpoint_id}/agent``."""
+    parts = urlsplit(bridge_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"bridge URL must be http(s):// or ws(s)://, got {bridge_url!r}")
+    path = parts.path.rstrip("/") + f"/api/endpoints/{quote(endpoint_id, safe='')}/agent"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+class AgentRunner:
+    """Runs one ``AgentCore`` against the bridge until ``stop`` is set."""
+
+    def __init__(
+        self,
+        core: AgentCore,
+        *,
+        url: str,
+        secret: str,
+        presenter: Presenter,
+        rng: Rng | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.core = core
+        self.url = url
+        self._secret = secret
+        self.presenter = presenter
+        self._rng: Rng = rng if rng is not None else random.SystemRandom()
+        self.backoff = backoff or Backoff(base_ms=1_000, factor=2.0, cap_ms=60_000)
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_queue: asyncio.Queue[str] | None = None
+        self._presenting: dict[str, asyncio.Task[None]] = {}
+        self._session_ready = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.connections = 0  # sessions opened, for status and tests
+
+    # --- the four steps ----------------------------------------------------------------------
+
+    def _call(self, step: Callable[..., Effects], *args: object) -> None:
+        """Feed the core (with the time), then perform its effects. The one boundary where
+        an unexpected error is caught: logged with its traceback, the connection dropped so
+        the bridge replays whatever we did not finish."""
+        try:
+            effects = step(*args, self._clock())
+        except sqlite3.Error:
+            log.exception("agent state could not be written; dropping the connection")
+            self._close("local storage error")
+            return
+        except Exception:  # a bug in the core: never leave the timer or a presenter task dead
+            log.exception("agent core failed in %s; dropping the connection", getattr(step, "__name__", step))
+            self._close("internal error")
+            return
+        self._apply(effects)
+
+    def _apply(self, effects: Effects) -> None:
+        for text in effects.send:
+            if self._send_queue is None:
+                continue  # not connected: the outbox resends after the next hello
+            if self._send_queue.full():
+                self._close("send queue full")
+                break
+            self._send_queue.put_nowait(text)
+        if self.core.ready:
+            self._session_ready = True
+        for command in effects.display:
+            if isinstance(command, Show):
+                self._start_presenting(command)
+            elif isinstance(command, Withdraw):
+                task = self._presenting.pop(command.prompt_id, None)
+                if task is not None:
+                    log.info("withdrawing prompt %s (%s)", command.prompt_id, command.reason)
+                    task.cancel()
+        if effects.close:
+            log.warning("closing the connection: %s", effects.close)
+            self._close(effects.close)
+        self._wake.set()
+
+    def _close(self, reason: str) -> None:
+        ws = self._ws
+        if ws is not None and not ws.closed:
+            task = asyncio.get_running_loop().create_task(ws.close(message=reason.encode()[:120]))
+            self._background(task)
+
+    def _background(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- presenters ----------------------------------------------------------------------------
+
+    def _start_presenting(self, show: Show) -> None:
+        pid = show.prompt.prompt_id
+        old = self._presenting.pop(pid, None)
+        if old is not None:
+            old.cancel()
+        log.info("showing prompt %s: %s", pid, show.prompt.title)
+        self._presenting[pid] = asyncio.get_running_loop().create_task(self._present(show), name=f"present-{pid}")
+
+    async def _present(self, show: Show) -> None:
+        pid = show.prompt.prompt_id
+        try:
+            outcome = await self.presenter.present(show, lambda: self._call(self.core.on_shown, pid))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a presenter bug must not take the agent down: the prompt waits
+            log.exception("presenter %s failed on prompt %s", self.presenter.name, pid)
+            outcome = "none"
+        if self._presenting.get(pid) is asyncio.current_task():
+            del self._presenting[pid]
+        log.info("prompt %s: presenter answered %s", pid, outcome)
+        if outcome in ("approve", "deny", "dismiss"):
+            self._call(self.core.on_user_answer, pid, outcome)
+        elif outcome == "no_user":
+            self._call(self.core.on_no_user, pid)
+        else:
+            self._call(self.core.on_no_answer, pid)
+
+    async def _stop_presenters(self) -> None:
+        tasks = list(self._presenting.values())
+        self._presenting.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- timer ---------------------------------------------------------------------------------
+
+    async def _timer(self) -> None:
+        while True:
+            deadline = self.core.next_deadline_ms()
+            delay_s = MAX_TIMER_SLEEP_S
+            if deadline is not None:
+                delay_s = min(delay_s, max(0.0, (deadline - self._clock()) / 1000))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay_s)
+            deadline = self.core.next_deadline_ms()
+            if deadline is not None and self._clock() >= deadline:
+                self._call(self.core.tick)
+
+    # --- the socket ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, serve, reconnect with backoff — until ``stop`` is set."""
+        self._call(self.core.start)
+        timer = asyncio.get_running_loop().create_task(self._timer(), name="agent-timer")
+        attempt = 0
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT_S)) as session:
+                while not stop.is_set():
+                    self._session_ready = False
+                    try:
+                        await self._serve(session, stop)
+                    except aiohttp.WSServerHandshakeError as exc:
+                        if exc.status in (401, 403):
+                            log.error("the bridge refused the agent secret (%s); re-enroll this endpoint", exc.status)
+                        else:
+                            log.warning("bridge refused the WebSocket: %s %s", exc.status, exc.message)
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        log.warning("cannot reach the bridge at %s: %s", self.url, exc or type(exc).__name__)
+                    if self._session_ready:
+                        attempt = 0
+                    if stop.is_set():
+                        break
+                    delay_ms = self.backoff.delay_ms(attempt, self._rng.random)
+                    attempt += 1
+                    log.info("reconnecting in %.1f s", delay_ms / 1000)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay_ms / 1000)
+        finally:
+            timer.cancel()
+            await self._stop_presenters()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def _serve(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        async with session.ws_connect(
+            self.url,
+            headers={"Authorization": f"Bearer {self._secret}"},
+            max_msg_size=MAX_WS_MESSAGE_BYTES,
+            heartbeat=None,  # the core's heartbeats and dead-peer check do this job
+            autoping=True,
+        ) as ws:
+            self.connections += 1
+            log.info("connected to %s", self.url)
+            queue: asyncio.Queue[str] = asyncio.Queue(MAX_SEND_QUEUE)
+            self._ws, self._send_queue = ws, queue
+            loop = asyncio.get_running_loop()
+            writer = loop.create_task(self._writer(ws, queue), name="agent-writer")
+            stopper = loop.create_task(self._close_on(stop, ws), name="agent-stopper")
+            try:
+                self._call(self.core.on_connected)
+                while True:
+                    message = await ws.receive()
+                    if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                        self._call(self.core.on_frame, message.data)
+                    elif message.type == aiohttp.WSMsgType.ERROR:
+                        log.warning("WebSocket error: %s", ws.exception())
+                        break
+                    elif message.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                    ):
+                        break
+            finally:
+                self._ws, self._send_queue = None, None
+                self._call(self.core.on_disconnected)
+                for task in (writer, stopper):
+                    task.cancel()
+                await asyncio.gather(writer, stopper, return_exceptions=True)
+                log.info("disconnected from %s (code %s)", self.url, ws.close_code)
+
+    async def _writer(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[str]) -> None:
+        while True:
+            text = await queue.get()
+            try:
+                await ws.send_str(text)
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                # The reader sees the close; the outbox resends after the next hello.
+                log.info("send failed: %s", exc)
+                await ws.close()
+                return
+
+    @staticmethod
+    async def _close_on(stop: asyncio.Event, ws: aiohttp.ClientWebSocketResponse) -> None:
+        await stop.wait()
+        await ws.close()
