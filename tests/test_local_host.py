@@ -1,0 +1,100 @@
+"""What only the local host's real process shows: kill -9, restart, alarms re-armed, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from caisey import wire
+from tests.bridge_hosts import ROOT, LocalBridgeProcess, ScriptedRuntime, enroll, free_port, of_type
+
+
+async def test_kill_9_between_create_and_delivery_then_restart_delivers(tmp_path: Path) -> None:
+    bridge = LocalBridgeProcess(tmp_path / "data")
+    bridge.start()
+    try:
+        ep = await enroll(bridge, "laptop-kill")
+        r = await bridge.request(
+            "POST",
+            "/api/endpoints/laptop-kill/prompts",
+            token=bridge.admin_token,
+            body={"title": "Allow?", "action": "remote_control", "expires_in": 120},
+        )
+        assert r.status == 201
+        bridge.kill()  # after the 201, before any agent received it
+        bridge.start()
+        runtime = ScriptedRuntime(bridge, ep)
+        delivers = of_type(await runtime.connect(), wire.PromptDeliver)
+        assert {d.prompt.prompt_id for d in delivers} == {r.body["prompt_id"]}
+        await runtime.close()
+    finally:
+        bridge.kill()
+
+
+async def test_alarm_due_while_the_bridge_was_down_fires_at_start(tmp_path: Path) -> None:
+    bridge = LocalBridgeProcess(tmp_path / "data")
+    bridge.start()
+    try:
+        await enroll(bridge, "laptop-alarm")
+        r = await bridge.request(
+            "POST",
+            "/api/endpoints/laptop-alarm/prompts",
+            token=bridge.admin_token,
+            body={"title": "Allow?", "action": "remote_control", "expires_in": 5},
+        )
+        assert r.status == 201
+        bridge.kill()
+        await asyncio.sleep(5.5)  # the prompt's expiry passes while the bridge is down
+        bridge.start()
+        await asyncio.sleep(1.0)
+        # The fleet line is derived from the endpoint's rows only when its alarm runs; no
+        # request has touched the endpoint since the restart.
+        fleet = await bridge.request("GET", "/api/endpoints", token=bridge.admin_token)
+        [line] = fleet.body["endpoints"]
+        assert line["open_prompts"] == 0 and line["last_outcome"]["state"] == "failed_to_deliver"
+        assert line["online"] is False
+    finally:
+        bridge.kill()
+
+
+async def test_sigterm_closes_agent_sockets_and_exits_cleanly(tmp_path: Path) -> None:
+    bridge = LocalBridgeProcess(tmp_path / "data")
+    bridge.start()
+    ep = await enroll(bridge, "laptop-term")
+    runtime = ScriptedRuntime(bridge, ep)
+    await runtime.connect()
+    assert bridge.terminate() == 0
+    assert runtime.socket is not None
+    try:
+        await runtime.socket.recv(timeout=5)
+        raise AssertionError("expected the socket to be closed")
+    except ConnectionError as exc:
+        assert "CLOSE 1001" in str(exc) and "bridge shutting down" in str(exc)
+    await runtime.close()
+
+
+def test_admin_token_file_is_created_once_with_mode_0600(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k != "CAISEY_ADMIN_TOKEN"}
+    port = free_port()
+    cmd = [sys.executable, "-m", "worker.local_host", "serve", "--data", str(data), "--port", str(port)]
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            while "caisey bridge on" not in line:
+                outputs.append(line)
+                line = proc.stdout.readline() if proc.stdout else ""
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    token_file = data / "admin-token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    printed = [line for line in outputs if "admin token" in line]
+    assert len(printed) == 1 and token in printed[0]  # printed once, on first start only
