@@ -18,12 +18,10 @@ import contextlib
 import logging
 import os
 import resource
-import sqlite3
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -32,10 +30,10 @@ from worker import gateway
 from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
 from worker.fleet import FleetIndex
-from worker.host import Effects, Entropy, Row, SqlValue
+from worker.host import Effects, Entropy
+from worker.sqlite_store import SqliteStore
 
 log = logging.getLogger("caisey.bridge")
-T = TypeVar("T")
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console_static"
 # aiohttp refuses frames above this before our parser sees them (close 1009). It is larger
@@ -45,40 +43,6 @@ WS_READ_LIMIT = 4 * wire.MAX_FRAME_BYTES
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class SqliteStore:
-    """``SqlStore`` over one SQLite file: WAL, synchronous=FULL (a commit is on disk)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._depth = 0
-
-    def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
-        return [dict(row) for row in self.db.execute(sql, params).fetchall()]
-
-    def transaction(self, fn: Callable[[], T]) -> T:
-        if self._depth:
-            return fn()  # already inside one: the outer transaction owns commit/rollback
-        self.db.execute("BEGIN IMMEDIATE")
-        self._depth += 1
-        try:
-            result = fn()
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        finally:
-            self._depth -= 1
-        self.db.execute("COMMIT")
-        return result
-
-    def close(self) -> None:
-        self.db.close()
 
 
 class LocalEndpoint:
