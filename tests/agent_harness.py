@@ -1,0 +1,164 @@
+"""Helpers shared by the agent tests: a sans-I/O stand-in for the bridge's side of the wire.
+
+``CoreHarness`` drives one ``AgentCore`` with a fake clock and seeded randomness and turns
+its encoded frames back into messages, so tests read like the protocol: deliver, ack,
+cancel, and look at what the agent sent and showed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.core import AgentConfig, AgentCore, Effects, Show, Withdraw
+from agent.store import Store
+from caisey.wire import (
+    Ack,
+    HelloOk,
+    Message,
+    PromptCancel,
+    PromptCopy,
+    PromptDeliver,
+    StateRequest,
+    decode,
+    encode,
+)
+
+T0 = 1_800_000_000_000  # a fixed local epoch for the fake clock
+MINUTE = 60_000
+
+
+def make_prompt(
+    prompt_id: str = "P1",
+    *,
+    expires_at_ms: int = T0 + 10 * MINUTE,
+    on_no_user: str = "wait",
+    title: str = "Allow remote control?",
+) -> PromptCopy:
+    return PromptCopy(
+        prompt_id=prompt_id,
+        title=title,
+        message="Alex from support wants to take control of this computer.",
+        action="remote_control",
+        created_at_ms=T0,
+        expires_at_ms=expires_at_ms,
+        on_no_user=on_no_user,
+        requested_by="alex",
+    )
+
+
+@dataclass
+class CoreHarness:
+    store: Store
+    endpoint_id: str = "ep-1"
+    seed: int = 1
+    now: int = T0
+    offset_ms: int = 0  # bridge clock − local clock, as the fake bridge stamps times
+    config: AgentConfig = field(default_factory=AgentConfig)
+    core: AgentCore = field(init=False)
+    sent: list[Message] = field(default_factory=list)  # everything the agent sent, in order
+    display: list[Show | Withdraw] = field(default_factory=list)
+    closes: list[str] = field(default_factory=list)
+    _bridge_ids: int = 0
+
+    def __post_init__(self) -> None:
+        self.core = AgentCore(self.store, self.endpoint_id, rng=random.Random(self.seed), config=self.config)
+
+    @classmethod
+    def on_disk(cls, path: Path, **kwargs: object) -> CoreHarness:
+        return cls(Store.open(path), **kwargs)  # type: ignore[arg-type]
+
+    def restart(self) -> CoreHarness:
+        """A new core over the same store: what a crash and restart leaves."""
+        return CoreHarness(self.store, self.endpoint_id, self.seed + 1, self.now, self.offset_ms, self.config)
+
+    # --- running the core --------------------------------------------------------------------
+
+    def take(self, effects: Effects) -> list[Message]:
+        messages = [decode(text) for text in effects.send]
+        self.sent.extend(messages)
+        self.display.extend(effects.display)
+        if effects.close:
+            self.closes.append(effects.close)
+        return messages
+
+    def start(self) -> list[Message]:
+        return self.take(self.core.start(self.now))
+
+    def bridge_id(self) -> str:
+        self._bridge_ids += 1
+        return f"B{self._bridge_ids:04d}"
+
+    def feed(self, message: Message | str) -> list[Message]:
+        text = message if isinstance(message, str) else encode(message)
+        return self.take(self.core.on_frame(text, self.now))
+
+    def connect(self, *, heartbeat_ms: int = 15_000, rtt_ms: int = 0) -> list[Message]:
+        """Open a connection and answer hello: returns what the agent sent after hello.ok."""
+        (hello,) = self.take(self.core.on_connected(self.now))
+        assert hello.TYPE == "hello"
+        bridge_t = self.now + self.offset_ms + rtt_ms // 2
+        self.now += rtt_ms
+        return self.feed(HelloOk(self.bridge_id(), hello.id, bridge_t, bridge_t, heartbeat_ms))
+
+    def disconnect(self) -> None:
+        self.take(self.core.on_disconnected(self.now))
+
+    def deliver(self, prompt: PromptCopy, frame_id: str | None = None) -> list[Message]:
+        return self.feed(PromptDeliver(frame_id or self.bridge_id(), prompt))
+
+    def cancel(self, prompt_id: str, frame_id: str | None = None, reason: str = "cancelled") -> list[Message]:
+        return self.feed(PromptCancel(frame_id or self.bridge_id(), prompt_id, reason))
+
+    def ack(self, of: str) -> list[Message]:
+        return self.feed(Ack(self.bridge_id(), of))
+
+    def request_state(self) -> list[Message]:
+        return self.feed(StateRequest(self.bridge_id()))
+
+    def advance(self, ms: int) -> list[Message]:
+        self.now += ms
+        return self.take(self.core.tick(self.now))
+
+    def run_until(self, until_ms: int) -> list[Message]:
+        """Tick at every deadline up to ``until_ms`` (what the host's timer does)."""
+        out: list[Message] = []
+        for _ in range(10_000):
+            deadline = self.core.next_deadline_ms()
+            if deadline is None or deadline > until_ms:
+                break
+            self.now = max(self.now, deadline)
+            out.extend(self.take(self.core.tick(self.now)))
+        self.now = max(self.now, until_ms)
+        out.extend(self.take(self.core.tick(self.now)))
+        return out
+
+    def shown(self, prompt_id: str) -> list[Message]:
+        return self.take(self.core.on_shown(prompt_id, self.now))
+
+    def answer(self, prompt_id: str, answer: str) -> list[Message]:
+        return self.take(self.core.on_user_answer(prompt_id, answer, self.now))
+
+    def no_user(self, prompt_id: str) -> list[Message]:
+        return self.take(self.core.on_no_user(prompt_id, self.now))
+
+    def no_answer(self, prompt_id: str) -> list[Message]:
+        return self.take(self.core.on_no_answer(prompt_id, self.now))
+
+    # --- reading what happened -----------------------------------------------------------------
+
+    def shows(self, prompt_id: str | None = None) -> list[Show]:
+        return [d for d in self.display if isinstance(d, Show) and prompt_id in (None, d.prompt.prompt_id)]
+
+    def withdraws(self) -> list[Withdraw]:
+        return [d for d in self.display if isinstance(d, Withdraw)]
+
+    def ack_all(self, messages: list[Message]) -> None:
+        for m in messages:
+            if m.TYPE in ("prompt.receipt", "prompt.update", "state.report"):
+                self.ack(m.id)
+
+
+def of_type(messages: list[Message], frame_type: str) -> list[Message]:
+    return [m for m in messages if frame_type == m.TYPE]
