@@ -1,0 +1,255 @@
+// Endpoint view: the endpoint's line, its prompts newest first (each state in plain words,
+// with Cancel / Re-issue / Timeline), the create form, and its patterns.
+
+import { h, setText, setHidden, setAttr, syncKeyed, replaceChildren } from "./dom.js";
+import { describePrompt, fmtAgo, fmtTime, OPEN_STATES } from "./describe.js";
+import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
+import { patternsPanel } from "./patterns.js";
+
+export const LIST_LIMIT = 200; // the bridge's maximum page; patterns use the same prompts
+
+const UNITS = { s: 1, min: 60, h: 3600, d: 86400 };
+
+export class EndpointView {
+  constructor(ctx, eid) {
+    this.ctx = ctx;
+    this.eid = eid;
+    this.title = eid;
+    this.items = new Map(); // prompt_id → <li>
+    this.prompts = null;
+    this.line = null;
+
+    this.heading = h("h1", { id: "endpoint-h", tabindex: "-1" }, eid);
+    this.lineEl = h("p.endpoint-line", { id: "endpoint-line" }, "Loading…");
+    this.error = h("p.form-error", { role: "alert" });
+    this.list = h("ol.prompt-list", { id: "prompt-list", "aria-labelledby": "prompts-h" });
+    this.emptyList = h("p.empty", { hidden: true }, "No prompts yet for this endpoint.");
+    this.patterns = h("div", { id: "patterns" });
+    this.form = this.buildForm();
+
+    this.el = h(
+      "section.view.endpoint",
+      { "aria-labelledby": "endpoint-h" },
+      h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Fleet"), " › ", h("span", { "aria-current": "page" }, eid)),
+      this.heading,
+      this.lineEl,
+      this.error,
+      h(
+        "div.columns",
+        null,
+        h(
+          "section.col-main",
+          { "aria-labelledby": "prompts-h" },
+          h("h2", { id: "prompts-h" }, "Prompts ", h("span.hint", null, "(newest first)")),
+          this.emptyList,
+          this.list,
+        ),
+        h(
+          "div.col-side",
+          null,
+          h("section.card", { "aria-labelledby": "create-h" }, h("h2", { id: "create-h" }, "New prompt"), this.form),
+          h("section.card", { "aria-labelledby": "patterns-h" }, h("h2", { id: "patterns-h" }, "Patterns"), this.patterns),
+        ),
+      ),
+    );
+  }
+
+  buildForm() {
+    const f = {};
+    f.title = h("input", { id: "new-title", name: "title", required: true, maxlength: "200", value: "Allow remote control?" });
+    f.message = h("textarea", { id: "new-message", name: "message", maxlength: "2000", rows: "3" }, "Your technician would like to view and control this computer to fix the reported problem.");
+    f.action = h("input", { id: "new-action", name: "action", required: true, maxlength: "64", list: "action-options", value: "remote_control" });
+    f.expiresIn = h("input", { id: "new-expiry", name: "expires_in", type: "number", min: "1", step: "1", required: true, value: "5", inputmode: "numeric" });
+    f.unit = h(
+      "select",
+      { id: "new-expiry-unit", name: "unit", "aria-label": "Expiry unit" },
+      h("option", { value: "s" }, "seconds"),
+      h("option", { value: "min", selected: true }, "minutes"),
+      h("option", { value: "h" }, "hours"),
+      h("option", { value: "d" }, "days"),
+    );
+    const radio = (value, label, checked) =>
+      h("label.radio", null, h("input", { type: "radio", name: "on_no_user", value, checked }), ` ${label}`);
+    f.submit = h("button.primary", { type: "submit", id: "create-submit" }, "Create prompt");
+    f.result = h("div.result", { id: "create-result", role: "status" });
+    this.f = f;
+    return h(
+      "form.create-form",
+      { id: "create-form", onsubmit: (ev) => this.submitCreate(ev) },
+      fieldRow("new-title", "Title", f.title),
+      fieldRow("new-message", "Message", f.message),
+      fieldRow("new-action", "Action", f.action),
+      h(
+        "datalist",
+        { id: "action-options" },
+        ["remote_control", "file_transfer", "run_script", "elevate", "reboot"].map((v) => h("option", { value: v })),
+      ),
+      h("div.field", null, h("label", { for: "new-expiry" }, "Expires after"), h("div.inline", null, f.expiresIn, f.unit)),
+      h(
+        "fieldset",
+        null,
+        h("legend", null, "If no user is signed in"),
+        radio("wait", "wait for a user", true),
+        radio("deny", "deny"),
+        radio("approve", "approve"),
+      ),
+      f.submit,
+      f.result,
+    );
+  }
+
+  async submitCreate(ev) {
+    ev.preventDefault();
+    const f = this.f;
+    const form = ev.currentTarget;
+    const body = {
+      title: f.title.value,
+      message: f.message.value,
+      action: f.action.value.trim(),
+      expires_in: Math.round(Number(f.expiresIn.value) * UNITS[f.unit.value]),
+      on_no_user: form.querySelector("input[name=on_no_user]:checked").value,
+    };
+    f.submit.disabled = true;
+    try {
+      const p = await createPrompt(this.ctx, this.eid, body, (r) => showResult(f.result, r));
+      if (p) this.merge(p);
+    } finally {
+      f.submit.disabled = false;
+    }
+    this.ctx.refreshSoon();
+  }
+
+  async refresh() {
+    const [fleet, list] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT)]);
+    this.ctx.cache.fleet = fleet.body;
+    this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
+    setText(this.error, "");
+    this.renderLine();
+    if (list.changed || this.prompts === null) {
+      this.prompts = list.body.prompts;
+      this.render();
+      replaceChildren(this.patterns, patternsPanel(this.eid, this.prompts, this.ctx.now()));
+    }
+  }
+
+  showError(exc) {
+    if (exc.code === "unknown_endpoint") setText(this.lineEl, "");
+    setText(this.error, exc.code === "unknown_endpoint" ? `No endpoint “${this.eid}” is registered with this bridge (404 unknown_endpoint).` : `The bridge refused: ${exc.detail} (${exc.status} ${exc.code})`);
+  }
+
+  /** A prompt the bridge just answered with: show it now rather than at the next poll. */
+  merge(p) {
+    if (!this.prompts) return;
+    const i = this.prompts.findIndex((x) => x.prompt_id === p.prompt_id);
+    if (i >= 0) this.prompts[i] = p;
+    else this.prompts = [p, ...this.prompts].sort((a, b) => (a.prompt_id < b.prompt_id ? 1 : -1));
+    this.render();
+  }
+
+  renderLine() {
+    const e = this.line;
+    if (!e) return;
+    const now = this.ctx.now();
+    if (e.label && this.heading.textContent !== e.label) {
+      replaceChildren(this.heading, e.label, " ", h("span.eid", null, e.endpoint_id));
+      this.title = e.label;
+    }
+    const conn = e.online ? "Online" : "Offline";
+    const seen = e.online ? "connected now" : e.last_seen ? `last seen ${fmtAgo(e.last_seen, now)} (${fmtTime(e.last_seen, now)})` : "never connected";
+    setText(this.lineEl, `${conn} · ${seen} · ${e.open_prompts} open ${e.open_prompts === 1 ? "prompt" : "prompts"}`);
+    this.lineEl.className = `endpoint-line ${e.online ? "is-online" : "is-offline"}`;
+  }
+
+  render() {
+    const now = this.ctx.now();
+    setHidden(this.emptyList, this.prompts.length > 0);
+    syncKeyed(this.list, this.items, this.prompts, (p) => p.prompt_id, (p) => this.makeItem(p), (li, p) => this.updateItem(li, p, now));
+  }
+
+  makeItem(p) {
+    const pid = p.prompt_id;
+    const x = {};
+    x.title = h("a.prompt-title", { href: promptHref(this.eid, pid) });
+    x.action = h("code.action");
+    x.state = h("p.state");
+    x.detail = h("p.detail");
+    x.meta = h("p.meta");
+    x.cancel = h("button.secondary", { type: "button", onclick: () => this.cancel(pid, li) }, "Cancel");
+    x.reissue = h("button.secondary", { type: "button", onclick: () => this.reissue(pid, li) }, "Re-issue");
+    x.timeline = h("a.button-link", { href: promptHref(this.eid, pid) }, "Timeline");
+    x.result = h("div.result", { role: "status" });
+    const li = h(
+      "li.prompt",
+      { dataset: { pid } },
+      h("div.prompt-head", null, h("h3", null, x.title), x.action),
+      x.state,
+      x.detail,
+      x.meta,
+      h("div.actions", null, x.timeline, x.cancel, x.reissue),
+      x.result,
+    );
+    li._x = x;
+    return li;
+  }
+
+  updateItem(li, p, now) {
+    li._p = p;
+    const x = li._x;
+    const d = describePrompt(p, now, { online: this.line?.online });
+    setText(x.title, p.title);
+    setText(x.action, p.action);
+    setText(x.state, d.headline);
+    setText(x.detail, d.detail);
+    li.className = `prompt tone-${d.tone}${d.live ? " is-live" : ""}`;
+    setAttr(x.cancel, "aria-label", `Cancel “${p.title}”`);
+    setAttr(x.reissue, "aria-label", `Re-issue “${p.title}”`);
+    setAttr(x.timeline, "aria-label", `Timeline of “${p.title}”`);
+    const links = [];
+    if (p.supersedes) links.push("replaces an earlier prompt");
+    if (p.superseded_by) links.push("replaced by a newer prompt");
+    setText(x.meta, `Created ${fmtTime(p.created_at, now)} by ${p.created_by} · if no user: ${p.on_no_user}${links.length ? " · " + links.join(" · ") : ""} · ${p.prompt_id}`);
+    setHidden(x.cancel, !cancellable(p));
+  }
+
+  async cancel(pid, li) {
+    const btn = li._x.cancel;
+    btn.disabled = true;
+    try {
+      const p = await cancelPrompt(this.ctx, this.eid, pid, (r) => showResult(li._x.result, r));
+      if (p) this.merge(p);
+    } finally {
+      btn.disabled = false;
+    }
+    this.ctx.refreshSoon();
+  }
+
+  async reissue(pid, li) {
+    const btn = li._x.reissue;
+    btn.disabled = true;
+    try {
+      const p = await reissuePrompt(this.ctx, this.eid, pid, {}, (r) => showResult(li._x.result, r));
+      if (p) this.merge(p);
+    } finally {
+      btn.disabled = false;
+    }
+    this.ctx.refreshSoon();
+  }
+
+  tick(now) {
+    if (!this.prompts) return;
+    this.renderLine();
+    // "expires in …", "no answer yet for 2 min" move with time; final prompts do not.
+    for (const li of this.items.values()) if (li._p && OPEN_STATES.has(li._p.state)) this.updateItem(li, li._p, now);
+  }
+}
+
+function fieldRow(id, label, control) {
+  return h("div.field", null, h("label", { for: id }, label), control);
+}
+
+/** Put an action's result in its region: tone class + text/links. */
+export function showResult(el, { tone, parts, status }) {
+  el.className = `result tone-${tone}`;
+  setAttr(el, "data-status", status ?? null);
+  replaceChildren(el, ...parts);
+}

@@ -1,0 +1,190 @@
+// Prompt view: one prompt's state in plain words, its facts, Cancel / Re-issue, and its
+// timeline — every event with its source (console, bridge, endpoint), time and detail.
+
+import { h, setText, setHidden, replaceChildren } from "./dom.js";
+import { describeEvent, describePrompt, fmtClock } from "./describe.js";
+import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
+import { showResult } from "./endpoint.js";
+
+const UNITS = { s: 1, min: 60, h: 3600, d: 86400 };
+
+export class PromptView {
+  constructor(ctx, eid, pid) {
+    this.ctx = ctx;
+    this.eid = eid;
+    this.pid = pid;
+    this.title = "Prompt";
+    this.p = null;
+    this.sig = null;
+
+    this.heading = h("h1", { id: "prompt-h", tabindex: "-1" }, "Prompt");
+    this.crumb = h("span", { "aria-current": "page" }, pid);
+    this.state = h("p.state.big", { id: "prompt-state" });
+    this.detail = h("p.detail", { id: "prompt-detail" });
+    this.error = h("p.form-error", { role: "alert" });
+    this.facts = h("dl.facts", { id: "prompt-facts" });
+    this.timeline = h("tbody", { id: "timeline-rows" });
+    this.result = h("div.result", { id: "prompt-result", role: "status" });
+    this.cancelBtn = h("button.secondary", { type: "button", id: "prompt-cancel", onclick: () => this.cancel() }, "Cancel this prompt");
+    this.expiry = h("input", { id: "reissue-expiry", type: "number", min: "1", step: "1", inputmode: "numeric", placeholder: "same as before" });
+    this.unit = h(
+      "select",
+      { id: "reissue-unit", "aria-label": "Expiry unit" },
+      h("option", { value: "s" }, "seconds"),
+      h("option", { value: "min", selected: true }, "minutes"),
+      h("option", { value: "h" }, "hours"),
+    );
+    this.reissueBtn = h("button.secondary", { type: "submit", id: "prompt-reissue" }, "Re-issue");
+
+    this.el = h(
+      "section.view.prompt-view",
+      { "aria-labelledby": "prompt-h" },
+      h("nav.crumbs", { "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Fleet"), " › ", h("a", { href: `#/endpoint/${encodeURIComponent(eid)}` }, eid), " › ", this.crumb),
+      this.heading,
+      this.state,
+      this.detail,
+      this.error,
+      h(
+        "div.columns",
+        null,
+        h(
+          "section.col-main",
+          { "aria-labelledby": "timeline-h" },
+          h("h2", { id: "timeline-h" }, "Timeline"),
+          h(
+            "div.table-wrap",
+            null,
+            h(
+              "table.timeline",
+              null,
+              h("caption.visually-hidden", null, "Every event of this prompt, oldest first"),
+              h("thead", null, h("tr", null, h("th", { scope: "col" }, "Time"), h("th", { scope: "col" }, "Source"), h("th", { scope: "col" }, "What happened"))),
+              this.timeline,
+            ),
+          ),
+        ),
+        h(
+          "div.col-side",
+          null,
+          h(
+            "section.card",
+            { "aria-labelledby": "actions-h" },
+            h("h2", { id: "actions-h" }, "Actions"),
+            h("div.actions", null, this.cancelBtn),
+            h(
+              "form.reissue-form",
+              { onsubmit: (ev) => this.reissue(ev) },
+              h("div.field", null, h("label", { for: "reissue-expiry" }, "Re-issue, expiring after (optional)"), h("div.inline", null, this.expiry, this.unit)),
+              this.reissueBtn,
+            ),
+            this.result,
+          ),
+          h("section.card", { "aria-labelledby": "facts-h" }, h("h2", { id: "facts-h" }, "Details"), this.facts),
+        ),
+      ),
+    );
+  }
+
+  async refresh() {
+    const res = await this.ctx.api.prompt(this.eid, this.pid);
+    setText(this.error, "");
+    const sig = JSON.stringify(res.body);
+    if (sig !== this.sig) {
+      this.sig = sig;
+      this.p = res.body;
+      this.render();
+    }
+  }
+
+  showError(exc) {
+    const what = exc.code === "unknown_prompt" ? `No prompt ${this.pid} on endpoint ${this.eid} (404 unknown_prompt).` : exc.code === "unknown_endpoint" ? `No endpoint “${this.eid}” is registered (404 unknown_endpoint).` : `The bridge refused: ${exc.detail} (${exc.status} ${exc.code})`;
+    setText(this.error, what);
+  }
+
+  render() {
+    const p = this.p;
+    const now = this.ctx.now();
+    this.title = p.title;
+    document.title = `${p.title} — Caisey console`;
+    setText(this.heading, p.title);
+    setText(this.crumb, p.title);
+    this.tick(now);
+    setHidden(this.cancelBtn, !cancellable(p));
+    this.renderFacts(now);
+    replaceChildren(
+      this.timeline,
+      (p.events || []).map((e) => {
+        const d = describeEvent(e, now);
+        return h(
+          "tr",
+          { class: `ev src-${e.source}`, dataset: { type: e.type, source: e.source } },
+          h("td.ev-time", null, h("time", { datetime: e.time, title: e.time }, fmtClock(e.time, now))),
+          h("td.ev-source", null, h(`span.badge.src-${e.source}`, null, d.who)),
+          h("td.ev-what", null, d.what, " ", h("code.ev-type", null, e.type)),
+        );
+      }),
+    );
+  }
+
+  renderFacts(now) {
+    const p = this.p;
+    const d = p.delivery || {};
+    const link = (pid) => h("a", { href: promptHref(this.eid, pid) }, pid);
+    const rows = [
+      ["Action", h("code", null, p.action)],
+      ["Message", p.message || "—"],
+      ["Created", `${fmtClock(p.created_at, now)} by ${p.created_by}`],
+      ["Expires", fmtClock(p.expires_at, now)],
+      ["If no user", p.on_no_user],
+      ["Delivery attempts", String(d.attempts ?? 0) + (d.replays ? ` (${d.replays} replayed)` : "")],
+      d.last_attempt_at && ["Last attempt", fmtClock(d.last_attempt_at, now)],
+      d.next_attempt_at && ["Next attempt", fmtClock(d.next_attempt_at, now)],
+      d.last_error && ["Last error", d.last_error],
+      ["Received by endpoint", d.received_at ? fmtClock(d.received_at, now) : "not yet"],
+      ["Seen by user", d.acknowledged_at ? fmtClock(d.acknowledged_at, now) : "not yet"],
+      p.decision && ["Answer", `${p.decision} (${p.decided_how || "user"})`],
+      p.decided_at && ["Answered at", fmtClock(p.decided_at, now)],
+      p.synced_at && ["Reached the bridge", fmtClock(p.synced_at, now)],
+      p.late_decision && ["Late answer (ignored)", `${p.late_decision.decision}, made ${fmtClock(p.late_decision.decided_at, now)}, arrived ${fmtClock(p.late_decision.synced_at, now)} — ${p.late_decision.why}`],
+      p.final_at && ["Final since", fmtClock(p.final_at, now) + (p.provisional ? " (provisional)" : "")],
+      p.reason && ["Reason", p.reason],
+      p.cancelled_by && ["Withdrawn by", p.cancelled_by],
+      p.supersedes && ["Replaces", link(p.supersedes)],
+      p.superseded_by && ["Replaced by", link(p.superseded_by)],
+      p.adopted && ["Recovered", "rebuilt from the endpoint's own copy (the bridge had lost its record)"],
+      ["Prompt id", h("code", null, p.prompt_id)],
+    ].filter(Boolean);
+    replaceChildren(this.facts, rows.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
+  }
+
+  async cancel() {
+    this.cancelBtn.disabled = true;
+    try {
+      const p = await cancelPrompt(this.ctx, this.eid, this.pid, (r) => showResult(this.result, r));
+      if (p) this.ctx.refreshSoon();
+    } finally {
+      this.cancelBtn.disabled = false;
+    }
+  }
+
+  async reissue(ev) {
+    ev.preventDefault();
+    const overrides = {};
+    if (this.expiry.value) overrides.expires_in = Math.round(Number(this.expiry.value) * UNITS[this.unit.value]);
+    this.reissueBtn.disabled = true;
+    try {
+      await reissuePrompt(this.ctx, this.eid, this.pid, overrides, (r) => showResult(this.result, r));
+    } finally {
+      this.reissueBtn.disabled = false;
+    }
+    this.ctx.refreshSoon();
+  }
+
+  tick(now) {
+    if (!this.p) return;
+    const d = describePrompt(this.p, now, { online: this.ctx.cache.fleet?.endpoints.find((e) => e.endpoint_id === this.eid)?.online });
+    setText(this.state, d.headline);
+    setText(this.detail, d.detail);
+    this.state.className = `state big tone-${d.tone}`;
+  }
+}

@@ -1,0 +1,433 @@
+"""The technician console (console_static/) against a real ``caisey-bridge serve``.
+
+Each test drives Debian's chromium through Playwright against a bridge subprocess on a free
+127.0.0.1 port with a temporary data directory. Every page collects console messages and
+page errors; a test fails if the console logged an error it did not expect (the only
+expected ones are the browser's own "Failed to load resource" lines for answers a test
+provokes on purpose, such as a 401 or a refused connection).
+
+Screenshots go to ``test-artifacts/`` (gitignored). ``docs/console.png`` is written when it
+is missing or when ``CAISEY_UPDATE_SCREENSHOT=1``, so a normal run leaves the tree clean.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+DOCS_SCREENSHOT = ROOT / "docs" / "console.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN_TOKEN = "cst_test-admin-token-for-console-tests"
+FLEET_SIZE = 1_000
+BRIDGE_START_TIMEOUT_S = 20
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+# --- the bridge --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bridge_command() -> list[str]:
+    script = Path(sys.executable).parent / "caisey-bridge"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("caisey-bridge")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from worker.local_host import main; sys.exit(main())"]
+
+
+class Bridge:
+    """A real ``caisey-bridge serve`` subprocess, stoppable and restartable on the same port."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data.parent / f"{data.name}-bridge.log"
+
+    def start(self) -> None:
+        env = dict(os.environ, CAISEY_ADMIN_TOKEN=ADMIN_TOKEN)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [*bridge_command(), "serve", "--data", str(self.data), "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        log.close()
+        deadline = time.monotonic() + BRIDGE_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                status, _ = self.call("GET", "/api/endpoints")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"bridge did not start in {BRIDGE_START_TIMEOUT_S} s:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str = ADMIN_TOKEN, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            request.add_header(k, v)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        status, answer = self.call(method, path, body, **kw)
+        assert 200 <= status < 300, (method, path, status, answer)
+        return answer
+
+    def register(self, endpoint_id: str, label: str = "") -> dict[str, Any]:
+        answer: dict[str, Any] = self.ok("POST", "/api/enrollments", {"endpoint_id": endpoint_id, "label": label})
+        return answer
+
+    def technician(self, name: str) -> str:
+        token: str = self.ok("POST", "/api/tokens", {"name": name, "role": "technician"})["token"]
+        return token
+
+    def prompts(self, endpoint_id: str) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.ok("GET", f"/api/endpoints/{endpoint_id}/prompts?limit=200")["prompts"]
+        return answer
+
+
+@pytest.fixture(scope="module")
+def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
+    b = Bridge(tmp_path_factory.mktemp("console") / "data")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def tech_token(bridge: Bridge) -> str:
+    return bridge.technician("tech1")
+
+
+@pytest.fixture(scope="module")
+def fleet_of_thousand(bridge: Bridge) -> int:
+    """Register FLEET_SIZE endpoints through the API (concurrently: ~7 s)."""
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: bridge.register(f"ws-{i:04d}", f"Workstation {i}"), range(FLEET_SIZE)))
+    return len(bridge.ok("GET", "/api/endpoints")["endpoints"])
+
+
+# --- the browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class ConsoleLog:
+    """Console errors and page errors of one page; only explicitly allowed lines may appear."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.allowed: list[re.Pattern[str]] = []
+
+    def allow(self, pattern: str) -> None:
+        self.allowed.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.allowed)]
+
+
+@pytest.fixture
+def console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+def open_page(browser: Any, console: ConsoleLog, **context_options: Any) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_options)
+    page = context.new_page()
+    page.on("console", lambda m: console.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.errors.append(f"pageerror: {e}"))
+    page.set_default_timeout(15_000)
+    return page
+
+
+@pytest.fixture
+def page(browser: Any, console: ConsoleLog) -> Iterator[Any]:
+    p = open_page(browser, console)
+    yield p
+    p.context.close()
+    assert console.unexpected() == [], "the console logged errors"
+
+
+def sign_in(page: Any, bridge: Bridge, token: str, hash_: str = "") -> None:
+    page.goto(bridge.url + "/" + hash_)
+    page.fill("#token", token)
+    page.press("#token", "Enter")
+    expect(page.locator("#signout")).to_be_visible()
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"console-{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def publish(path: Path) -> None:
+    """Copy the representative screenshot to docs/ (only when missing or asked to)."""
+    if not DOCS_SCREENSHOT.exists() or os.environ.get("CAISEY_UPDATE_SCREENSHOT") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOT)
+
+
+def prompt_item(page: Any, title: str) -> Any:
+    return page.locator("li.prompt", has=page.locator("a.prompt-title", has_text=title))
+
+
+# --- plain words (pure functions, run in the browser) ------------------------------------------
+
+
+DESCRIBE_CASES = """
+async () => {
+  const { describePrompt, describeEvent } = await import("/js/describe.js");
+  const T0 = Date.parse("2026-03-02T10:00:00Z");
+  const iso = (ms) => new Date(T0 + ms).toISOString();
+  const base = (over) => ({
+    prompt_id: "01X", endpoint_id: "pc", state: "pending", final: false, provisional: false, reason: null,
+    title: "t", message: "", action: "remote_control", on_no_user: "wait", created_at: iso(0), created_by: "tech1",
+    expires_at: iso(300_000), adopted: false, decision: null, decided_at: null, synced_at: null, decided_how: null,
+    late_decision: null, cancelled_by: null, supersedes: null, superseded_by: null, final_at: null,
+    delivery: { attempts: 0, last_attempt_at: null, next_attempt_at: null, last_error: null, replays: 0,
+                received_at: null, acknowledged_at: null },
+    ...over,
+  });
+  const hm = (ms) => { const d = new Date(T0 + ms); return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0"); };
+  const now = T0 + 60_000;
+  return {
+    hm: { decided: hm(4 * 60_000), synced: hm(20 * 60_000) },
+    unreachable: describePrompt(base({ state: "failed_to_deliver", final: true, provisional: true, reason: "no_receipt: 7 attempts",
+      delivery: { attempts: 7, last_attempt_at: iso(300_000), received_at: null } }), T0 + 400_000),
+    never_online: describePrompt(base({ state: "failed_to_deliver", final: true, provisional: true, reason: "endpoint_unreachable",
+      expires_at: iso(6_000) }), T0 + 10_000),
+    delivered: describePrompt(base({ state: "delivered", delivery: { attempts: 1, received_at: iso(1_000) } }), T0 + 30_000),
+    delivered_silent: describePrompt(base({ state: "delivered", delivery: { attempts: 1, received_at: iso(1_000) } }), T0 + 121_000),
+    approved_synced_late: describePrompt(base({ state: "approved", final: true, decision: "approve", decided_how: "user",
+      decided_at: iso(4 * 60_000), synced_at: iso(20 * 60_000), reason: "user; honoured after expired (R4)" }), T0 + 21 * 60_000),
+    approved_synced_at_once: describePrompt(base({ state: "approved", final: true, decision: "approve", decided_how: "user",
+      decided_at: iso(4 * 60_000), synced_at: iso(4 * 60_000 + 800) }), now),
+    cancelled_late: describePrompt(base({ state: "cancelled", final: true, reason: "by tech1", cancelled_by: "tech1",
+      final_at: iso(30_000), late_decision: { decision: "approve", decided_at: iso(40_000), synced_at: iso(50_000),
+      why: "arrived after cancelled" } }), now),
+    expired_provisional: describePrompt(base({ state: "expired", final: true, provisional: true,
+      reason: "no decision before expires_at", delivery: { attempts: 1, received_at: iso(1_000) } }), T0 + 400_000),
+    expired_firm: describePrompt(base({ state: "expired", final: true, provisional: false }), T0 + 400_000),
+    policy: describePrompt(base({ state: "denied", final: true, decision: "deny", decided_how: "no_user_policy",
+      on_no_user: "deny", decided_at: iso(2_000), synced_at: iso(2_100) }), now),
+    event: describeEvent({ source: "runtime", type: "decided", time: iso(5_000),
+      detail: { decision: "approve", decided_at_ms: T0 + 4_000, how: "user" } }, now),
+  };
+}
+"""
+
+
+def test_states_in_plain_words(page: Any, bridge: Bridge) -> None:
+    """DESIGN §3 states, with their reasons, as the console words them (crafted prompt objects)."""
+    page.goto(bridge.url + "/")
+    got = page.evaluate(DESCRIBE_CASES)
+    decided, synced = got["hm"]["decided"], got["hm"]["synced"]
+    assert got["unreachable"]["headline"].startswith("Could not reach endpoint — 7 attempts over 5 min")
+    assert "provisional: a late answer made in time will still count" in got["unreachable"]["headline"]
+    assert got["never_online"]["headline"].startswith(
+        "Could not reach endpoint — offline for the prompt's whole 6 s life"
+    )
+    assert got["delivered"]["headline"] == "Delivered, not yet seen"
+    # R7: after 90 s the console may say so, but the prompt stays live.
+    assert got["delivered_silent"]["headline"] == "Delivered, not yet seen — no answer yet for 2 min"
+    assert got["delivered_silent"]["live"] is True
+    assert got["approved_synced_late"]["headline"] == f"Approved {decided} (synced {synced})"
+    assert "after the prompt had been marked expired" in got["approved_synced_late"]["detail"]
+    assert got["approved_synced_at_once"]["headline"] == f"Approved {decided}"
+    assert got["cancelled_late"]["headline"] == "Cancelled — user answered 'approve' afterwards (ignored)"
+    assert "by tech1" in got["cancelled_late"]["detail"]
+    assert got["expired_provisional"]["headline"] == (
+        "Expired — no answer (provisional: a late answer made in time will still count)"
+    )
+    assert got["expired_firm"]["headline"] == "Expired — no answer"
+    assert "automatically: no user present (policy: deny)" in got["policy"]["detail"]
+    assert got["event"]["who"] == "Endpoint" and "User answered 'approve'" in got["event"]["what"]
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+
+def test_sign_in_rejects_bad_token_then_signs_in_and_out(
+    page: Any, console: ConsoleLog, bridge: Bridge, tech_token: str
+) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of 401")
+    page.goto(bridge.url + "/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.fill("#token", "cst_not-a-real-token")
+    page.click("button[type=submit]")
+    expect(page.locator("#signin-error")).to_contain_text("Not accepted")
+    expect(page.locator("#signin-error")).to_contain_text("invalid_token")
+    assert page.evaluate("sessionStorage.getItem('caisey.token')") is None
+
+    page.fill("#token", tech_token)
+    page.click("button[type=submit]")
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('caisey.token')") == tech_token
+    page.reload()  # the session survives a reload of the tab
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('caisey.token')") is None
+    page.reload()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_revoked_token_signs_out(page: Any, console: ConsoleLog, bridge: Bridge) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of 401")
+    token = bridge.technician("tech-revoked")
+    sign_in(page, bridge, token)
+    bridge.ok("DELETE", "/api/tokens/tech-revoked")
+    expect(page.locator("#signin-error")).to_contain_text("no longer accepts this token", timeout=10_000)
+    assert page.evaluate("sessionStorage.getItem('caisey.token')") is None
+
+
+# --- fleet -------------------------------------------------------------------------------------
+
+
+def test_fleet_with_a_thousand_endpoints(page: Any, bridge: Bridge, tech_token: str, fleet_of_thousand: int) -> None:
+    total = fleet_of_thousand
+    assert total >= FLEET_SIZE
+    responses: list[tuple[str, int, str | None]] = []
+    page.on(
+        "response",
+        lambda r: (
+            responses.append((r.url, r.status, r.request.headers.get("if-none-match")))
+            if r.url.endswith("/api/endpoints")
+            else None
+        ),
+    )
+    sign_in(page, bridge, tech_token)
+    expect(page.locator("#fleet-summary")).to_contain_text(f"{total:,} endpoints")
+    expect(page.locator("#fleet-rows tr")).to_have_count(total)
+    perf = page.evaluate("window.__caiseyPerf")
+    assert perf["fleetRows"] == total
+    assert perf["fleetRenderMs"] < 1_500, perf  # one full render of the whole fleet
+
+    row = page.locator("#fleet-rows tr[data-eid='ws-0042']")
+    expect(row).to_contain_text("Workstation 42")
+    expect(row).to_contain_text("Offline")
+    expect(row).to_contain_text("never")
+    expect(row).to_contain_text("none yet")
+
+    # Search: typing filters 1,000 rows at once.
+    elapsed_ms = page.evaluate(
+        """() => {
+        const input = document.getElementById('fleet-search');
+        const t0 = performance.now();
+        input.value = 'ws-0999';
+        input.dispatchEvent(new Event('input'));
+        return performance.now() - t0;
+    }"""
+    )
+    assert elapsed_ms < 300, elapsed_ms
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(1)
+    expect(page.locator("#fleet-summary")).to_contain_text("showing 1")
+    page.fill("#fleet-search", "workstation 12")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(11)  # 12, 120-129
+    page.fill("#fleet-search", "")
+    page.select_option("#fleet-status", "online")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(0)
+    expect(page.get_by_text("No endpoint matches these filters.")).to_be_visible()
+    page.select_option("#fleet-status", "")
+    page.select_option("#fleet-attention", "never")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(total)
+    page.select_option("#fleet-attention", "")
+    shot(page, "fleet", full_page=False)
+
+    # Polling with If-None-Match: unchanged data is a 304 and touches no row.
+    page.evaluate(
+        """() => {
+        window.__fleetMutations = 0;
+        new MutationObserver((records) => { window.__fleetMutations += records.length; })
+          .observe(document.getElementById('fleet-rows'), {subtree: true, childList: true, characterData: true, attributes: true});
+    }"""
+    )
+    seen = len(responses)
+    page.wait_for_timeout(4_500)
+    polls = responses[seen:]
+    assert len(polls) >= 2, polls
+    assert all(status == 304 and etag for _, status, etag in polls), polls
+    assert page.evaluate("window.__fleetMutations") == 0
+
+    # Open an endpoint from the fleet.
+    page.get_by_role("link", name="Workstation 7 ws-0007").click()
+    expect(page.get_by_role("heading", name="Workstation 7 ws-0007")).to_be_visible()
+    expect(page.locator("#endpoint-line")).to_contain_text("Offline · never connected · 0 open prompts")
