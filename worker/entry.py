@@ -1,0 +1,317 @@
+"""The Cloudflare host: a Python Worker and two Durable Objects around the shared actors.
+
+Deployed by ``wrangler deploy`` (see wrangler.toml), uploaded as the main module ``entry``
+next to the packages ``worker`` and ``caisey``. Like the local host it is a thin adapter
+(DESIGN §2): no bridge logic lives here.
+
+- ``Default`` (every request): ``/api/*`` goes through ``gateway.dispatch``, whose actors
+  are reached by ``stub.fetch`` to their Durable Objects; the agent's WebSocket upgrade is
+  forwarded as it is to the endpoint's object; anything else is a static asset (``ASSETS``).
+- ``EndpointBridgeObject`` (one per endpoint, named by its id) runs ``EndpointBridge``;
+  ``FleetIndexObject`` (one, named ``fleet``) runs ``FleetIndex``.
+
+Every object event is the same four steps as on the local host: feed the actor → send
+its frames to the agent socket → close it if asked → set (or delete) the one alarm; then
+post the fleet line. The objects keep nothing in instance fields between events: the
+runtime may construct a new instance for any event (hibernation), so the truth is in SQL
+rows, the alarm and the sockets the runtime holds (``getWebSockets``).
+
+Written for the runtime's built-in ``workers`` SDK (compatibility date before 2026-04-21;
+see shared/WORKERS_RUNTIME.md): SQL rows are JsProxy objects and NULL is ``jsnull``, so
+rows are converted here; integers are bound within ±2**53 and bools as 0/1; tags for
+``acceptWebSocket`` are a JS array. The conversions also accept the external SDK's plain
+Python values. Test with the stand-in in tests/workers_standin/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from js import Date, WebSocketPair
+from pyodide.ffi import JsException, to_js
+from workers import DurableObject, Response, WorkerEntrypoint
+
+from worker import gateway
+from worker.api import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
+from worker.endpoint import BridgeConfig, EndpointBridge
+from worker.fleet import SUMMARY_PATH, FleetIndex
+from worker.host import Effects, Entropy, Row, SqlValue
+
+try:
+    from pyodide.ffi import jsnull
+except ImportError:  # Pyodide 0.26 (Python 3.12) has no jsnull: NULL arrives as None there
+    jsnull = None
+
+__all__ = ["Default", "EndpointBridgeObject", "FleetIndexObject"]
+
+log = logging.getLogger("caisey.worker")
+T = TypeVar("T")
+
+AGENT_TAG = "agent"  # acceptWebSocket tag of agent sockets
+FLEET_OBJECT = "fleet"  # the name of the one FleetIndexObject
+# Requests between the Worker and its objects need an absolute URL; the host part is unused.
+INTERNAL_ORIGIN = "https://caisey.internal"
+WS_OPEN = 1  # WebSocket.readyState
+# JS numbers hold integers exactly up to here; beyond, Pyodide passes a BigInt, which the
+# SQL API refuses (WORKERS_RUNTIME.md).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def now_ms() -> int:
+    return int(Date.now())
+
+
+# --- SqlStore over ctx.storage.sql -----------------------------------------------------------
+
+
+def _bindable(value: SqlValue) -> SqlValue:
+    if value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, bool):
+        return int(value)  # a bound True would be stored as the text 'true'
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise ValueError(f"integer {value} is beyond ±2**53 and cannot be bound on Cloudflare")
+        return value
+    raise TypeError(f"cannot bind a {type(value).__name__} in SQL; serialise it to text first")
+
+
+def _plain(value: Any) -> Any:
+    return None if value is jsnull else value
+
+
+class DurableSql:
+    """``worker.host.SqlStore`` over a Durable Object's SQLite storage."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
+        rows = self._storage.sql.exec(sql, *[_bindable(p) for p in params]).toArray()
+        rows = rows.to_py() if hasattr(rows, "to_py") else rows
+        return [{key: _plain(value) for key, value in row.items()} for row in rows]
+
+    def transaction(self, fn: Callable[[], T]) -> T:
+        result: T = self._storage.transactionSync(fn)
+        return result
+
+
+# --- HTTP between the runtime, the Worker and the objects ----------------------------------------
+
+
+async def to_api_request(request: Any) -> ApiRequest:
+    url = urlsplit(request.url)
+    headers = {str(k).lower(): str(v) for k, v in request.headers.items()}
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+    method = str(request.method)
+    body = b"" if method in ("GET", "HEAD") else await request.bytes()
+    return ApiRequest(method, url.path, headers, body, dict(parse_qsl(url.query)))
+
+
+def to_response(api: ApiResponse) -> Response:
+    headers = dict(api.headers)
+    if api.body is None:
+        return Response(None, status=api.status, headers=headers or None)
+    headers["content-type"] = "application/json"
+    return Response(api.encoded().decode(), status=api.status, headers=headers)
+
+
+async def from_response(response: Any) -> ApiResponse:
+    text = await response.text()
+    headers = {k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")}
+    return ApiResponse(response.status, json.loads(text) if text else None, headers)
+
+
+async def call_object(stub: Any, req: ApiRequest) -> ApiResponse:
+    """Forward an ``ApiRequest`` to a Durable Object and read its answer back."""
+    url = INTERNAL_ORIGIN + req.path + ("?" + urlencode(req.query) if req.query else "")
+    body = req.body if req.body and req.method not in ("GET", "HEAD") else None
+    response = await stub.fetch(url, method=req.method, headers=dict(req.headers), body=body)
+    return await from_response(response)
+
+
+def endpoint_stub(env: Any, endpoint_id: str) -> Any:
+    return env.ENDPOINTS.get(env.ENDPOINTS.idFromName(endpoint_id))
+
+
+def fleet_stub(env: Any) -> Any:
+    return env.FLEET.get(env.FLEET.idFromName(FLEET_OBJECT))
+
+
+def is_websocket_upgrade(request: Any) -> bool:
+    return str(request.headers.get("upgrade") or "").lower() == "websocket"
+
+
+def bridge_config(env: Any) -> BridgeConfig:
+    """The optional ``HEARTBEAT_MS`` var does what the local host's ``--heartbeat-ms`` does."""
+    heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
+    if heartbeat.isdigit() and int(heartbeat) > 0:
+        return BridgeConfig(heartbeat_ms=int(heartbeat), liveness_ms=3 * int(heartbeat))
+    return BridgeConfig()
+
+
+class _ObjectActors:
+    """``gateway.Actors`` on Cloudflare: each actor is a Durable Object reached by ``stub.fetch``."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    async def fleet(self, req: ApiRequest) -> ApiResponse:
+        return await call_object(fleet_stub(self.env), req)
+
+    async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
+        return await call_object(endpoint_stub(self.env, endpoint_id), req)
+
+
+# --- the Worker ------------------------------------------------------------------------------------
+
+
+class Default(WorkerEntrypoint):
+    async def fetch(self, request: Any) -> Response:
+        path = urlsplit(request.url).path
+        if not path.startswith("/api/"):
+            return await self.env.ASSETS.fetch(request)
+        try:
+            route = match(str(request.method), path)
+        except ApiError:
+            route = None  # the gateway answers it
+        if route is not None and route.op == "agent_connect" and is_websocket_upgrade(request):
+            assert route.endpoint_id is not None
+            return await endpoint_stub(self.env, route.endpoint_id).fetch(request)
+        try:
+            req = await to_api_request(request)
+        except ApiError as exc:
+            return to_response(exc.response())
+        return to_response(await gateway.dispatch(req, _ObjectActors(self.env)))
+
+
+# --- the Durable Objects -------------------------------------------------------------------------------
+
+
+class EndpointBridgeObject(DurableObject):
+    """One endpoint's ``EndpointBridge``, with its agent socket and its alarm."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        # Rebuilt for every instance; it holds nothing the rows do not (migrate() is idempotent).
+        self.actor = EndpointBridge(DurableSql(ctx.storage), Entropy(), bridge_config(env))
+
+    def agent_sockets(self, exclude: Any = None) -> list[Any]:
+        """Open agent sockets. A closing one is still listed by the runtime; ``exclude`` is
+        the one a close event is about (compared with ``==``: each call makes new proxies)."""
+        return [
+            ws
+            for ws in self.ctx.getWebSockets(AGENT_TAG)
+            if ws.readyState == WS_OPEN and (exclude is None or ws != exclude)
+        ]
+
+    async def fetch(self, request: Any) -> Response:
+        now = now_ms()
+        if is_websocket_upgrade(request):
+            return await self.accept_agent(request, now)
+        try:
+            req = await to_api_request(request)
+        except ApiError as exc:
+            return to_response(exc.response())
+        response, effects = self.actor.handle(req, now, bool(self.agent_sockets()))
+        await self.perform(effects)
+        return to_response(response)
+
+    async def accept_agent(self, request: Any, now: int) -> Response:
+        route = match(str(request.method), urlsplit(request.url).path)
+        secret = ApiRequest("GET", "", {"authorization": str(request.headers.get("authorization") or "")}).bearer()
+        refusal = self.actor.authorize_agent(route.endpoint_id or "", secret)
+        if refusal is not None:
+            return to_response(refusal)
+        client, server = WebSocketPair.new()
+        for older in self.agent_sockets():
+            _close(older, 4000, "replaced by a newer connection")
+        self.ctx.acceptWebSocket(server, to_js([AGENT_TAG]))
+        await self.perform(self.actor.agent_opened(now))
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws: Any, message: Any) -> None:
+        if ws.readyState != WS_OPEN:
+            return  # a replaced socket still draining: it no longer speaks for the endpoint
+        raw = message if isinstance(message, str) else bytes(message.to_bytes())
+        await self.perform(self.actor.agent_frame(raw, now_ms()))
+
+    async def webSocketClose(self, ws: Any, code: int, reason: str, was_clean: bool) -> None:
+        # Complete the closing handshake (a no-op where the runtime already answered). Only
+        # 1000 and 3000-4999 may be sent; 1005/1006 mean "no code" / "abnormal".
+        _close(ws, code if code == 1000 or 3000 <= code <= 4999 else 1000, reason)
+        await self.perform(self.actor.agent_closed(now_ms(), bool(self.agent_sockets(exclude=ws))))
+
+    async def webSocketError(self, ws: Any, error: Any) -> None:
+        log.warning("agent socket error: %s", error)
+        await self.perform(self.actor.agent_closed(now_ms(), bool(self.agent_sockets(exclude=ws))))
+
+    async def alarm(self, alarm_info: Any = None) -> None:
+        now = now_ms()
+        await self.perform(self.actor.alarm(now, bool(self.agent_sockets())))
+
+    async def perform(self, effects: Effects) -> None:
+        """Send → close → arm → notify (the order ``Effects`` documents)."""
+        sockets = self.agent_sockets()
+        for ws in sockets:
+            for frame in effects.send:
+                try:
+                    ws.send(frame)
+                except JsException:
+                    break  # the socket went away; the outbox replays what is owed on reconnect
+        if effects.close_agent is not None:
+            code, reason = effects.close_agent
+            for ws in sockets:
+                _close(ws, code, reason)
+        storage = self.ctx.storage
+        if effects.alarm_at_ms is None:
+            await storage.deleteAlarm()
+        else:
+            await storage.setAlarm(effects.alarm_at_ms)
+        if effects.fleet_summary is not None:
+            await self.notify_fleet(effects.fleet_summary)
+        if effects.close_agent is not None and sockets:
+            # Whether or not the runtime reports our own close back, the agent is gone now.
+            after = self.actor.agent_closed(now_ms(), bool(self.agent_sockets()))
+            await self.perform(after)
+
+    async def notify_fleet(self, summary: dict[str, Any]) -> None:
+        body = json.dumps(summary).encode()
+        try:
+            answer = await call_object(fleet_stub(self.env), ApiRequest("POST", SUMMARY_PATH, {}, body))
+        except JsException:
+            log.exception("could not post the fleet line of %s", summary.get("endpoint_id"))
+            return
+        if answer.status >= 300:
+            log.error("the fleet index refused the line of %s: %s", summary.get("endpoint_id"), answer.body)
+
+
+class FleetIndexObject(DurableObject):
+    """The one ``FleetIndex``: technician tokens and one line per endpoint."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        admin_hash = getattr(env, "ADMIN_TOKEN_SHA256", None)
+        self.index = FleetIndex(
+            DurableSql(ctx.storage), Entropy(), str(admin_hash).strip().lower() if admin_hash else None
+        )
+
+    async def fetch(self, request: Any) -> Response:
+        try:
+            req = await to_api_request(request)
+        except ApiError as exc:
+            return to_response(exc.response())
+        return to_response(self.index.handle(req, now_ms()))
+
+
+def _close(ws: Any, code: int, reason: str) -> None:
+    try:
+        ws.close(code, reason)
+    except JsException:
+        log.debug("closing an agent socket that is already closed")
