@@ -431,3 +431,260 @@ def test_fleet_with_a_thousand_endpoints(page: Any, bridge: Bridge, tech_token: 
     page.get_by_role("link", name="Workstation 7 ws-0007").click()
     expect(page.get_by_role("heading", name="Workstation 7 ws-0007")).to_be_visible()
     expect(page.locator("#endpoint-line")).to_contain_text("Offline · never connected · 0 open prompts")
+
+
+# --- endpoint: create, expiry, cancel, re-issue ------------------------------------------------
+
+
+def create_via_form(page: Any, title: str, expires: str, unit: str = "s", on_no_user: str = "wait") -> None:
+    page.fill("#new-title", title)
+    page.fill("#new-expiry", expires)
+    page.select_option("#new-expiry-unit", unit)
+    page.check(f"input[name=on_no_user][value={on_no_user}]")
+    page.click("#create-submit")
+
+
+def test_unreachable_endpoint_prompt_ends_could_not_reach(page: Any, bridge: Bridge, tech_token: str) -> None:
+    """I7 on the console: a prompt to an endpoint that never connects ends 'could not reach', by name."""
+    bridge.register("kiosk-7", "Front desk kiosk")
+    sign_in(page, bridge, tech_token, "#/endpoint/kiosk-7")
+    expect(page.get_by_role("heading", name="Front desk kiosk kiosk-7")).to_be_visible()
+    create_via_form(page, "Allow remote control?", "6", "s", "deny")
+    expect(page.locator("#create-result")).to_contain_text("Created — the bridge answered 201 Created")
+    item = prompt_item(page, "Allow remote control?")
+    expect(item.locator(".state")).to_have_text("Waiting for the endpoint to connect")
+    expect(item.locator(".detail")).to_contain_text("expires")
+    expect(page.locator("#endpoint-line")).to_contain_text("1 open prompt")
+
+    expect(item.locator(".state")).to_have_text(
+        "Could not reach endpoint — offline for the prompt's whole 6 s life "
+        "(provisional: a late answer made in time will still count)",
+        timeout=12_000,
+    )
+    expect(page.locator("#endpoint-line")).to_contain_text("0 open prompts")
+    # Patterns: the miss is counted in its hour and said in words.
+    expect(page.locator(".patterns-summary")).to_contain_text("1 of 1 finished prompts went unanswered or undelivered")
+    expect(page.locator(".hour-chart rect[data-bucket=failed]")).to_have_count(1)
+    expect(page.locator(".history .cell.b-failed")).to_have_count(1)
+    shot(page, "endpoint-unreachable")
+
+    item.get_by_role("link", name="Timeline of “Allow remote control?”").click()
+    expect(page.get_by_role("heading", name="Allow remote control?")).to_be_visible()
+    rows = page.locator("#timeline-rows tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Console")
+    expect(rows.nth(0)).to_contain_text("Created by tech1")
+    expect(rows.nth(1)).to_contain_text("Bridge")
+    expect(rows.nth(1)).to_contain_text("could not deliver")
+    expect(page.locator("#prompt-facts")).to_contain_text("endpoint_unreachable")
+    shot(page, "timeline-unreachable")
+
+    # A provisional failure can still be withdrawn (so a late answer can never resolve it).
+    page.click("#prompt-cancel")
+    expect(page.locator("#prompt-result")).to_contain_text("Cancel accepted — the bridge answered 200 OK")
+    expect(page.locator("#prompt-state")).to_have_text("Cancelled")
+    expect(page.locator("#prompt-detail")).to_contain_text("after it could not be delivered")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(2)).to_contain_text("Cancelled by tech1")
+    expect(page.locator("#prompt-cancel")).to_be_hidden()
+
+
+def test_cancel_and_reissue_show_the_bridges_answer(page: Any, bridge: Bridge, tech_token: str) -> None:
+    bridge.register("pc-cancel", "Accounts laptop")
+    sign_in(page, bridge, tech_token, "#/endpoint/pc-cancel")
+    create_via_form(page, "Install update", "5", "min")
+    item = prompt_item(page, "Install update")
+    expect(item.locator(".state")).to_have_text("Waiting for the endpoint to connect")
+    item.get_by_role("button", name="Cancel “Install update”").click()
+    expect(item.locator(".result")).to_contain_text("Cancel accepted — the bridge answered 200 OK")
+    expect(item.locator(".state")).to_have_text("Cancelled")
+    expect(item.locator(".detail")).to_contain_text("cancelled by tech1")
+    expect(item.get_by_role("button", name="Cancel “Install update”")).to_be_hidden()
+
+    create_via_form(page, "Share screen", "5", "min")
+    old = prompt_item(page, "Share screen")
+    expect(old).to_have_count(1)
+    old_id = old.get_attribute("data-pid")
+    old.get_by_role("button", name="Re-issue “Share screen”").click()
+    expect(page.locator(f"li.prompt[data-pid='{old_id}'] .result")).to_contain_text(
+        "Re-issued — the bridge answered 201 Created: new prompt"
+    )
+    old = page.locator(f"li.prompt[data-pid='{old_id}']")
+    expect(old.locator(".state")).to_have_text("Re-issued (replaced by a new prompt)")
+    expect(old.locator(".meta")).to_contain_text("replaced by a newer prompt")
+    expect(prompt_item(page, "Share screen")).to_have_count(2)
+    newest = page.locator("li.prompt").first  # newest first
+    expect(newest.locator(".meta")).to_contain_text("replaces an earlier prompt")
+    expect(newest.locator(".state")).to_have_text("Waiting for the endpoint to connect")
+
+    by_id = {p["prompt_id"]: p for p in bridge.prompts("pc-cancel")}
+    assert by_id[old_id]["state"] == "superseded"
+    new_id = by_id[old_id]["superseded_by"]
+    assert by_id[new_id]["supersedes"] == old_id and by_id[new_id]["state"] == "pending"
+    assert [p["state"] for p in bridge.prompts("pc-cancel")].count("cancelled") == 1
+
+    # The old prompt's timeline links to its replacement; the replacement's to the old one.
+    old.get_by_role("link", name="Timeline of “Share screen”").click()
+    expect(page.locator("#timeline-rows tr").last).to_contain_text(f"Replaced by {new_id}")
+    page.locator("#prompt-facts").get_by_role("link", name=new_id).click()
+    expect(page.locator("#prompt-facts")).to_contain_text(old_id)
+    expect(page.locator("#timeline-rows tr").first).to_contain_text(f"replaces {old_id}")
+
+
+def test_create_retried_after_a_lost_answer_makes_one_prompt(
+    page: Any, console: ConsoleLog, bridge: Bridge, tech_token: str
+) -> None:
+    """The bridge commits the create but its answer is lost: the retry (same key) gets the same prompt."""
+    console.allow(r"Failed to load resource: net::ERR_")
+    bridge.register("pc-idem", "Lab PC")
+    keys: list[str | None] = []
+
+    def lose_first_answer(route: Any, request: Any) -> None:
+        if request.method != "POST":
+            route.continue_()
+            return
+        keys.append(request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # the bridge receives and commits it…
+            route.abort("connectionreset")  # …and the browser never hears back
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/api/endpoints/pc-idem/prompts$"), lose_first_answer)
+    sign_in(page, bridge, tech_token, "#/endpoint/pc-idem")
+    create_via_form(page, "Run diagnostics", "5", "min")
+    expect(page.locator("#create-result")).to_contain_text(
+        "Already created by an earlier try of this request — the bridge answered 200 OK with the same prompt"
+    )
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+    assert keys[0].startswith("console-")
+    assert len(bridge.prompts("pc-idem")) == 1
+    expect(prompt_item(page, "Run diagnostics")).to_have_count(1)
+
+    # A second, deliberate submission is a new request with a new key: a second prompt.
+    create_via_form(page, "Run diagnostics", "5", "min")
+    expect(page.locator("#create-result")).to_contain_text("Created — the bridge answered 201 Created")
+    assert len(keys) == 3 and keys[2] != keys[0]
+    expect(prompt_item(page, "Run diagnostics")).to_have_count(2)
+
+
+def test_refusals_are_shown_with_code_and_message(
+    page: Any, bridge: Bridge, console: ConsoleLog, tech_token: str
+) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of (400|404)")
+    bridge.register("pc-refuse", "")
+    sign_in(page, bridge, tech_token, "#/endpoint/pc-refuse")
+    create_via_form(page, "Too quick", "2", "s")
+    expect(page.locator("#create-result")).to_contain_text(
+        "Create refused — the bridge answered 400 Bad Request invalid_expiry"
+    )
+    expect(page.locator("li.prompt")).to_have_count(0)
+    page.goto(bridge.url + "/#/endpoint/no-such-endpoint")
+    expect(page.get_by_role("alert").filter(has_text="unknown_endpoint")).to_be_visible()
+
+
+# --- reachability ------------------------------------------------------------------------------
+
+
+def test_bridge_outage_shows_banner_and_recovers_without_reload(
+    browser: Any, console: ConsoleLog, tmp_path: Path
+) -> None:
+    console.allow(r"Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE)")
+    own = Bridge(tmp_path / "data")
+    own.start()
+    page = open_page(browser, console)
+    try:
+        own.register("pc-outage", "Warehouse PC")
+        sign_in(page, own, own.technician("tech-outage"), "#/endpoint/pc-outage")
+        expect(page.locator("#endpoint-line")).to_contain_text("Offline · never connected")
+        expect(page.locator("#freshness")).to_contain_text("Live")
+        page.evaluate("window.__sameDocument = true")
+
+        own.stop()
+        banner = page.locator("#banner")
+        expect(banner).to_be_visible(timeout=8_000)
+        expect(page.locator("#banner-msg")).to_have_text("Bridge unreachable — retrying")
+        expect(page.locator("#banner-detail")).to_contain_text("the page shows data from")
+        expect(page.locator("#freshness")).to_contain_text("old", timeout=8_000)
+        expect(page.locator("#freshness")).to_contain_text("bridge unreachable")
+        expect(page.locator("body")).to_have_class(re.compile(r"\bstale\b"))
+        expect(page.locator("#banner-detail")).to_contain_text("failed tries", timeout=8_000)
+        shot(page, "bridge-unreachable", full_page=False)
+
+        own.start()
+        expect(banner).to_be_hidden(timeout=15_000)
+        expect(page.locator("#freshness")).to_contain_text("Live")
+        expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
+        assert page.evaluate("window.__sameDocument") is True  # recovered without a reload
+        # And the page is live again: a change at the bridge shows within a poll.
+        own.ok(
+            "POST",
+            "/api/endpoints/pc-outage/prompts",
+            {"title": "After the outage", "action": "remote_control", "expires_in": 300},
+        )
+        expect(prompt_item(page, "After the outage")).to_have_count(1, timeout=6_000)
+    finally:
+        page.context.close()
+        own.stop()
+    assert console.unexpected() == []
+
+
+# --- keyboard and zoom -------------------------------------------------------------------------
+
+
+def test_keyboard_only_and_200_percent_zoom(browser: Any, console: ConsoleLog, bridge: Bridge, tech_token: str) -> None:
+    """Everything reachable with Tab/Enter; at 200% zoom (a 640 px CSS viewport) nothing overflows sideways."""
+    bridge.register("pc-keys", "Keyboard test PC")
+    page = open_page(browser, console)
+    try:
+        page.goto(bridge.url + "/")
+        expect(page.locator("#token")).to_be_focused()
+        page.keyboard.type(tech_token)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Fleet")).to_be_focused()
+        page.keyboard.press("Tab")  # the search box is the first control after the heading
+        expect(page.locator("#fleet-search")).to_be_focused()
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in ("none", ""), outline  # a visible focus ring
+        page.keyboard.type("pc-keys")
+        link = page.get_by_role("link", name="Keyboard test PC pc-keys")
+        expect(link).to_be_visible()
+        for _ in range(8):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.classList.contains('endpoint-link')"):
+                break
+        expect(link).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Keyboard test PC pc-keys")).to_be_focused()
+
+        # Create with the keyboard only: focus the title, type, Enter submits the form.
+        page.focus("#new-title")
+        page.keyboard.press("Control+A")
+        page.keyboard.type("Keyboard prompt")
+        page.keyboard.press("Enter")
+        expect(page.locator("#create-result")).to_contain_text("201 Created")
+        cancel = page.get_by_role("button", name="Cancel “Keyboard prompt”")
+        cancel.focus()
+        page.keyboard.press("Enter")
+        expect(prompt_item(page, "Keyboard prompt").locator(".state")).to_have_text("Cancelled")
+    finally:
+        page.context.close()
+
+    zoomed = open_page(browser, console, device_scale_factor=2)
+    try:
+        zoomed.set_viewport_size({"width": 640, "height": 450})
+        sign_in(zoomed, bridge, tech_token, "#/endpoint/pc-keys")
+        pid = prompt_item(zoomed, "Keyboard prompt").get_attribute("data-pid")
+        overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        for hash_, ready, name in [
+            ("#/", "#fleet-rows tr", "fleet"),
+            ("#/endpoint/pc-keys", "li.prompt", "endpoint"),
+            (f"#/endpoint/pc-keys/prompt/{pid}", "#timeline-rows tr", "timeline"),
+        ]:
+            zoomed.evaluate(f"location.hash = {json.dumps(hash_)}")
+            expect(zoomed.locator(ready).first).to_be_visible()
+            assert zoomed.evaluate(overflow) <= 0, f"{name} scrolls sideways at 200% zoom"
+            shot(zoomed, f"zoom200-{name}", full_page=False)
+    finally:
+        zoomed.context.close()
+    assert console.unexpected() == []
