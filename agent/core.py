@@ -366,6 +366,7 @@ class AgentCore:
                 elif held.is_open:
                     # The ack below is the answer; no update is owed (final and acked).
                     self.store.update_prompt(pid, now_ms, status="closed", detail=message.reason, final_acked=True)
+                    self.store.outbox_drop_nonfinal(pid)
             if self._showing == pid:
                 self._withdraw(pid, message.reason)
         self._emit(Ack(self._new_id(now_ms), message.id))
@@ -386,6 +387,7 @@ class AgentCore:
             self.store.outbox_delete(row.id)
             if row.final:
                 self.store.update_prompt(row.prompt_id, now_ms, final_acked=True)
+                self.store.outbox_drop_nonfinal(row.prompt_id)
 
     # --- what the presenter saw --------------------------------------------------------------
 

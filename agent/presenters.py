@@ -84,8 +84,34 @@ def tk_available() -> bool:
 # --- child processes ---------------------------------------------------------------------
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a ``preexec_fn`` asking the kernel to SIGKILL the child when the agent dies.
+
+    Without it a kill -9 of the agent would leave its dialog on screen; the restarted agent
+    shows the prompt again and the user would see two. libc is resolved here, in the
+    parent, so the forked child only makes one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return preexec
+
+
+_PREEXEC = _die_with_parent()
+
+
 class _Child:
-    """A presenter's child process: started in its own process group, stopped as a group."""
+    """A presenter's child process: started in its own process group, stopped as a group,
+    and (on Linux) killed by the kernel if the agent dies first."""
 
     _background: ClassVar[set[asyncio.Task[None]]] = set()
 
@@ -97,6 +123,8 @@ class _Child:
         kwargs: dict[str, object] = {}
         if sys.platform != "win32":
             kwargs["start_new_session"] = True
+        if _PREEXEC is not None:
+            kwargs["preexec_fn"] = _PREEXEC
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,

@@ -390,6 +390,12 @@ class Store:
     def outbox_remove_kind(self, prompt_id: str, kind: str) -> None:
         self._db.execute("DELETE FROM outbox WHERE prompt_id = ? AND kind = ?", (prompt_id, kind))
 
+    def outbox_drop_nonfinal(self, prompt_id: str) -> None:
+        """The prompt is final and the bridge knows it: its receipt and acknowledged updates
+        add nothing any more, and resending them forever to a bridge that lost the prompt
+        would only ask for reports it cannot use."""
+        self._db.execute("DELETE FROM outbox WHERE prompt_id = ? AND final = 0", (prompt_id,))
+
     def outbox_all(self) -> list[OutboxRow]:
         return [_row_to_outbox(r) for r in self._db.execute("SELECT * FROM outbox ORDER BY seq")]
 

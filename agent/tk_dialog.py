@@ -12,6 +12,7 @@ cannot stall the agent's event loop, and withdrawing the dialog is simply killin
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -67,11 +68,14 @@ def main() -> int:
     root.bind("d", lambda _e: _answer(root, "deny"))
 
     expires_at_local_ms = int(prompt.get("expires_at_local_ms") or prompt["expires_at_ms"])
+    agent_pid = os.getppid()
 
     def countdown() -> None:
         remaining_s = (expires_at_local_ms - int(time.time() * 1000)) // 1000
-        if remaining_s <= 0:
-            root.destroy()  # the agent closes it as expired; no answer from us
+        if remaining_s <= 0 or os.getppid() != agent_pid:
+            # Expired (the agent closes it) or the agent died (its successor shows the prompt
+            # again): either way this window must not stay up with nobody to hear the answer.
+            root.destroy()
             return
         left.configure(text=f"Time left: {remaining_s // 60}:{remaining_s % 60:02d}")
         root.after(1000, countdown)
