@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 
 from agent.core import AgentCore, Effects, Rng, Show, Withdraw
-from agent.presenters import Presenter
+from agent.presenters import Presenter, stop_finishing_programs
 from caisey.backoff import Backoff
 from caisey.wire import MAX_FRAME_BYTES
 
@@ -220,6 +220,7 @@ class AgentRunner:
         finally:
             timer.cancel()
             await self._stop_presenters()
+            await stop_finishing_programs()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
 

@@ -171,13 +171,24 @@ class _Child:
 
         async def finish() -> None:
             try:
-                await asyncio.wait_for(self.proc.wait(), grace_s)
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace_s)
             except TimeoutError:
                 await self.stop()
+            except asyncio.CancelledError:
+                await self.stop(grace_s=0.2)  # the agent is shutting down
+                raise
 
         task = asyncio.get_running_loop().create_task(finish())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def stop_finishing_programs() -> None:
+    """At shutdown: stop programs still finishing after their answer, and reap them."""
+    tasks = list(_Child._background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _first_word(stream: asyncio.StreamReader) -> str | None:
