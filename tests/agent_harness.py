@@ -3,13 +3,25 @@
 ``CoreHarness`` drives one ``AgentCore`` with a fake clock and seeded randomness and turns
 its encoded frames back into messages, so tests read like the protocol: deliver, ack,
 cancel, and look at what the agent sent and showed.
+
+``Agent`` runs the real ``python -m agent`` as a process with an ``exec:`` presenter program
+whose answer a test sets through a file (``approve``, ``deny``, ``dismiss``, ``none``,
+``hang``, or ``after-go:WORD`` — wait for a ``go`` file, then answer WORD).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
 import random
+import shlex
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.core import AgentConfig, AgentCore, Effects, Show, Withdraw
 from agent.store import Store
@@ -25,6 +37,8 @@ from caisey.wire import (
     encode,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 20.0
 T0 = 1_800_000_000_000  # a fixed local epoch for the fake clock
 MINUTE = 60_000
 
@@ -162,3 +176,131 @@ class CoreHarness:
 
 def of_type(messages: list[Message], frame_type: str) -> list[Message]:
     return [m for m in messages if frame_type == m.TYPE]
+
+
+# --- the real agent as a process ----------------------------------------------------------------
+
+PRESENTER = """\
+import json, os, pathlib, sys, time
+prompt = json.load(sys.stdin)
+here = pathlib.Path(__file__).parent
+with open(here / "presented.jsonl", "a") as f:
+    f.write(json.dumps({"prompt": prompt, "pid": os.getpid()}) + "\\n")
+answer = (here / "answer").read_text().strip()
+if answer.startswith("after-go:"):
+    while not (here / "go").exists():
+        time.sleep(0.02)
+    answer = answer.split(":", 1)[1]
+if answer == "hang":
+    time.sleep(600)
+elif answer != "none":
+    print(answer, flush=True)
+"""
+
+
+class Agent:
+    """``python -m agent`` in a subprocess with its own state dir and presenter program."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.state = tmp / "state"
+        self.presenter_dir = tmp / "presenter"
+        self.presenter_dir.mkdir()
+        (self.presenter_dir / "ask.py").write_text(PRESENTER)
+        self.answer("approve")
+        self.log = tmp / "agent.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    def answer(self, word: str) -> None:
+        (self.presenter_dir / "answer").write_text(word)
+
+    def presented(self) -> list[dict[str, Any]]:
+        path = self.presenter_dir / "presented.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    @property
+    def presenter_spec(self) -> str:
+        return "exec:" + shlex.join([sys.executable, str(self.presenter_dir / "ask.py")])
+
+    async def cli(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            *args,
+            "--state-dir",
+            str(self.state),
+            cwd=ROOT,
+            env=_env(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode() + err.decode()
+
+    async def enroll(self, bridge_url: str, token: str) -> None:
+        code, output = await self.cli("enroll", "--bridge", bridge_url, "--token", token)
+        assert code == 0, output
+
+    async def start(self) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--state-dir",
+            str(self.state),
+            "--presenter",
+            self.presenter_spec,
+            "--log-level",
+            "DEBUG",
+            cwd=ROOT,
+            env=_env(),
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> int | None:
+        if self.proc is None or self.proc.returncode is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError("agent did not stop on SIGTERM") from None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("DISPLAY", None)
+    env.pop("CAISEY_AGENT_HOME", None)
+    return env
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); look at its state where /proc exists.
+    status = Path(f"/proc/{pid}/status")
+    with contextlib.suppress(OSError):
+        return "zombie" not in status.read_text()
+    return True

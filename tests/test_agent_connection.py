@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shlex
 import signal
 import sys
 import time
@@ -26,24 +25,10 @@ from aiohttp import WSMsgType, web
 
 from caisey import wire
 from caisey.wire import PromptCopy, PromptDeliver, encode
+from tests.agent_harness import TIMEOUT_S, Agent, pid_alive
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "cas_fake-agent-secret"
 ENDPOINT = "ep-fake-1"
-TIMEOUT_S = 20.0
-
-PRESENTER = """\
-import json, os, pathlib, sys, time
-prompt = json.load(sys.stdin)
-here = pathlib.Path(__file__).parent
-with open(here / "presented.jsonl", "a") as f:
-    f.write(json.dumps({"prompt": prompt, "pid": os.getpid()}) + "\\n")
-answer = (here / "answer").read_text().strip()
-if answer == "hang":
-    time.sleep(600)
-elif answer != "none":
-    print(answer, flush=True)
-"""
 
 
 def now_ms() -> int:
@@ -154,102 +139,6 @@ def make_prompt(prompt_id: str, *, expires_in_ms: int = 120_000, on_no_user: str
     )
 
 
-class Agent:
-    """``python -m agent`` in a subprocess with its own state dir and presenter program."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.state = tmp / "state"
-        self.presenter_dir = tmp / "presenter"
-        self.presenter_dir.mkdir()
-        (self.presenter_dir / "ask.py").write_text(PRESENTER)
-        self.answer("approve")
-        self.log = tmp / "agent.log"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    def answer(self, word: str) -> None:
-        (self.presenter_dir / "answer").write_text(word)
-
-    def presented(self) -> list[dict[str, Any]]:
-        path = self.presenter_dir / "presented.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    @property
-    def presenter_spec(self) -> str:
-        return "exec:" + shlex.join([sys.executable, str(self.presenter_dir / "ask.py")])
-
-    async def cli(self, *args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent",
-            *args,
-            "--state-dir",
-            str(self.state),
-            cwd=ROOT,
-            env=_env(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode() + err.decode()
-
-    async def enroll(self, bridge_url: str) -> None:
-        code, output = await self.cli("enroll", "--bridge", bridge_url, "--token", "cet_good")
-        assert code == 0, output
-
-    async def start(self) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent",
-            "run",
-            "--state-dir",
-            str(self.state),
-            "--presenter",
-            self.presenter_spec,
-            "--log-level",
-            "DEBUG",
-            cwd=ROOT,
-            env=_env(),
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-
-    async def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> int | None:
-        if self.proc is None or self.proc.returncode is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError("agent did not stop on SIGTERM") from None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("DISPLAY", None)
-    env.pop("CAISEY_AGENT_HOME", None)
-    return env
-
-
 @pytest.fixture
 async def bridge() -> AsyncIterator[FakeBridge]:
     fake = FakeBridge()
@@ -261,7 +150,7 @@ async def bridge() -> AsyncIterator[FakeBridge]:
 @pytest.fixture
 async def agent(tmp_path: Path, bridge: FakeBridge) -> AsyncIterator[Agent]:
     a = Agent(tmp_path)
-    await a.enroll(bridge.url)
+    await a.enroll(bridge.url, "cet_good")
     yield a
     if a.alive():
         await a.stop()
@@ -281,7 +170,7 @@ async def test_enroll_stores_the_secret_0600_and_a_bad_token_fails(tmp_path: Pat
     a = Agent(tmp_path)
     code, output = await a.cli("enroll", "--bridge", bridge.url, "--token", "cet_bad")
     assert code == 1 and "invalid_token" in output
-    await a.enroll(bridge.url)
+    await a.enroll(bridge.url, "cet_good")
     assert oct((a.state / "agent_secret").stat().st_mode & 0o777) == "0o600"
     assert (a.state / "agent_secret").read_text() == SECRET
     code, output = await a.cli("status", "--json")
@@ -351,7 +240,7 @@ async def test_kill9_after_receipt_then_restart_reshows_and_the_answer_lands_onc
 
     first, _second = agent.presented()  # once before the kill, once re-displayed after it
     if sys.platform.startswith("linux"):
-        assert not _pid_alive(first["pid"])  # the kernel took the dead agent's dialog down
+        assert not pid_alive(first["pid"])  # the kernel took the dead agent's dialog down
     assert bridge.hellos == 2
     # The acknowledged update was resent with its original id, never made twice.
     assert {f["id"] for f in _updates(bridge, "P-k9", "acknowledged")} == {shown["id"]}
@@ -414,7 +303,7 @@ async def test_cancel_withdraws_a_waiting_presenter(bridge: FakeBridge, agent: A
     (presented,) = agent.presented()
     await bridge.send(encode(wire.PromptCancel("C-1", "P-c1", "cancelled")))
     await bridge.wait_for("the cancel's ack", lambda: bool(bridge.of("ack", of="C-1")))
-    await bridge.wait_for("the presenter to be killed", lambda: not _pid_alive(presented["pid"]), timeout=5)
+    await bridge.wait_for("the presenter to be killed", lambda: not pid_alive(presented["pid"]), timeout=5)
     _, output = await agent.cli("status", "--json")
     (held,) = json.loads(output)["prompts"]
     assert held["status"] == "closed" and held["detail"] == "cancelled"
@@ -430,7 +319,7 @@ async def test_local_expiry_closes_and_withdraws(bridge: FakeBridge, agent: Agen
     await bridge.wait_for("closed as expired", lambda: bool(_updates(bridge, "P-x1", "closed")), timeout=8)
     (closed,) = _updates(bridge, "P-x1", "closed")
     assert closed["detail"] == "expired"
-    await bridge.wait_for("presenter killed", lambda: not _pid_alive(agent.presented()[0]["pid"]), timeout=5)
+    await bridge.wait_for("presenter killed", lambda: not pid_alive(agent.presented()[0]["pid"]), timeout=5)
 
 
 async def test_a_refused_secret_is_logged_and_retried(bridge: FakeBridge, agent: Agent) -> None:
@@ -455,15 +344,3 @@ async def test_reconnects_after_the_bridge_drops_the_socket(bridge: FakeBridge, 
     await bridge.wait_for("the decision resent", lambda: len(_updates(bridge, "P-r1", "decided")) >= 2)
     assert {f["id"] for f in _updates(bridge, "P-r1", "decided")} == {decided["id"]}
     assert len(agent.presented()) == 1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); look at its state where /proc exists.
-    status = Path(f"/proc/{pid}/status")
-    with contextlib.suppress(OSError):
-        return "zombie" not in status.read_text()
-    return True
