@@ -13,6 +13,7 @@ is missing or when ``CAISEY_UPDATE_SCREENSHOT=1``, so a normal run leaves the tr
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -168,12 +169,46 @@ def tech_token(bridge: Bridge) -> str:
     return bridge.technician("tech1")
 
 
-@pytest.fixture(scope="module")
-def fleet_of_thousand(bridge: Bridge) -> int:
-    """Register FLEET_SIZE endpoints through the API (concurrently: ~7 s)."""
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: bridge.register(f"ws-{i:04d}", f"Workstation {i}"), range(FLEET_SIZE)))
-    return len(bridge.ok("GET", "/api/endpoints")["endpoints"])
+FLEET_TEST = "test_fleet_with_a_thousand_endpoints"
+
+
+class FleetBridge:
+    """A second bridge that registers FLEET_SIZE endpoints through the API in the background.
+
+    Registering is ~10-30 ms of SQLite commits per endpoint, so it starts with the module
+    (when the fleet test is selected) and overlaps the other tests; the fleet test waits.
+    """
+
+    def __init__(self, data: Path) -> None:
+        self.bridge = Bridge(data)
+        self.bridge.start()
+        self.pool = concurrent.futures.ThreadPoolExecutor(8)
+        self.done = [
+            self.pool.submit(self.bridge.register, f"ws-{i:04d}", f"Workstation {i}") for i in range(FLEET_SIZE)
+        ]
+
+    def ready(self) -> Bridge:
+        for future in self.done:
+            future.result(timeout=120)
+        return self.bridge
+
+    def stop(self) -> None:
+        for future in self.done:
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        self.bridge.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fleet_bridge(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetBridge | None]:
+    if not any(item.name == FLEET_TEST for item in request.session.items):
+        yield None
+        return
+    fleet = FleetBridge(tmp_path_factory.mktemp("fleet") / "data")
+    yield fleet
+    fleet.stop()
 
 
 # --- the browser -------------------------------------------------------------------------------
@@ -357,80 +392,6 @@ def test_revoked_token_signs_out(page: Any, console: ConsoleLog, bridge: Bridge)
     bridge.ok("DELETE", "/api/tokens/tech-revoked")
     expect(page.locator("#signin-error")).to_contain_text("no longer accepts this token", timeout=10_000)
     assert page.evaluate("sessionStorage.getItem('caisey.token')") is None
-
-
-# --- fleet -------------------------------------------------------------------------------------
-
-
-def test_fleet_with_a_thousand_endpoints(page: Any, bridge: Bridge, tech_token: str, fleet_of_thousand: int) -> None:
-    total = fleet_of_thousand
-    assert total >= FLEET_SIZE
-    responses: list[tuple[str, int, str | None]] = []
-    page.on(
-        "response",
-        lambda r: (
-            responses.append((r.url, r.status, r.request.headers.get("if-none-match")))
-            if r.url.endswith("/api/endpoints")
-            else None
-        ),
-    )
-    sign_in(page, bridge, tech_token)
-    expect(page.locator("#fleet-summary")).to_contain_text(f"{total:,} endpoints")
-    expect(page.locator("#fleet-rows tr")).to_have_count(total)
-    perf = page.evaluate("window.__caiseyPerf")
-    assert perf["fleetRows"] == total
-    assert perf["fleetRenderMs"] < 1_500, perf  # one full render of the whole fleet
-
-    row = page.locator("#fleet-rows tr[data-eid='ws-0042']")
-    expect(row).to_contain_text("Workstation 42")
-    expect(row).to_contain_text("Offline")
-    expect(row).to_contain_text("never")
-    expect(row).to_contain_text("none yet")
-
-    # Search: typing filters 1,000 rows at once.
-    elapsed_ms = page.evaluate(
-        """() => {
-        const input = document.getElementById('fleet-search');
-        const t0 = performance.now();
-        input.value = 'ws-0999';
-        input.dispatchEvent(new Event('input'));
-        return performance.now() - t0;
-    }"""
-    )
-    assert elapsed_ms < 300, elapsed_ms
-    expect(page.locator("#fleet-rows tr:visible")).to_have_count(1)
-    expect(page.locator("#fleet-summary")).to_contain_text("showing 1")
-    page.fill("#fleet-search", "workstation 12")
-    expect(page.locator("#fleet-rows tr:visible")).to_have_count(11)  # 12, 120-129
-    page.fill("#fleet-search", "")
-    page.select_option("#fleet-status", "online")
-    expect(page.locator("#fleet-rows tr:visible")).to_have_count(0)
-    expect(page.get_by_text("No endpoint matches these filters.")).to_be_visible()
-    page.select_option("#fleet-status", "")
-    page.select_option("#fleet-attention", "never")
-    expect(page.locator("#fleet-rows tr:visible")).to_have_count(total)
-    page.select_option("#fleet-attention", "")
-    shot(page, "fleet", full_page=False)
-
-    # Polling with If-None-Match: unchanged data is a 304 and touches no row.
-    page.evaluate(
-        """() => {
-        window.__fleetMutations = 0;
-        new MutationObserver((records) => { window.__fleetMutations += records.length; })
-          .observe(document.getElementById('fleet-rows'), {subtree: true, childList: true, characterData: true, attributes: true});
-    }"""
-    )
-    seen = len(responses)
-    page.wait_for_timeout(4_500)
-    polls = responses[seen:]
-    assert len(polls) >= 2, polls
-    assert all(status == 304 and etag for _, status, etag in polls), polls
-    assert page.evaluate("window.__fleetMutations") == 0
-
-    # Open an endpoint from the fleet.
-    page.get_by_role("link", name="Workstation 7 ws-0007").click()
-    expect(page.get_by_role("heading", name="Workstation 7 ws-0007")).to_be_visible()
-    expect(page.locator("#endpoint-line")).to_contain_text("Offline · never connected · 0 open prompts")
 
 
 # --- endpoint: create, expiry, cancel, re-issue ------------------------------------------------
@@ -688,3 +649,422 @@ def test_keyboard_only_and_200_percent_zoom(browser: Any, console: ConsoleLog, b
     finally:
         zoomed.context.close()
     assert console.unexpected() == []
+
+
+# --- with the real agent -----------------------------------------------------------------------
+
+# The agent's exec presenter: started once per displayed prompt with its JSON on stdin. It
+# records that it was shown, then waits until the test writes an answer for this prompt
+# (answers/<prompt_id>) or for any prompt (answers/default), and prints it.
+GATE_PRESENTER = """
+import json, pathlib, sys, time
+gate = pathlib.Path(sys.argv[1])
+prompt = json.load(sys.stdin)
+pid = prompt["prompt_id"]
+(gate / "shown" / pid).write_text(json.dumps(prompt))
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    for name in (pid, "default"):
+        answer = gate / "answers" / name
+        if answer.exists():
+            word = answer.read_text().strip()
+            print(word, flush=True)
+            (gate / "answered" / pid).write_text(word)
+            sys.exit(0)
+    time.sleep(0.05)
+"""
+
+
+def agent_command() -> list[str]:
+    script = Path(sys.executable).parent / "caisey-agent"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
+
+
+def agent_available() -> bool:
+    try:
+        import agent.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_agent = pytest.mark.skipif(not agent_available(), reason="the agent (agent/cli.py) is not importable")
+
+
+class Proxy:
+    """A TCP forwarder between agent and bridge that can hold all traffic (a network stall).
+
+    While paused, bytes read on either side are held, not forwarded, and new connections
+    wait before they are connected upstream; ``resume`` lets everything through in order.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self._threading = threading
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.running = threading.Event()
+        self.running.set()  # set = forwarding
+        self.closed = False
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def pause(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.running.set()
+        for s in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                s.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self._threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket) -> None:
+        self.running.wait()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+        self.sockets += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            self._threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                self.running.wait()
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+class Agent:
+    """A real ``caisey-agent`` enrolled for one endpoint, answering through the gate presenter."""
+
+    def __init__(self, bridge: Bridge, endpoint_id: str, label: str, root: Path) -> None:
+        self.bridge = bridge
+        self.endpoint_id = endpoint_id
+        self.state_dir = root / "agent-state"
+        self.gate = root / "gate"
+        for sub in ("shown", "answers", "answered"):
+            (self.gate / sub).mkdir(parents=True, exist_ok=True)
+        self.presenter = root / "gate_presenter.py"
+        self.presenter.write_text(GATE_PRESENTER)
+        self.log_path = root / "agent.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        token = bridge.register(endpoint_id, label)["enrollment_token"]
+        subprocess.run(
+            [*agent_command(), "enroll", "--bridge", bridge.url, "--token", token, "--state-dir", str(self.state_dir)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+    def start(self, via: str | None = None) -> None:
+        presenter = f"exec:{sys.executable} {self.presenter} {self.gate}"
+        cmd = [*agent_command(), "run", "--presenter", presenter, "--state-dir", str(self.state_dir)]
+        if via:
+            cmd += ["--bridge", via]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        log.close()
+
+    def answer(self, prompt_id: str, word: str) -> None:
+        (self.gate / "answers" / prompt_id).write_text(word)
+
+    def shown(self, prompt_id: str) -> bool:
+        return (self.gate / "shown" / prompt_id).exists()
+
+    def local_decision(self, prompt_id: str) -> str | None:
+        """The decision the agent has committed in its own store (``caisey-agent status --json``)."""
+        out = subprocess.run(
+            [*agent_command(), "status", "--json", "--state-dir", str(self.state_dir)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        ).stdout
+        for p in json.loads(out)["prompts"]:
+            if p["prompt_id"] == prompt_id:
+                decision: str | None = p["decision"]
+                return decision
+        return None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_for(predicate: Any, timeout_s: float = 15, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def newest_prompt_id(bridge: Bridge, endpoint_id: str, title: str) -> str:
+    def find() -> str | None:
+        for p in bridge.prompts(endpoint_id):
+            if p["title"] == title:
+                pid: str = p["prompt_id"]
+                return pid
+        return None
+
+    pid: str = wait_for(find, 5, f"prompt {title!r}")
+    return pid
+
+
+@needs_agent
+def test_agent_approves_and_a_late_cancel_is_refused_with_409(
+    page: Any, console: ConsoleLog, bridge: Bridge, tech_token: str, tmp_path: Path
+) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of 409")
+    agent = Agent(bridge, "pc-agent", "Reception desk", tmp_path)
+    agent.start()
+    try:
+        sign_in(page, bridge, tech_token, "#/endpoint/pc-agent")
+        expect(page.locator("#endpoint-line")).to_contain_text("Online · connected now", timeout=15_000)
+        create_via_form(page, "Allow remote control?", "5", "min")
+        pid = newest_prompt_id(bridge, "pc-agent", "Allow remote control?")
+        item = page.locator(f"li.prompt[data-pid='{pid}']")
+        expect(item.locator(".state")).to_have_text("Seen by the user, no answer yet", timeout=10_000)
+        assert agent.shown(pid)
+
+        # The technician's page is one poll behind: it still offers Cancel when the user approves.
+        page.route(
+            re.compile(r".*/api/endpoints/pc-agent/prompts\?limit=\d+$"),
+            lambda route: route.fulfill(status=304, headers={"etag": 'W/"frozen"'}),
+        )
+        page.wait_for_timeout(300)
+        agent.answer(pid, "approve")
+        wait_for(
+            lambda: bridge.ok("GET", f"/api/endpoints/pc-agent/prompts/{pid}")["state"] == "approved", 10, "approval"
+        )
+        expect(item.locator(".state")).to_have_text("Seen by the user, no answer yet")
+        item.get_by_role("button", name="Cancel “Allow remote control?”").click()
+        result = item.locator(".result")
+        expect(result).to_contain_text(
+            "Cancel refused — the bridge answered 409 Conflict already_final: prompt is already approved"
+        )
+        expect(result).to_contain_text(re.compile(r"Current state: Approved \d\d:\d\d\."))
+        expect(item.locator(".state")).to_have_text(re.compile(r"^Approved \d\d:\d\d$"))
+        expect(item.get_by_role("button", name="Cancel “Allow remote control?”")).to_be_hidden()
+        page.unroute(re.compile(r".*/api/endpoints/pc-agent/prompts\?limit=\d+$"))
+        expect(item.locator(".detail")).to_contain_text("by the user")
+
+        # A second prompt, answered at once by the user: the whole timeline, all three sources.
+        agent.answer("default", "approve")
+        create_via_form(page, "Transfer diagnostics file", "5", "min")
+        second = newest_prompt_id(bridge, "pc-agent", "Transfer diagnostics file")
+        item2 = page.locator(f"li.prompt[data-pid='{second}']")
+        expect(item2.locator(".state")).to_have_text(re.compile(r"^Approved \d\d:\d\d$"), timeout=10_000)
+        shot(page, "endpoint-approved")
+        item2.get_by_role("link", name="Timeline of “Transfer diagnostics file”").click()
+        rows = page.locator("#timeline-rows tr")
+        expect(rows.filter(has_text="User answered 'approve'")).to_have_count(1)
+        types = [r.get_attribute("data-type") for r in rows.all()]
+        sources = [r.get_attribute("data-source") for r in rows.all()]
+        assert types[0] == "created" and types[-1] == "decided", types
+        assert {"received", "acknowledged", "delivery_attempted"} <= set(types), types
+        assert {"console", "bridge", "runtime"} == set(sources), sources
+        expect(rows.filter(has_text="Endpoint stored the prompt (receipt)").locator(".ev-source")).to_have_text(
+            "Endpoint"
+        )
+        expect(rows.filter(has_text="Delivery attempt 1").locator(".ev-source")).to_have_text("Bridge")
+        expect(page.locator("#prompt-state")).to_have_text(re.compile(r"^Approved \d\d:\d\d$"))
+        shot(page, "timeline-approved")
+
+        page.get_by_role("link", name="Fleet").click()
+        row = page.locator("#fleet-rows tr[data-eid='pc-agent']")
+        expect(row).to_contain_text("Online")
+        expect(row).to_contain_text("Approved ·")
+    finally:
+        agent.stop()
+
+
+@needs_agent
+def test_stuck_prompt_cancelled_and_reissued_stays_cancelled_when_answered_late(
+    page: Any, bridge: Bridge, tech_token: str, tmp_path: Path
+) -> None:
+    """R3/I3 on the console: a technician cancels a prompt the frozen agent holds, re-issues it;
+    the re-issue is approved and the old one stays Cancelled though the user approves it later."""
+    proxy = Proxy(bridge.port)
+    agent = Agent(bridge, "pc-stuck", "Finance laptop", tmp_path)
+    agent.start(via=proxy.url)
+    try:
+        sign_in(page, bridge, tech_token, "#/endpoint/pc-stuck")
+        expect(page.locator("#endpoint-line")).to_contain_text("Online", timeout=15_000)
+        # The agent shows one dialog at a time: while "Check disk" is up, the next prompt is
+        # delivered (stored by the agent) but not yet seen.
+        create_via_form(page, "Check disk", "5", "min")
+        blocker = newest_prompt_id(bridge, "pc-stuck", "Check disk")
+        expect(page.locator(f"li.prompt[data-pid='{blocker}'] .state")).to_have_text(
+            "Seen by the user, no answer yet", timeout=10_000
+        )
+        create_via_form(page, "Allow remote control?", "5", "min")
+        old = newest_prompt_id(bridge, "pc-stuck", "Allow remote control?")
+        old_item = page.locator(f"li.prompt[data-pid='{old}']")
+        expect(old_item.locator(".state")).to_have_text("Delivered, not yet seen", timeout=10_000)
+
+        # The agent freezes (SIGSTOP) and its network stalls: the prompt stays live (R7).
+        proxy.pause()
+        agent.signal(signal.SIGSTOP)
+        page.wait_for_timeout(2_500)
+        expect(old_item.locator(".state")).to_have_text("Delivered, not yet seen")
+        shot(page, "endpoint-delivered-not-seen")
+
+        old_item.get_by_role("button", name="Cancel “Allow remote control?”").click()
+        expect(old_item.locator(".result")).to_contain_text("Cancel accepted — the bridge answered 200 OK")
+        expect(old_item.locator(".state")).to_have_text("Cancelled")
+        old_item.get_by_role("button", name="Re-issue “Allow remote control?”").click()
+        expect(old_item.locator(".result")).to_contain_text("Re-issued — the bridge answered 201 Created")
+        new = bridge.ok("GET", f"/api/endpoints/pc-stuck/prompts/{old}")["superseded_by"]
+        assert new, "the re-issue names the prompt it replaced"
+        new_item = page.locator(f"li.prompt[data-pid='{new}']")
+        expect(new_item.locator(".state")).to_have_text(re.compile(r"^(Queued for delivery|Sending — attempt \d+)"))
+        expect(old_item.locator(".state")).to_have_text("Cancelled")  # re-issuing a cancelled prompt links only
+
+        # The frozen agent wakes up; before it hears of the cancel the user answers both dialogs.
+        agent.answer(blocker, "deny")
+        agent.answer(old, "approve")
+        agent.signal(signal.SIGCONT)
+        wait_for(lambda: agent.local_decision(old) == "approve", 20, "the user's late approval on the agent")
+        agent.answer("default", "approve")  # the re-issued prompt, once it arrives
+        proxy.resume()
+
+        expect(new_item.locator(".state")).to_have_text(re.compile(r"^Approved \d\d:\d\d$"), timeout=20_000)
+        expect(old_item.locator(".state")).to_have_text(
+            "Cancelled — user answered 'approve' afterwards (ignored)", timeout=10_000
+        )
+        expect(page.locator(f"li.prompt[data-pid='{blocker}'] .state")).to_have_text(
+            re.compile(r"^Denied \d\d:\d\d"), timeout=10_000
+        )
+        old_view = bridge.ok("GET", f"/api/endpoints/pc-stuck/prompts/{old}")
+        assert old_view["state"] == "cancelled" and old_view["late_decision"]["decision"] == "approve"
+        publish(shot(page, "endpoint-agent"))
+
+        old_item.get_by_role("link", name="Timeline of “Allow remote control?”").click()
+        rows = page.locator("#timeline-rows tr")
+        expect(rows.filter(has_text="User answered 'approve'")).to_have_count(1, timeout=10_000)
+        types = [r.get_attribute("data-type") for r in rows.all()]
+        assert types.index("cancelled") < types.index("decided"), types
+        expect(page.locator("#prompt-facts")).to_contain_text("Late answer (ignored)")
+        expect(page.locator("#prompt-state")).to_have_text("Cancelled — user answered 'approve' afterwards (ignored)")
+        shot(page, "timeline-late-answer")
+    finally:
+        agent.stop()
+        proxy.close()
+
+
+# --- fleet -------------------------------------------------------------------------------------
+
+
+def test_fleet_with_a_thousand_endpoints(page: Any, fleet_bridge: FleetBridge | None) -> None:
+    assert fleet_bridge is not None
+    bridge = fleet_bridge.ready()
+    total = len(bridge.ok("GET", "/api/endpoints")["endpoints"])
+    assert total == FLEET_SIZE
+    tech_token = bridge.technician("tech-fleet")
+    responses: list[tuple[str, int, str | None]] = []
+    page.on(
+        "response",
+        lambda r: (
+            responses.append((r.url, r.status, r.request.headers.get("if-none-match")))
+            if r.url.endswith("/api/endpoints")
+            else None
+        ),
+    )
+    sign_in(page, bridge, tech_token)
+    expect(page.locator("#fleet-summary")).to_contain_text(f"{total:,} endpoints")
+    expect(page.locator("#fleet-rows tr")).to_have_count(total)
+    perf = page.evaluate("window.__caiseyPerf")
+    assert perf["fleetRows"] == total
+    assert perf["fleetRenderMs"] < 1_500, perf  # one full render of the whole fleet
+
+    row = page.locator("#fleet-rows tr[data-eid='ws-0042']")
+    expect(row).to_contain_text("Workstation 42")
+    expect(row).to_contain_text("Offline")
+    expect(row).to_contain_text("never")
+    expect(row).to_contain_text("none yet")
+
+    # Search: typing filters 1,000 rows at once.
+    elapsed_ms = page.evaluate(
+        """() => {
+        const input = document.getElementById('fleet-search');
+        const t0 = performance.now();
+        input.value = 'ws-0999';
+        input.dispatchEvent(new Event('input'));
+        return performance.now() - t0;
+    }"""
+    )
+    assert elapsed_ms < 300, elapsed_ms
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(1)
+    expect(page.locator("#fleet-summary")).to_contain_text("showing 1")
+    page.fill("#fleet-search", "workstation 12")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(11)  # 12, 120-129
+    page.fill("#fleet-search", "")
+    page.select_option("#fleet-status", "online")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(0)
+    expect(page.get_by_text("No endpoint matches these filters.")).to_be_visible()
+    page.select_option("#fleet-status", "")
+    page.select_option("#fleet-attention", "never")
+    expect(page.locator("#fleet-rows tr:visible")).to_have_count(total)
+    page.select_option("#fleet-attention", "")
+    shot(page, "fleet", full_page=False)
+
+    # Polling with If-None-Match: unchanged data is a 304 and touches no row.
+    page.evaluate(
+        """() => {
+        window.__fleetMutations = 0;
+        new MutationObserver((records) => { window.__fleetMutations += records.length; })
+          .observe(document.getElementById('fleet-rows'), {subtree: true, childList: true, characterData: true, attributes: true});
+    }"""
+    )
+    seen = len(responses)
+    page.wait_for_timeout(4_500)
+    polls = responses[seen:]
+    assert len(polls) >= 2, polls
+    assert all(status == 304 and etag for _, status, etag in polls), polls
+    assert page.evaluate("window.__fleetMutations") == 0
+
+    # Open an endpoint from the fleet.
+    page.get_by_role("link", name="Workstation 7 ws-0007").click()
+    expect(page.get_by_role("heading", name="Workstation 7 ws-0007")).to_be_visible()
+    expect(page.locator("#endpoint-line")).to_contain_text("Offline · never connected · 0 open prompts")

@@ -2,7 +2,7 @@
 // with Cancel / Re-issue / Timeline), the create form, and its patterns.
 
 import { h, setText, setHidden, setAttr, syncKeyed, replaceChildren } from "./dom.js";
-import { describePrompt, fmtAgo, fmtTime, OPEN_STATES } from "./describe.js";
+import { describePrompt, fmtAgo, fmtTime, OPEN_STATES, pad2 } from "./describe.js";
 import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
 import { patternsPanel } from "./patterns.js";
 
@@ -251,5 +251,7 @@ function fieldRow(id, label, control) {
 export function showResult(el, { tone, parts, status }) {
   el.className = `result tone-${tone}`;
   setAttr(el, "data-status", status ?? null);
-  replaceChildren(el, ...parts);
+  const at = new Date();
+  const stamp = h("time.result-time", { datetime: at.toISOString() }, `${pad2(at.getHours())}:${pad2(at.getMinutes())}:${pad2(at.getSeconds())}`);
+  replaceChildren(el, stamp, " ", ...parts);
 }
