@@ -41,6 +41,8 @@ MAX_TIMER_SLEEP_S = 5.0
 # Frames queued for the socket writer; more means the socket is stuck — drop the connection.
 MAX_SEND_QUEUE = 1024
 CONNECT_TIMEOUT_S = 20.0
+# A peer the core declared dead will not answer our close frame; do not wait long for it.
+CLOSE_TIMEOUT_S = 3.0
 
 
 def wall_ms() -> int:
@@ -231,6 +233,7 @@ class AgentRunner:
             max_msg_size=MAX_WS_MESSAGE_BYTES,
             heartbeat=None,  # the core's heartbeats and dead-peer check do this job
             autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
         ) as ws:
             self.connections += 1
             log.info("connected to %s", self.url)

@@ -46,6 +46,7 @@ class FakeBridge:
         self.on_hello: list[str] = []  # frames sent right after every hello.ok (the flush)
         self.ws: web.WebSocketResponse | None = None
         self.unauthorized = 0
+        self.silent = False  # stop answering anything (a bridge behind a dead NAT mapping)
         self._ids = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -95,6 +96,8 @@ class FakeBridge:
 
     async def _answer(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
+        if self.silent and kind != "hello":
+            return
         if kind == "hello":
             self.hellos += 1
             t = now_ms()
@@ -344,3 +347,14 @@ async def test_reconnects_after_the_bridge_drops_the_socket(bridge: FakeBridge, 
     await bridge.wait_for("the decision resent", lambda: len(_updates(bridge, "P-r1", "decided")) >= 2)
     assert {f["id"] for f in _updates(bridge, "P-r1", "decided")} == {decided["id"]}
     assert len(agent.presented()) == 1
+
+
+async def test_a_silent_bridge_is_detected_and_the_agent_reconnects(bridge: FakeBridge, agent: Agent) -> None:
+    await agent.start()
+    await bridge.wait_for("hello", lambda: bridge.hellos == 1)
+    bridge.silent = True  # heartbeats go unanswered from now on
+    started = time.monotonic()
+    await bridge.wait_for("a new connection", lambda: bridge.hellos == 2, timeout=15)
+    # Three missed heartbeat intervals (1 s each here), a short close, a jittered first retry.
+    assert time.monotonic() - started < 12
+    assert "no frame from the bridge" in agent.log_text()
