@@ -309,6 +309,8 @@ async () => {
     never_online: describePrompt(base({ state: "failed_to_deliver", final: true, provisional: true, reason: "endpoint_unreachable",
       expires_at: iso(6_000) }), T0 + 10_000),
     delivered: describePrompt(base({ state: "delivered", delivery: { attempts: 1, received_at: iso(1_000) } }), T0 + 30_000),
+    pending_offline: describePrompt(base({ delivery: { attempts: 3, next_attempt_at: iso(9_000) } }), now, { online: false }),
+    pending_sending: describePrompt(base({ delivery: { attempts: 3, next_attempt_at: iso(9_000) } }), now, { online: true }),
     delivered_silent: describePrompt(base({ state: "delivered", delivery: { attempts: 1, received_at: iso(1_000) } }), T0 + 121_000),
     approved_synced_late: describePrompt(base({ state: "approved", final: true, decision: "approve", decided_how: "user",
       decided_at: iso(4 * 60_000), synced_at: iso(20 * 60_000), reason: "user; honoured after expired (R4)" }), T0 + 21 * 60_000),
@@ -340,6 +342,9 @@ def test_states_in_plain_words(page: Any, bridge: Bridge) -> None:
         "Could not reach endpoint — offline for the prompt's whole 6 s life"
     )
     assert got["delivered"]["headline"] == "Delivered, not yet seen"
+    assert got["pending_offline"]["headline"] == "Waiting for the endpoint to reconnect — 3 attempts so far, no receipt"
+    assert got["pending_sending"]["headline"] == "Sending — attempt 3, no receipt yet"
+    assert got["pending_sending"]["live"] is True
     # R7: after 90 s the console may say so, but the prompt stays live.
     assert got["delivered_silent"]["headline"] == "Delivered, not yet seen — no answer yet for 2 min"
     assert got["delivered_silent"]["live"] is True
@@ -540,8 +545,13 @@ def test_refusals_are_shown_with_code_and_message(
         "Create refused — the bridge answered 400 Bad Request invalid_expiry"
     )
     expect(page.locator("li.prompt")).to_have_count(0)
+    not_found: list[str] = []
+    page.on("response", lambda r: not_found.append(r.url) if r.status == 404 else None)
     page.goto(bridge.url + "/#/endpoint/no-such-endpoint")
     expect(page.get_by_role("alert").filter(has_text="unknown_endpoint")).to_be_visible()
+    page.wait_for_timeout(4_500)  # two more polls: the fleet is still checked, the 404 not repeated
+    assert len(not_found) == 1, not_found
+    expect(page.locator("#freshness")).to_contain_text("Live")
 
 
 # --- reachability ------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ import { describePrompt } from "./describe.js";
 
 const pendingKeys = new Map(); // request fingerprint → Idempotency-Key, until a definite answer
 
+/** On sign-out: a key belongs to the technician who made the request. */
+export function forgetPendingKeys() {
+  pendingKeys.clear();
+}
+
 function keyFor(fingerprint) {
   let key = pendingKeys.get(fingerprint);
   if (!key) {

@@ -102,7 +102,9 @@ export function describePrompt(p, now = Date.now(), ctx = {}) {
 
   switch (p.state) {
     case "pending":
-      if (d.attempts > 0) {
+      if (d.attempts > 0 && ctx.online === false) {
+        headline = `Waiting for the endpoint to reconnect — ${d.attempts === 1 ? "1 attempt" : `${d.attempts} attempts`} so far, no receipt`;
+      } else if (d.attempts > 0) {
         headline = `Sending — attempt ${d.attempts}, no receipt yet`;
         if (d.next_attempt_at) detail.push(`next try ${fmtClock(d.next_attempt_at, now)}`);
       } else if (ctx.online === false) {

@@ -120,6 +120,14 @@ export class EndpointView {
   }
 
   async refresh() {
+    if (this.missing) {
+      // Unknown endpoint: keep the bridge check (cheap 304s), but stop asking for its prompts
+      // until it shows up in the fleet.
+      const fleet = await this.ctx.api.endpoints();
+      this.ctx.cache.fleet = fleet.body;
+      if (!fleet.body.endpoints.some((e) => e.endpoint_id === this.eid)) return;
+      this.missing = false;
+    }
     const [fleet, list] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT)]);
     this.ctx.cache.fleet = fleet.body;
     this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
@@ -133,7 +141,10 @@ export class EndpointView {
   }
 
   showError(exc) {
-    if (exc.code === "unknown_endpoint") setText(this.lineEl, "");
+    if (exc.code === "unknown_endpoint") {
+      this.missing = true;
+      setText(this.lineEl, "");
+    }
     setText(this.error, exc.code === "unknown_endpoint" ? `No endpoint “${this.eid}” is registered with this bridge (404 unknown_endpoint).` : `The bridge refused: ${exc.detail} (${exc.status} ${exc.code})`);
   }
 

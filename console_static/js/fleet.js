@@ -37,7 +37,7 @@ export class FleetView {
     this.sort = h(
       "select",
       { id: "fleet-sort", onchange: () => this.render(true) },
-      h("option", { value: "id" }, "name"),
+      h("option", { value: "id" }, "endpoint id"),
       h("option", { value: "seen" }, "last seen (recent first)"),
       h("option", { value: "open" }, "open prompts (most first)"),
     );

@@ -8,6 +8,7 @@ import { fmtClock, fmtDuration } from "./describe.js";
 import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
+import { forgetPendingKeys } from "./actions.js";
 
 const TOKEN_KEY = "caisey.token";
 const POLL_MS = 2_000; // a live prompt's change shows within one poll (R7)
@@ -61,6 +62,7 @@ function makeApi(token) {
 
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  forgetPendingKeys();
   stopPolling();
   shell.api = null;
   shell.cache.fleet = null;

@@ -86,6 +86,10 @@ export class PromptView {
   }
 
   async refresh() {
+    if (this.missing) {
+      await this.ctx.api.endpoints(); // still tell whether the bridge answers; no repeated 404s
+      return;
+    }
     const res = await this.ctx.api.prompt(this.eid, this.pid);
     setText(this.error, "");
     const sig = JSON.stringify(res.body);
@@ -97,6 +101,7 @@ export class PromptView {
   }
 
   showError(exc) {
+    if (exc.code === "unknown_prompt" || exc.code === "unknown_endpoint") this.missing = true;
     const what = exc.code === "unknown_prompt" ? `No prompt ${this.pid} on endpoint ${this.eid} (404 unknown_prompt).` : exc.code === "unknown_endpoint" ? `No endpoint “${this.eid}” is registered (404 unknown_endpoint).` : `The bridge refused: ${exc.detail} (${exc.status} ${exc.code})`;
     setText(this.error, what);
   }
