@@ -239,6 +239,10 @@ class AgentCore:
         self._connected, self._ready = True, False
         self._connected_at_ms = self._last_inbound_ms = now_ms
         self._pending_heartbeats.clear()
+        # A new connection often follows a sleep, when the local clock may have stepped: the
+        # old samples' small round trips would outvote the truth, so this connection's
+        # samples start a fresh window (the last estimate stands until hello.ok).
+        self._estimator = OffsetEstimator(self.offset_ms)
         self._hello_id = self._new_id(now_ms)
         self._hello_sent_ms = now_ms
         self._emit(Hello(self._hello_id, self.endpoint_id, self.agent_version, now_ms))
@@ -369,6 +373,7 @@ class AgentCore:
                     self.store.outbox_drop_nonfinal(pid)
             if self._showing == pid:
                 self._withdraw(pid, message.reason)
+            self._parked.pop(pid, None)
         self._emit(Ack(self._new_id(now_ms), message.id))
         self._pump(now_ms)
 
@@ -479,6 +484,7 @@ class AgentCore:
             self._queue(update, now_ms)
         # Committed with synchronous=FULL above: only now may the decision leave.
         self._send_new(pid, now_ms)
+        self._parked.pop(pid, None)
         if self._showing == pid:
             self._showing = None
 

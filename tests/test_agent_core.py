@@ -592,3 +592,14 @@ def test_replays_and_restarts_never_show_a_prompt_twice_per_run(actions: list[tu
     assert all(isinstance(m, (Hello, PromptReceipt, PromptUpdate, StateReport, Ack)) for m in h.sent), {
         m.TYPE for m in h.sent
     }
+
+
+def test_a_new_connection_measures_the_offset_afresh(tmp_path: Path) -> None:
+    """After a sleep the local clock may have stepped: the old window must not outvote it."""
+    h = CoreHarness.on_disk(tmp_path)
+    h.start()
+    h.connect(rtt_ms=10)  # precise sample: offset 0
+    h.disconnect()
+    h.offset_ms = 45_000  # the local clock fell 45 s behind while asleep
+    h.connect(rtt_ms=800)  # a slower, but current, sample
+    assert abs(h.core.offset_ms - 45_000) <= 400
