@@ -245,7 +245,8 @@ class EndpointBridgeObject(DurableObject):
     async def webSocketClose(self, ws: Any, code: int, reason: str, was_clean: bool) -> None:
         # Complete the closing handshake (a no-op where the runtime already answered). Only
         # 1000 and 3000-4999 may be sent; 1005/1006 mean "no code" / "abnormal".
-        _close(ws, code if code == 1000 or 3000 <= code <= 4999 else 1000, reason)
+        sendable = isinstance(code, int) and (code == 1000 or 3000 <= code <= 4999)
+        _close(ws, code if sendable else 1000, str(reason or ""))
         await self.perform(self.actor.agent_closed(now_ms(), bool(self.agent_sockets(exclude=ws))))
 
     async def webSocketError(self, ws: Any, error: Any) -> None:
