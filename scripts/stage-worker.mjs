@@ -12,6 +12,7 @@
 // Uploaded: caisey/**/*.py and worker/**/*.py, except
 //   worker/entry.py       — uploaded as the main module `entry.py` via `main`
 //   worker/local_host.py  — the aiohttp host; the Worker uses only the standard library
+//   worker/sqlite_store.py — the local host's sqlite3 store (the Worker has ctx.storage.sql)
 // Node rather than Python runs this because wrangler already needs Node.
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
@@ -20,7 +21,7 @@ import { fileURLToPath } from "node:url";
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const OUT = join(ROOT, "build", "worker-upload");
 const PACKAGES = ["caisey", "worker"];
-const EXCLUDED = new Set(["worker/entry.py", "worker/local_host.py"]);
+const EXCLUDED = new Set(["worker/entry.py", "worker/local_host.py", "worker/sqlite_store.py"]);
 
 function* pythonFiles(dir) {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Not uploaded: the main module comes from `main`; the local host needs aiohttp.
-NOT_UPLOADED = {"worker/entry.py", "worker/local_host.py"}
+# Not uploaded (scripts/stage-worker.mjs): the main module comes from `main`; the local host
+# and its sqlite3 store are not part of the Worker.
+NOT_UPLOADED = {"worker/entry.py", "worker/local_host.py", "worker/sqlite_store.py"}
 # What the Worker may import besides the standard library and its own packages.
 RUNTIME_MODULES = {"js", "pyodide", "workers"}
 
@@ -94,3 +95,34 @@ def test_uploaded_modules_import_only_the_standard_library_the_runtime_and_each_
                 continue
             offending += [f"{path.relative_to(out)}: {root}" for root in roots if root not in allowed]
     assert not offending, "the Worker would fail to import: " + ", ".join(offending)
+
+
+def test_everything_entry_imports_from_its_packages_is_uploaded(dry_run: tuple[Path, str]) -> None:
+    out, _ = dry_run
+    seen: set[str] = set()
+    todo = [out / "entry.py"]
+    missing = []
+    while todo:
+        path = todo.pop()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] not in ("worker", "caisey") or name in seen:
+                    continue
+                seen.add(name)
+                module = out / (name.replace(".", "/") + ".py")
+                package = out / name.replace(".", "/") / "__init__.py"
+                if module.exists():
+                    todo.append(module)
+                elif package.exists():
+                    todo.append(package)
+                elif "." in name and (out / (name.rsplit(".", 1)[0].replace(".", "/") + ".py")).exists():
+                    continue  # `from worker.api import match`: a name inside an uploaded module
+                else:
+                    missing.append(name)
+    assert not missing, f"entry.py imports modules the upload lacks: {missing}"
