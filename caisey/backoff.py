@@ -21,7 +21,8 @@ class Backoff:
     max_attempts: int = 8  # attempts while connected before ``failed_to_deliver`` (no_receipt)
 
     def __post_init__(self) -> None:
-        if self.base_ms <= 0 or self.cap_ms < self.base_ms or self.factor < 1 or self.max_attempts < 1:
+        # ``not factor >= 1`` also refuses NaN, which every comparison would let through.
+        if self.base_ms <= 0 or self.cap_ms < self.base_ms or not self.factor >= 1 or self.max_attempts < 1:
             raise UsageError(f"invalid backoff {self!r}")
 
     def ceiling_ms(self, attempt: int) -> int:
@@ -30,7 +31,10 @@ class Backoff:
             raise UsageError("attempt must be >= 0")
         # Cap the exponent first so huge attempt counts cannot overflow a float.
         exponent = min(attempt, 64)
-        return int(min(self.cap_ms, self.base_ms * self.factor**exponent))
+        try:
+            return int(min(self.cap_ms, self.base_ms * self.factor**exponent))
+        except OverflowError:  # a large factor overflows even so (1e6**64); that is past any cap
+            return self.cap_ms
 
     def delay_ms(self, attempt: int, uniform: Callable[[], float]) -> int:
         """A jittered delay; ``uniform()`` returns a float in [0, 1)."""

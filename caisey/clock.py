@@ -19,6 +19,8 @@ from caisey.errors import ProtocolError
 # Recent samples considered by the clock filter: enough to ride out a few congested round trips.
 OFFSET_WINDOW = 8
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
 
 def to_rfc3339(ms: int) -> str:
     """Epoch ms → ``2026-11-26T10:04:00.000Z``."""
@@ -34,7 +36,8 @@ def from_rfc3339(text: str) -> int:
         raise ProtocolError("invalid_time", f"not an RFC 3339 time: {text[:40]!r}") from None
     if moment.tzinfo is None:
         raise ProtocolError("invalid_time", f"time needs a UTC offset: {text[:40]!r}")
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: ``timestamp() * 1000`` is a float and truncates 1.001 s to 1000 ms.
+    return (moment - _EPOCH) // _dt.timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)

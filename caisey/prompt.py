@@ -294,6 +294,10 @@ def _receive(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     if view.received_at_ms is None:
         view.received_at_ms = entry.at_ms
     view.next_attempt_at_ms = None
+    if view.state in OPEN:
+        # A receipt after the runtime reported it held nothing is the replayed delivery
+        # arriving (R5): it holds the prompt again, and the held digest must say so.
+        view.runtime_holds_no_decision = False
     if view.state == State.PENDING:
         view.state = State.DELIVERED
 

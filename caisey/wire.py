@@ -39,10 +39,13 @@ MAX_ACTION_CHARS = 64
 MAX_NAME_CHARS = 128  # technician names, agent versions, endpoint ids
 MAX_TEXT_CHARS = 500  # error messages, reasons, free-form detail
 MAX_DIGEST_CHARS = 64  # hex sha256
-# Epoch ms must stay exact in a JS number on the Workers runtime (±2**53).
-MAX_TIME_MS = 2**53 - 1
+# Epoch ms must stay exact in a JS number on the Workers runtime (< 2**53) and be writable as
+# RFC 3339 for the API and console, whose years have four digits: 9999-12-31T23:59:59.999Z.
+MAX_TIME_MS = 253_402_300_799_999
 
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]+$")
+_ID_RE = re.compile(r"[A-Za-z0-9._:-]+")  # used with fullmatch: "$" would let a trailing newline in
+# A JSON "\ud800" escape decodes to a lone surrogate, which no UTF-8 frame can carry back out.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def _need(fields: dict[str, Any], name: str, kind: type, frame: str) -> Any:
@@ -68,17 +71,19 @@ def check_text(value: str, name: str, max_chars: int, *, empty_ok: bool = False)
         raise ProtocolError("field_too_long", f"{name} has {len(value)} characters; the limit is {max_chars}")
     if not value and not empty_ok:
         raise ProtocolError("invalid_field", f"{name} must not be empty")
+    if _SURROGATE_RE.search(value):
+        raise ProtocolError("invalid_field", f"{name} holds a lone surrogate, which is not Unicode text")
 
 
 def check_id(value: str, name: str) -> None:
     check_text(value, name, MAX_ID_CHARS)
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ProtocolError("invalid_field", f"{name} may hold only letters, digits and . _ : -")
 
 
 def check_time(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME_MS:
-        raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, 2**53)")
+        raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, {MAX_TIME_MS}]")
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
@@ -262,10 +267,12 @@ class PromptUpdate:
         check_id(self.id, "id")
         check_id(self.prompt_id, "prompt_id")
         check_choice(self.status, "status", ("acknowledged", "decided", "closed", "rejected"))
-        if self.status == "decided":
-            if self.decision is None or self.decided_at_ms is None:
-                raise ProtocolError("missing_field", "a decided update needs decision and decided_at_ms")
+        if self.status == "decided" and (self.decision is None or self.decided_at_ms is None):
+            raise ProtocolError("missing_field", "a decided update needs decision and decided_at_ms")
+        # Checked whenever present, as in HeldPrompt: a frame never carries an unchecked value.
+        if self.decision is not None:
             check_choice(self.decision, "decision", DECISIONS)
+        if self.decided_at_ms is not None:
             check_time(self.decided_at_ms, "decided_at_ms")
         for name in ("how", "detail"):
             value = getattr(self, name)
@@ -413,14 +420,20 @@ def peek_id(raw: str | bytes) -> str | None:
             return None
         body = json.loads(raw)
         frame_id = body.get("id") if isinstance(body, dict) else None
-        return frame_id if isinstance(frame_id, str) and len(frame_id) <= MAX_ID_CHARS else None
-    except (ValueError, RecursionError, TypeError):
+        if not isinstance(frame_id, str):
+            return None
+        check_text(frame_id, "of", MAX_ID_CHARS)  # only what an ``error`` frame's ``of`` can carry
+        return frame_id
+    except (ValueError, RecursionError, TypeError, ProtocolError):
         return None
 
 
 def decode(raw: str | bytes) -> Message:
     """Parse one frame. Raises ``ProtocolError`` for anything that is not a valid frame."""
-    size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+    try:
+        size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+    except UnicodeEncodeError:  # a str holding lone surrogates did not come off a UTF-8 socket
+        raise ProtocolError("malformed_json", "frame is not valid UTF-8 text") from None
     if size > MAX_FRAME_BYTES:
         raise ProtocolError("frame_too_large", f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
     try:
