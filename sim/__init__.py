@@ -1,0 +1,1 @@
+"""Deterministic simulation of Caisey's recovery (DESIGN §9): ``python -m sim --seeds N``."""
