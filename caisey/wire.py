@@ -86,6 +86,12 @@ def check_time(value: int, name: str) -> None:
         raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, {MAX_TIME_MS}]")
 
 
+def check_count(value: int, name: str) -> None:
+    """A non-negative integer that stays exact in a JS number."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ProtocolError("invalid_field", f"{name} must be an integer in [0, 2**53)")
+
+
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ProtocolError("invalid_field", f"{name} must be one of {', '.join(choices)}; got {str(value)[:40]!r}")
@@ -93,6 +99,7 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
 
 DECISIONS = ("approve", "deny")
 NO_USER_POLICIES = ("deny", "approve", "wait")
+REPORT_SCOPES = ("open", "history")
 RUNTIME_STATUSES = ("received", "acknowledged", "decided", "closed", "rejected")
 
 
@@ -182,12 +189,17 @@ class Hello:
     endpoint_id: str
     agent_version: str
     sent_at_ms: int  # runtime clock: t0 of the offset exchange
+    # The highest ``Ack.bridge_seq`` this runtime has seen. A bridge whose own sequence is
+    # lower has lost storage (restored from a backup) and asks for the history (R6).
+    bridge_seq_seen: int | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_id(self.endpoint_id, "endpoint_id")
         check_text(self.agent_version, "agent_version", MAX_NAME_CHARS)
         check_time(self.sent_at_ms, "sent_at_ms")
+        if self.bridge_seq_seen is not None:
+            check_count(self.bridge_seq_seen, "bridge_seq_seen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,9 +298,14 @@ class StateReport:
     id: str
     prompts: tuple[HeldPrompt, ...]
     digest: str
+    # ``open`` (default): every prompt held that is not final-and-acked — complete, so what it
+    # leaves out the runtime does not hold (R5). ``history``: final-and-acked prompts sent
+    # in pages after a ``state.request`` asked for them; absence means nothing.
+    scope: str = "open"
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
+        check_choice(self.scope, "scope", REPORT_SCOPES)
         if len(self.prompts) > MAX_OPEN_PROMPTS:
             raise ProtocolError(
                 "too_many_items", f"state.report holds {len(self.prompts)} prompts; the limit is {MAX_OPEN_PROMPTS}"
@@ -301,10 +318,18 @@ class StateRequest:
     TYPE: ClassVar[str] = "state.request"
     id: str
     reason: str = ""
+    # Also report final-and-acked prompts updated since then (``history`` reports), and
+    # restart the runtime's ``bridge_seq_seen`` from ``bridge_seq``: the bridge lost storage.
+    include_final_since_ms: int | None = None
+    bridge_seq: int | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_text(self.reason, "reason", MAX_TEXT_CHARS, empty_ok=True)
+        if self.include_final_since_ms is not None:
+            check_time(self.include_final_since_ms, "include_final_since_ms")
+        if self.bridge_seq is not None:
+            check_count(self.bridge_seq, "bridge_seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,10 +341,13 @@ class Ack:
     of: str
     received_at_ms: int | None = None
     sent_at_ms: int | None = None
+    bridge_seq: int | None = None  # the bridge's last committed fact when it acked a runtime fact
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_id(self.of, "of")
+        if self.bridge_seq is not None:
+            check_count(self.bridge_seq, "bridge_seq")
         for name in ("received_at_ms", "sent_at_ms"):
             value = getattr(self, name)
             if value is not None:
@@ -496,6 +524,7 @@ def _decode_report(body: dict[str, Any]) -> StateReport:
         id=_need(body, "id", str, "state.report"),
         prompts=tuple(HeldPrompt.from_json(item) for item in items),
         digest=_need(body, "digest", str, "state.report"),
+        scope=_opt(body, "scope", str, "state.report") or "open",
     )
 
 

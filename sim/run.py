@@ -7,6 +7,7 @@ invariant (DESIGN §9), with the trace tail and the exact command that replays i
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,7 +69,7 @@ def planted(bug: str | None) -> Iterator[None]:
 def check_no_resurrection(world: World) -> None:
     """I2: a final state changes only by R4 (or a technician withdrawing a provisional final)."""
     for pid, history in world.history.items():
-        for (_, before), (_, after) in zip(history, history[1:], strict=False):
+        for (_, before), (_, after) in itertools.pairwise(history):
             if before in FINAL_NAMES:
                 allowed = before in PROVISIONAL_NAMES and after in DECIDED_NAMES | WITHDRAWN_NAMES
                 if not allowed:

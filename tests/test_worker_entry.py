@@ -226,12 +226,6 @@ async def test_admin_secret_tolerates_case_and_a_trailing_newline() -> None:
     assert isinstance(r, HttpResponse) and r.status == 201 and r.json()["token"].startswith("cst_")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="host difference: EndpointBridge._op_agent_enroll answers 404 unknown_endpoint for an "
-    "unregistered endpoint, the local host 401 invalid_enrollment_token (worker/local_host.py "
-    "endpoint_call) — and the 404 tells an unauthenticated caller which endpoint ids exist",
-)
 async def test_enrolling_with_a_token_for_an_unregistered_endpoint_is_401_as_on_the_local_host() -> None:
     bridge = WorkersBridge()
     token = "cse_ghost~" + "A" * 32

@@ -142,7 +142,7 @@ def match(method: str, path: str) -> Route:
             continue
         groups = m.groupdict()
         eid = groups.get("eid")
-        if eid is not None and not ENDPOINT_ID_RE.match(eid):
+        if eid is not None and not ENDPOINT_ID_RE.fullmatch(eid):
             raise ApiError(400, "invalid_endpoint_id", "endpoint ids are 1-64 letters, digits, '.', '_' or '-'")
         return Route(actor, op, auth, endpoint_id=eid, prompt_id=groups.get("pid"), name=groups.get("name"))
     if path_known:

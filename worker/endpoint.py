@@ -303,9 +303,16 @@ class EndpointBridge:
         token = body.get("enrollment_token")
         if not isinstance(token, str) or not token:
             raise ApiError(400, "missing_field", "enrollment_token is required")
-        endpoint_id = self._require_registered(route.endpoint_id)
+        endpoint_id = self.endpoint_id
         rows = self._q("SELECT * FROM enrollments WHERE token_hash = ?", secret_hash(token))
-        if not rows or rows[0]["used_at_ms"] is not None or int(rows[0]["expires_at_ms"]) <= now_ms:
+        # One answer for unknown endpoints and bad tokens alike: enrollment reveals nothing.
+        if (
+            endpoint_id is None
+            or endpoint_id != route.endpoint_id
+            or not rows
+            or rows[0]["used_at_ms"] is not None
+            or int(rows[0]["expires_at_ms"]) <= now_ms
+        ):
             raise ApiError(401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired")
         secret = self.entropy.token(AGENT_SECRET_PREFIX)
 
@@ -614,7 +621,11 @@ class EndpointBridge:
     def _ack(self, of: str, now_ms: int, *, with_times: bool = False) -> str:
         if with_times:
             return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of, received_at_ms=now_ms, sent_at_ms=now_ms))
-        return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of))
+        return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of, bridge_seq=self._max_seq()))
+
+    def _max_seq(self) -> int:
+        """The last committed fact: the watermark the runtime echoes in ``hello``."""
+        return int(self._q("SELECT COALESCE(MAX(seq), 0) AS s FROM facts")[0]["s"])
 
     def _seen(self, event_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM seen_events WHERE event_id = ?", event_id))
@@ -640,6 +651,18 @@ class EndpointBridge:
         )
         # Reconnect: everything owed goes now, with the original ids (DESIGN §5).
         effects.send.extend(self._atomically(lambda: self._send_due(now_ms, True, flush=True)))
+        seq = self._max_seq()
+        if msg.bridge_seq_seen is not None and msg.bridge_seq_seen > seq:
+            # The runtime saw acks past our last fact: our storage went back in time (restored
+            # from a backup). Its open report cannot tell us about prompts it holds as final
+            # and acked, so ask for those too (R6 for decisions we had already acknowledged).
+            request = wire.StateRequest(
+                id=self._ids.new(now_ms),
+                reason="bridge storage regressed",
+                include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
+                bridge_seq=seq,
+            )
+            effects.send.append(wire.encode(request))
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
@@ -706,7 +729,8 @@ class EndpointBridge:
                     self._adopt(held, now_ms)
                 for fact in _report_facts(held):
                     self._apply_runtime_fact(prompt_id, fact, now_ms, None)
-            self._reconcile_absent(reported, now_ms)
+            if msg.scope == "open":
+                self._reconcile_absent(reported, now_ms)
             self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", msg.id, now_ms)
             return self._send_due(now_ms, True)
 

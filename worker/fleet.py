@@ -87,7 +87,7 @@ class FleetIndex:
     def _create_token(self, req: ApiRequest, now_ms: int) -> ApiResponse:
         body = req.json()
         name, role = body.get("name"), body.get("role", "technician")
-        if not isinstance(name, str) or not NAME_RE.match(name) or name == ADMIN_NAME:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == ADMIN_NAME:
             raise ApiError(
                 400, "invalid_field", "name must be 1-64 letters, digits, '.', '_', '@' or '-' (not 'admin')"
             )

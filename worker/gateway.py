@@ -56,12 +56,12 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
         endpoint_id = route.endpoint_id
         if route.op == "create_enrollment":
             endpoint_id = req.json().get("endpoint_id")
-            if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.match(endpoint_id):
+            if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
                 raise ApiError(400, "invalid_endpoint_id", "endpoint_id must be 1-64 letters, digits, '.', '_' or '-'")
         elif route.op == "agent_enroll":
             token = req.json().get("enrollment_token")
             endpoint_id = enrollment_endpoint(token) if isinstance(token, str) else None
-            if endpoint_id is None or not ENDPOINT_ID_RE.match(endpoint_id):
+            if endpoint_id is None or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
                 raise ApiError(
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 )

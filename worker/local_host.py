@@ -124,7 +124,7 @@ class LocalBridge:
         """The actor for ``endpoint_id``; None when it was never registered (no file is made)."""
         actor = self.endpoints.get(endpoint_id)
         if actor is None:
-            if not ENDPOINT_ID_RE.match(endpoint_id) or not (create or self._path(endpoint_id).exists()):
+            if not ENDPOINT_ID_RE.fullmatch(endpoint_id) or not (create or self._path(endpoint_id).exists()):
                 return None
             actor = LocalEndpoint(self, endpoint_id, self._path(endpoint_id))
             self.endpoints[endpoint_id] = actor
