@@ -245,7 +245,9 @@ class AgentCore:
         self._estimator = OffsetEstimator(self.offset_ms)
         self._hello_id = self._new_id(now_ms)
         self._hello_sent_ms = now_ms
-        self._emit(Hello(self._hello_id, self.endpoint_id, self.agent_version, now_ms))
+        self._emit(
+            Hello(self._hello_id, self.endpoint_id, self.agent_version, now_ms, self.store.meta_get("last_acked_id"))
+        )
         return self._drain()
 
     def on_disconnected(self, now_ms: int) -> Effects:
@@ -288,6 +290,8 @@ class AgentCore:
         elif isinstance(message, StateRequest):
             if self._ready:
                 self._report(now_ms)
+                if message.include_final_since_ms is not None:
+                    self._report_history(message, now_ms)
         elif isinstance(message, Error):
             log.warning("bridge error %s (of %s): %s", message.code, message.of, message.message)
             self.errors_received.append(message)
@@ -377,6 +381,23 @@ class AgentCore:
         self._emit(Ack(self._new_id(now_ms), message.id))
         self._pump(now_ms)
 
+    def _note_acked(self, frame_id: str) -> None:
+        """Remember the last frame the bridge acked (echoed in ``hello``: proof it kept it)."""
+        self.store.meta_set("last_acked_id", frame_id)
+
+    def _report_history(self, request: StateRequest, now_ms: int) -> None:
+        """The bridge lost storage: resend final-and-acked prompts as ``history`` reports (R6)."""
+        since_local_ms = (request.include_final_since_ms or 0) - self.offset_ms
+        digest, offset = self.digest(), 0
+        while True:
+            # Pages of MAX_OPEN_PROMPTS; a shorter page (possibly empty) tells the bridge it was the last.
+            rows = self.store.final_acked_since(since_local_ms, MAX_OPEN_PROMPTS, offset)
+            lines = tuple(self._held_line(row) for row in rows)
+            self._out.send.append(encode(StateReport(self._new_id(now_ms), lines, digest, scope="history")))
+            if len(rows) < MAX_OPEN_PROMPTS:
+                return
+            offset += len(rows)
+
     def _on_ack(self, message: Ack, now_ms: int) -> None:
         t0 = self._pending_heartbeats.pop(message.of, None)
         if t0 is not None:
@@ -387,8 +408,11 @@ class AgentCore:
             return
         row = self.store.outbox_get(message.of)
         if row is None:
+            if message.of == self._last_report_id:
+                self._note_acked(message.of)
             return  # the report's ack, a duplicate ack, or an id we already forgot
         with self.store.transaction():
+            self._note_acked(row.id)
             self.store.outbox_delete(row.id)
             if row.final:
                 self.store.update_prompt(row.prompt_id, now_ms, final_acked=True)

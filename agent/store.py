@@ -319,6 +319,14 @@ class Store:
         )
         return [_row_to_prompt(r) for r in rows]
 
+    def final_acked_since(self, since_ms: int, limit: int, offset: int) -> list[PromptRow]:
+        """A page of prompts final and acked, updated at or after ``since_ms`` (runtime clock)."""
+        rows = self._db.execute(
+            "SELECT * FROM prompts WHERE final_acked = 1 AND updated_at_ms >= ? ORDER BY seq LIMIT ? OFFSET ?",
+            (since_ms, limit, offset),
+        )
+        return [_row_to_prompt(r) for r in rows]
+
     def all_prompts(self) -> list[PromptRow]:
         return [_row_to_prompt(r) for r in self._db.execute("SELECT * FROM prompts ORDER BY seq")]
 

@@ -86,12 +86,6 @@ def check_time(value: int, name: str) -> None:
         raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, {MAX_TIME_MS}]")
 
 
-def check_count(value: int, name: str) -> None:
-    """A non-negative integer that stays exact in a JS number."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
-        raise ProtocolError("invalid_field", f"{name} must be an integer in [0, 2**53)")
-
-
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ProtocolError("invalid_field", f"{name} must be one of {', '.join(choices)}; got {str(value)[:40]!r}")
@@ -189,17 +183,17 @@ class Hello:
     endpoint_id: str
     agent_version: str
     sent_at_ms: int  # runtime clock: t0 of the offset exchange
-    # The highest ``Ack.bridge_seq`` this runtime has seen. A bridge whose own sequence is
-    # lower has lost storage (restored from a backup) and asks for the history (R6).
-    bridge_seq_seen: int | None = None
+    # The id of the last receipt, update or report the bridge acked. A bridge that has no
+    # record of it lost storage (restored from a backup) and asks for the history (R6).
+    last_acked_id: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_id(self.endpoint_id, "endpoint_id")
         check_text(self.agent_version, "agent_version", MAX_NAME_CHARS)
         check_time(self.sent_at_ms, "sent_at_ms")
-        if self.bridge_seq_seen is not None:
-            check_count(self.bridge_seq_seen, "bridge_seq_seen")
+        if self.last_acked_id is not None:
+            check_id(self.last_acked_id, "last_acked_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,18 +312,15 @@ class StateRequest:
     TYPE: ClassVar[str] = "state.request"
     id: str
     reason: str = ""
-    # Also report final-and-acked prompts updated since then (``history`` reports), and
-    # restart the runtime's ``bridge_seq_seen`` from ``bridge_seq``: the bridge lost storage.
+    # Also report final-and-acked prompts updated since then (``history`` reports): the
+    # bridge lost storage and must relearn decisions it had already acknowledged.
     include_final_since_ms: int | None = None
-    bridge_seq: int | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_text(self.reason, "reason", MAX_TEXT_CHARS, empty_ok=True)
         if self.include_final_since_ms is not None:
             check_time(self.include_final_since_ms, "include_final_since_ms")
-        if self.bridge_seq is not None:
-            check_count(self.bridge_seq, "bridge_seq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,13 +332,10 @@ class Ack:
     of: str
     received_at_ms: int | None = None
     sent_at_ms: int | None = None
-    bridge_seq: int | None = None  # the bridge's last committed fact when it acked a runtime fact
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_id(self.of, "of")
-        if self.bridge_seq is not None:
-            check_count(self.bridge_seq, "bridge_seq")
         for name in ("received_at_ms", "sent_at_ms"):
             value = getattr(self, name)
             if value is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -66,9 +66,14 @@ def planted(bug: str | None) -> Iterator[None]:
 # --- checkers ------------------------------------------------------------------------------------
 
 
+def _histories(world: World) -> list[tuple[str, list[tuple[int, str]]]]:
+    """Every observed history, split at storage restores (a restore rewinds the bridge)."""
+    return [*world.history.items(), *(("(before a storage restore)", h) for h in world.earlier_histories)]
+
+
 def check_no_resurrection(world: World) -> None:
     """I2: a final state changes only by R4 (or a technician withdrawing a provisional final)."""
-    for pid, history in world.history.items():
+    for pid, history in _histories(world):
         for (_, before), (_, after) in itertools.pairwise(history):
             if before in FINAL_NAMES:
                 allowed = before in PROVISIONAL_NAMES and after in DECIDED_NAMES | WITHDRAWN_NAMES
@@ -78,7 +83,7 @@ def check_no_resurrection(world: World) -> None:
 
 def check_cancel_safety(world: World) -> None:
     """I3: cancelled or superseded never becomes approved or denied."""
-    for pid, history in world.history.items():
+    for pid, history in _histories(world):
         withdrawn = False
         for _, state in history:
             withdrawn = withdrawn or state in WITHDRAWN_NAMES
@@ -219,10 +224,18 @@ def _poisson(world: World, per_min: float, until: int, action: Any) -> None:
     world.at(world.now + int(world.rng.expovariate(per_min / MINUTE)), fire)
 
 
-def run_seed(seed: int, config: SimConfig | None = None, plant_bug: str | None = None) -> Result:
+def run_seed(
+    seed: int,
+    config: SimConfig | None = None,
+    plant_bug: str | None = None,
+    script: Callable[[World], None] | None = None,
+) -> Result:
+    """One run. ``script`` may schedule scripted events on the world before it starts."""
     config = config or SimConfig()
     with planted(bug=plant_bug):
         world = World(seed, config)
+        if script is not None:
+            script(world)
         try:
             return _run(world, plant_bug)
         except InvariantViolation as exc:

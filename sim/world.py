@@ -90,6 +90,9 @@ class Conn:
         self.eid = eid
         self.bridge_open = True
         self.agent_open = True
+        # A WebSocket is ordered: a frame never arrives before one sent earlier in the same
+        # direction, except when the reorder fault holds one back on purpose.
+        self.last_arrival = {True: 0, False: 0}  # to_agent → time the last frame arrives
 
 
 @dataclass
@@ -145,6 +148,7 @@ class World:
         self.lost_prompt_ids: set[str] = set()
         # observations
         self.history: dict[str, list[tuple[int, str]]] = {}
+        self.earlier_histories: list[list[tuple[int, str]]] = []  # epochs ended by a storage restore
         self.connected_intervals: dict[str, list[list[int | None]]] = {eid: [] for eid in self.eids}
         self.keys: dict[str, Known | None] = {}  # idempotency key → prompt (None: not known yet)
         self.key_bodies: dict[str, dict[str, Any]] = {}
@@ -152,6 +156,8 @@ class World:
         self.last_fault_ms = EPOCH_MS
         self.faults_on = True
         self.humans_on = True  # technicians and users act (off in the liveness phase)
+        # A scripted user for named scenarios: (endpoint, prompt_id) → (answer, delay_ms).
+        self.user: Callable[[str, str], tuple[str | None, int]] | None = None
         for eid in self.eids:
             self._register(eid)
         self.runtimes = {
@@ -268,6 +274,11 @@ class World:
             self.stores[eid] = restored
             after = {r["prompt_id"] for r in restored.execute("SELECT prompt_id FROM prompts")}
             self.lost_prompt_ids |= before - after
+            # What the console saw before the restore is not what the restored bridge knows:
+            # histories start a new epoch (I2/I3 are judged within each epoch).
+            for pid in before:
+                if self.history.get(pid):
+                    self.earlier_histories.append(self.history.pop(pid))
             self.storage_losses += 1
             self.log(eid, f"bridge storage restored: {len(before - after)} prompts lost from it")
 
@@ -292,11 +303,15 @@ class World:
             return
         copies = 2 if self.rng.random() < f.p_dup else 1
         for _ in range(copies):
-            delay = self._latency() + (self.rng.randint(50, 3_000) if self.rng.random() < f.p_reorder else 0)
-            if to_agent:
-                self.at(self.now + delay, lambda: self._agent_receives(conn, frame))
+            if self.rng.random() < f.p_reorder:
+                arrival = self.now + self._latency() + self.rng.randint(50, 3_000)  # overtaken by later frames
             else:
-                self.at(self.now + delay, lambda: self._bridge_receives(conn, frame))
+                arrival = max(self.now + self._latency(), conn.last_arrival[to_agent])
+                conn.last_arrival[to_agent] = arrival
+            if to_agent:
+                self.at(arrival, lambda: self._agent_receives(conn, frame))
+            else:
+                self.at(arrival, lambda: self._bridge_receives(conn, frame))
 
     def _bridge_receives(self, conn: Conn, frame: str) -> None:
         if not (self.bridge_up and conn.bridge_open):
@@ -427,8 +442,11 @@ class World:
         self._agent_effects(rt, rt.core.on_shown(prompt_id, self._local(rt)))
         gen = rt.user_gen[prompt_id] = rt.user_gen.get(prompt_id, 0) + 1
         incarnation = rt.incarnation
-        answer = self.rng.choices(["approve", "deny", "dismiss", None], weights=[40, 25, 10, 25])[0]
-        delay = self.rng.randint(500, 150_000)
+        if self.user is not None:
+            answer, delay = self.user(rt.eid, prompt_id)
+        else:
+            answer = self.rng.choices(["approve", "deny", "dismiss", None], weights=[40, 25, 10, 25])[0]
+            delay = self.rng.randint(500, 150_000)
         # A click racing a withdraw still lands sometimes (the dialog was closing).
         races = self.rng.random() < 0.05
 

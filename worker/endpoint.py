@@ -69,6 +69,9 @@ from worker.host import Effects, Entropy, Row, SqlStore
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
+# How long absence inference (R5 replay, R4 firming) waits for a requested history to arrive.
+HISTORY_WAIT_MS = 10 * 60_000
+
 ENROLLMENT_PREFIX = "cse_"
 AGENT_SECRET_PREFIX = "csa_"
 ENROLLMENT_SEPARATOR = "~"  # not in endpoint ids nor in URL-safe base64
@@ -621,11 +624,7 @@ class EndpointBridge:
     def _ack(self, of: str, now_ms: int, *, with_times: bool = False) -> str:
         if with_times:
             return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of, received_at_ms=now_ms, sent_at_ms=now_ms))
-        return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of, bridge_seq=self._max_seq()))
-
-    def _max_seq(self) -> int:
-        """The last committed fact: the watermark the runtime echoes in ``hello``."""
-        return int(self._q("SELECT COALESCE(MAX(seq), 0) AS s FROM facts")[0]["s"])
+        return wire.encode(wire.Ack(id=self._ids.new(now_ms), of=of))
 
     def _seen(self, event_id: str) -> bool:
         return bool(self._q("SELECT 1 FROM seen_events WHERE event_id = ?", event_id))
@@ -651,18 +650,21 @@ class EndpointBridge:
         )
         # Reconnect: everything owed goes now, with the original ids (DESIGN §5).
         effects.send.extend(self._atomically(lambda: self._send_due(now_ms, True, flush=True)))
-        seq = self._max_seq()
-        if msg.bridge_seq_seen is not None and msg.bridge_seq_seen > seq:
-            # The runtime saw acks past our last fact: our storage went back in time (restored
-            # from a backup). Its open report cannot tell us about prompts it holds as final
-            # and acked, so ask for those too (R6 for decisions we had already acknowledged).
+        if msg.last_acked_id is not None and not self._seen(msg.last_acked_id):
+            # We acked that frame, yet have no record of it: our storage went back in time
+            # (restored from a backup). The runtime's open report leaves out what it holds as
+            # final and acked, so ask for those too (R6 for decisions we had acknowledged).
+            # (A runtime away longer than seen_event_retention_ms also lands here: one
+            # harmless extra history report.)
             request = wire.StateRequest(
                 id=self._ids.new(now_ms),
                 reason="bridge storage regressed",
                 include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
-                bridge_seq=seq,
             )
             effects.send.append(wire.encode(request))
+            # Until the history's last page lands, absence from an open report proves nothing:
+            # decided-and-acked prompts are absent from it by design.
+            self._set_meta("awaiting_history_until_ms", str(now_ms + HISTORY_WAIT_MS))
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
@@ -729,8 +731,11 @@ class EndpointBridge:
                     self._adopt(held, now_ms)
                 for fact in _report_facts(held):
                     self._apply_runtime_fact(prompt_id, fact, now_ms, None)
-            if msg.scope == "open":
+            awaiting = int(self._meta("awaiting_history_until_ms") or 0) > now_ms
+            if msg.scope == "open" and not awaiting:
                 self._reconcile_absent(reported, now_ms)
+            if msg.scope == "history" and len(msg.prompts) < wire.MAX_OPEN_PROMPTS:
+                self._set_meta("awaiting_history_until_ms", None)  # the last page
             self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", msg.id, now_ms)
             return self._send_due(now_ms, True)
 
