@@ -304,20 +304,94 @@ def serve(data: Path, host: str, port: int, config: BridgeConfig | None = None) 
     web.run_app(bridge.app(), host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5)
 
 
+DEMO_ENDPOINT = "demo-laptop"
+
+
+async def _start_demo_agent(app: web.Application, data: Path, url: str, admin: str) -> None:
+    """Register the demo endpoint, enroll a real agent for it once, and run that agent."""
+    import aiohttp
+
+    from agent.store import SECRET_FILE  # the demo is local-only; the Worker never imports this
+
+    state = data / "demo-agent"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not (state / SECRET_FILE).exists():
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/api/enrollments",
+                json={"endpoint_id": DEMO_ENDPOINT, "label": "Demo laptop (a pretend user answers)"},
+                headers={"Authorization": f"Bearer {admin}"},
+            ) as r,
+        ):
+            token = (await r.json())["enrollment_token"]
+        enroll = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "enroll",
+            "--bridge",
+            url,
+            "--token",
+            token,
+            "--state-dir",
+            str(state),
+            env=env,
+        )
+        await enroll.wait()
+    presenter = f"exec:{sys.executable} -m agent.demo_user"
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "run", "--presenter", presenter, "--state-dir", str(state), env=env
+    )
+    app["demo_agent"] = agent
+    log.info("demo agent for %s running (pid %d)", DEMO_ENDPOINT, agent.pid)
+
+
+def demo(data: Path, host: str, port: int) -> None:
+    """``serve`` plus a demo endpoint whose real agent answers through a pretend user."""
+    _raise_fd_limit()
+    token_hash, new_token = admin_token(data)
+    admin = os.environ.get("CAISEY_ADMIN_TOKEN") or (data / "admin-token").read_text().strip()
+    bridge = LocalBridge(data, token_hash)
+    app = bridge.app()
+    url = f"http://{host}:{port}"
+
+    async def on_startup(app: web.Application) -> None:
+        bridge.spawn(_start_demo_agent(app, data, url, admin))
+
+    async def on_cleanup(app: web.Application) -> None:
+        agent = app.get("demo_agent")
+        if agent is not None and agent.returncode is None:
+            agent.terminate()
+            await agent.wait()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    print(f"console: {url}/   sign in with the admin token: {admin}", flush=True)
+    print(f"demo endpoint: {DEMO_ENDPOINT} (its agent answers with a pretend user after a few seconds)", flush=True)
+    if new_token is not None:
+        print(f"(the admin token is also in {data / 'admin-token'}, mode 0600)", flush=True)
+    web.run_app(app, host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="caisey-bridge", description="Caisey bridge (local host)")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_cmd = sub.add_parser("serve", help="serve the API, the agent WebSocket and the console")
-    serve_cmd.add_argument("--data", type=Path, required=True, help="data directory (SQLite files, admin-token)")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8787)
+    demo_cmd = sub.add_parser("demo", help="serve, plus a demo endpoint with a real agent and a pretend user")
+    for cmd in (serve_cmd, demo_cmd):
+        cmd.add_argument("--data", type=Path, required=True, help="data directory (SQLite files, admin-token)")
+        cmd.add_argument("--host", default="127.0.0.1")
+        cmd.add_argument("--port", type=int, default=8787)
     serve_cmd.add_argument("--heartbeat-ms", type=int, default=None, help="agent heartbeat interval")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = (
-        BridgeConfig(heartbeat_ms=args.heartbeat_ms, liveness_ms=3 * args.heartbeat_ms) if args.heartbeat_ms else None
-    )
     # SIGTERM and SIGINT → aiohttp's graceful shutdown (closes sockets, cancels timers, closes files).
+    if args.command == "demo":
+        demo(args.data, args.host, args.port)
+        return 0
+    heartbeat = args.heartbeat_ms
+    config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
     serve(args.data, args.host, args.port, config)
     return 0
 
