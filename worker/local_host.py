@@ -315,6 +315,14 @@ async def _start_demo_agent(app: web.Application, data: Path, url: str, admin: s
 
     state = data / "demo-agent"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # on_startup runs before the site listens: wait for our own port.
+    for _ in range(100):
+        try:
+            _, writer = await asyncio.open_connection(*url.removeprefix("http://").rsplit(":", 1))
+            writer.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
     if not (state / SECRET_FILE).exists():
         async with (
             aiohttp.ClientSession() as session,
