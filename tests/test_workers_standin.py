@@ -1,4 +1,4 @@
-"""The Workers stand-in reproduces shared/WORKERS_RUNTIME.md, row by row.
+"""The Workers stand-in reproduces docs/WORKERS_RUNTIME.md, row by row.
 
 If one of these fails, the stand-in no longer behaves like the runtime it stands in for,
 and tests of worker/entry.py that pass on it prove less than they claim.

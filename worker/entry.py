@@ -17,7 +17,7 @@ runtime may construct a new instance for any event (hibernation), so the truth i
 rows, the alarm and the sockets the runtime holds (``getWebSockets``).
 
 Written for the runtime's built-in ``workers`` SDK (compatibility date before 2026-04-21;
-see shared/WORKERS_RUNTIME.md): SQL rows are JsProxy objects and NULL is ``jsnull``, so
+see docs/WORKERS_RUNTIME.md): SQL rows are JsProxy objects and NULL is ``jsnull``, so
 rows are converted here; integers are bound within ±2**53 and bools as 0/1; tags for
 ``acceptWebSocket`` are a JS array. The conversions also accept the external SDK's plain
 Python values. Test with the stand-in in tests/workers_standin/.

@@ -2,7 +2,7 @@
 
 This directory, put first on ``sys.path`` (``activate()``), provides the modules a Python
 Worker imports — ``workers``, ``pyodide.ffi``, ``js`` — behaving as
-``shared/WORKERS_RUNTIME.md`` records. ``harness.Harness`` loads ``worker/entry.py`` with the
+``docs/WORKERS_RUNTIME.md`` records. ``harness.Harness`` loads ``worker/entry.py`` with the
 bindings ``wrangler.toml`` declares and drives it: HTTP requests, agent WebSockets, a virtual
 clock and alarms, hibernation. README.md says what it reproduces and what it does not.
 """

@@ -1,6 +1,6 @@
 """The JavaScript side of the stand-in: what a Python Worker reaches through Pyodide.
 
-Everything here behaves as ``shared/WORKERS_RUNTIME.md`` records for workerd with the
+Everything here behaves as ``docs/WORKERS_RUNTIME.md`` records for workerd with the
 built-in ``workers`` SDK (Pyodide 0.28, compatibility date before 2026-04-21). Where the
 record is silent the choice is marked "unverified" and listed in README.md.
 
