@@ -50,6 +50,13 @@ def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
     return WorkersBridge()
 
 
+def one_deliver(frames: list[wire.Message]) -> wire.PromptDeliver:
+    """The one prompt delivered; a retry of it (same event id) may ride along."""
+    delivers = of_type(frames, wire.PromptDeliver)
+    assert delivers and {d.id for d in delivers} == {delivers[0].id}, delivers
+    return delivers[0]
+
+
 def eid() -> str:
     return "ep-" + uuid.uuid4().hex[:10]
 
@@ -84,7 +91,7 @@ async def test_deliver_receipt_decide_shows_approved_with_timeline(bridge: Bridg
     runtime = ScriptedRuntime(bridge, ep)
     frames = await runtime.connect()
     assert len(of_type(frames, wire.HelloOk)) == 1
-    [deliver] = of_type(frames, wire.PromptDeliver)
+    deliver = one_deliver(frames)
     assert deliver.prompt.prompt_id == created.body["prompt_id"]
     acks = await runtime.receipt(deliver)
     assert [a.of for a in of_type(acks, wire.Ack)]
@@ -146,7 +153,7 @@ async def test_duplicate_runtime_frames_change_nothing(bridge: BridgeUnderTest) 
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     update_id = runtime.new_id()
     await runtime.decide(pid, "deny", event_id=update_id)
@@ -165,7 +172,7 @@ async def test_cancel_then_late_decision_stays_cancelled(bridge: BridgeUnderTest
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     cancel = await bridge.request(
         "POST", f"/api/endpoints/{ep.endpoint_id}/prompts/{pid}/cancel", token=bridge.admin_token
@@ -183,7 +190,7 @@ async def test_cancel_of_a_decided_prompt_is_a_409_with_the_state(bridge: Bridge
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     await runtime.decide(pid, "approve")
     r = await bridge.request("POST", f"/api/endpoints/{ep.endpoint_id}/prompts/{pid}/cancel", token=bridge.admin_token)
@@ -209,7 +216,7 @@ async def test_decision_made_before_expiry_is_honoured_when_it_arrives_after(bri
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id, expires_in=6)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     decided_at = bridge.now_ms()  # the user answers now; the update is "lost" until after expiry
     await runtime.close()
@@ -226,7 +233,7 @@ async def test_r5_prompt_missing_from_the_runtime_report_is_replayed_with_its_id
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     await runtime.close()
     # The runtime lost its store: it reconnects and reports that it holds nothing.
@@ -260,7 +267,7 @@ async def test_heartbeat_digest_mismatch_asks_for_a_full_report(bridge: BridgeUn
     ep = await enroll(bridge, eid())
     pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
     runtime = ScriptedRuntime(bridge, ep)
-    deliver = of_type(await runtime.connect(), wire.PromptDeliver)[0]
+    deliver = one_deliver(await runtime.connect())
     await runtime.receipt(deliver)
     await runtime.send(
         wire.Heartbeat(id=runtime.new_id(), sent_at_ms=runtime.local_now(), digest=held_digest([(pid, "received")]))
