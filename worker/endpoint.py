@@ -173,6 +173,10 @@ class EndpointBridge:
         self.entropy = entropy
         self.config = config or BridgeConfig()
         self._ids = IdSource(entropy.bits)
+        # Within one event only (cleared before and after it): views by prompt id, dropped when a
+        # fact is appended. Saves reconciling the same prompt several times per event.
+        self._views: dict[str, tuple[int, PromptView]] = {}
+        self._in_transaction = False
         migrate(store, MIGRATIONS)
 
     # --- small SQL helpers -----------------------------------------------------------------
@@ -192,7 +196,22 @@ class EndpointBridge:
         )
 
     def _atomically(self, fn: Callable[[], Any]) -> Any:
-        return self.store.transaction(fn)
+        if self._in_transaction:  # nested: the outer transaction commits or rolls back (no savepoints)
+            return fn()
+        self._in_transaction = True
+        try:
+            return self.store.transaction(fn)
+        finally:
+            self._in_transaction = False
+
+    def _event(self, fn: Callable[[], Any]) -> Any:
+        """One host event in one transaction: its facts, ``last_seen`` and the fleet fingerprint
+        commit together (one fsync instead of one per write)."""
+        self._views.clear()
+        try:
+            return self._atomically(fn)
+        finally:
+            self._views.clear()
 
     @property
     def endpoint_id(self) -> str | None:
@@ -207,6 +226,7 @@ class EndpointBridge:
     # --- facts and views ---------------------------------------------------------------------
 
     def _append(self, prompt_id: str, now_ms: int, fact: Fact, event_id: str | None = None) -> None:
+        self._views.pop(prompt_id, None)
         kind, fields = fact_to_record(fact)
         self._q(
             "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?)",
@@ -224,7 +244,12 @@ class EndpointBridge:
         ]
 
     def _view(self, prompt_id: str, now_ms: int) -> PromptView:
-        return reconcile(prompt_id, self._entries(prompt_id), now_ms, self.config.reconcile)
+        cached = self._views.get(prompt_id)
+        if cached is not None and cached[0] == now_ms:
+            return cached[1]
+        view = reconcile(prompt_id, self._entries(prompt_id), now_ms, self.config.reconcile)
+        self._views[prompt_id] = (now_ms, view)
+        return view
 
     def _refresh(self, prompt_id: str, now_ms: int) -> PromptView:
         """Reconcile and store the derived columns the alarm and fleet summary read."""
@@ -263,13 +288,17 @@ class EndpointBridge:
     def http(self, route: Route, req: ApiRequest, now_ms: int, connected: bool) -> tuple[ApiResponse, Effects]:
         """One API call for this endpoint (the gateway has authenticated it)."""
         effects = Effects()
-        try:
-            handler = getattr(self, f"_op_{route.op}")
-            response: ApiResponse = handler(route, req, now_ms, connected, effects)
-        except ApiError as exc:
-            response = exc.response()
-        self._finish(now_ms, connected, effects)
-        return response, effects
+
+        def event() -> ApiResponse:
+            try:
+                handler = getattr(self, f"_op_{route.op}")
+                response: ApiResponse = handler(route, req, now_ms, connected, effects)
+            except ApiError as exc:
+                response = exc.response()
+            self._finish(now_ms, connected, effects)
+            return response
+
+        return self._event(event), effects
 
     def _op_create_enrollment(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -452,17 +481,6 @@ class EndpointBridge:
             by=technician,
             supersedes=supersedes,
         )
-        copy = wire.PromptCopy(
-            prompt_id=prompt_id,
-            title=created.title,
-            message=created.message,
-            action=created.action,
-            created_at_ms=now_ms,
-            expires_at_ms=created.expires_at_ms,
-            on_no_user=created.on_no_user.value,
-            requested_by=technician,
-        )
-        frame = wire.encode(wire.PromptDeliver(id=deliver_id, prompt=copy))
 
         def commit() -> list[str]:
             # Persist before send (DESIGN §5): prompt, fact and outbox row in one transaction.
@@ -475,14 +493,7 @@ class EndpointBridge:
                 deliver_id,
             )
             self._append(prompt_id, now_ms, created)
-            self._q(
-                "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) "
-                "VALUES (?, ?, 'deliver', ?, 0, ?)",
-                deliver_id,
-                prompt_id,
-                frame,
-                now_ms,
-            )
+            self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
                 purge_at = created.expires_at_ms + self.config.idempotency_grace_ms
                 self._q("INSERT INTO idempotency VALUES (?, ?, ?, ?)", key, body_hash, prompt_id, purge_at)
@@ -512,10 +523,30 @@ class EndpointBridge:
             return
         event_id = self._ids.new(now_ms)
         frame = wire.encode(wire.PromptCancel(id=event_id, prompt_id=prompt_id, reason=reason))
+        self._outbox_add(event_id, prompt_id, "cancel", frame, now_ms)
+
+    def _queue_deliver(self, deliver_id: str, view: PromptView, now_ms: int) -> None:
+        """Queue ``prompt.deliver`` for a prompt; a replay (R5) passes its original id."""
+        copy = wire.PromptCopy(
+            prompt_id=view.prompt_id,
+            title=view.title,
+            message=view.message,
+            action=view.action,
+            created_at_ms=view.created_at_ms,
+            expires_at_ms=view.expires_at_ms,
+            on_no_user=view.on_no_user,
+            requested_by=view.created_by,
+        )
+        self._outbox_add(
+            deliver_id, view.prompt_id, "deliver", wire.encode(wire.PromptDeliver(deliver_id, copy)), now_ms
+        )
+
+    def _outbox_add(self, event_id: str, prompt_id: str, kind: str, frame: str, now_ms: int) -> None:
         self._q(
-            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, 'cancel', ?, 0, ?)",
+            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, ?, ?, 0, ?)",
             event_id,
             prompt_id,
+            kind,
             frame,
             now_ms,
         )
@@ -585,28 +616,36 @@ class EndpointBridge:
     def agent_opened(self, now_ms: int) -> Effects:
         """A socket was accepted. Nothing is sent until the agent's ``hello``."""
         effects = Effects()
-        self._set_meta("last_seen_ms", str(now_ms))
-        self._finish(now_ms, True, effects)
+
+        def event() -> None:
+            self._set_meta("last_seen_ms", str(now_ms))
+            self._finish(now_ms, True, effects)
+
+        self._event(event)
         return effects
 
     def agent_closed(self, now_ms: int, connected: bool) -> Effects:
         effects = Effects()
-        self._finish(now_ms, connected, effects)
+        self._event(lambda: self._finish(now_ms, connected, effects))
         return effects
 
     def agent_frame(self, raw: str | bytes, now_ms: int) -> Effects:
         """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up."""
         effects = Effects()
-        self._set_meta("last_seen_ms", str(now_ms))
-        try:
-            message = wire.decode(raw)
-            handler = _FRAME_HANDLERS.get(type(message))
-            if handler is None:
-                raise ProtocolError("unexpected_type", f"the bridge does not accept {message.TYPE!r} frames")
-            handler(self, message, now_ms, effects)
-        except ProtocolError as exc:
-            effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
-        self._finish(now_ms, True, effects)
+
+        def event() -> None:
+            self._set_meta("last_seen_ms", str(now_ms))
+            try:
+                message = wire.decode(raw)
+                handler = _FRAME_HANDLERS.get(type(message))
+                if handler is None:
+                    raise ProtocolError("unexpected_type", f"the bridge does not accept {message.TYPE!r} frames")
+                handler(self, message, now_ms, effects)
+            except ProtocolError as exc:
+                effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
+            self._finish(now_ms, True, effects)
+
+        self._event(event)
         return effects
 
     def _error_frame(self, code: str, message: str, of: str | None, now_ms: int) -> str:
@@ -791,25 +830,7 @@ class EndpointBridge:
         """R5: queue the original ``prompt.deliver`` again, same event id."""
         if self._q("SELECT 1 FROM outbox WHERE event_id = ?", row["deliver_id"]):
             return
-        view = self._view(row["prompt_id"], now_ms)
-        copy = wire.PromptCopy(
-            prompt_id=view.prompt_id,
-            title=view.title,
-            message=view.message,
-            action=view.action,
-            created_at_ms=view.created_at_ms,
-            expires_at_ms=view.expires_at_ms,
-            on_no_user=view.on_no_user,
-            requested_by=view.created_by,
-        )
-        frame = wire.encode(wire.PromptDeliver(id=row["deliver_id"], prompt=copy))
-        self._q(
-            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, 'deliver', ?, 0, ?)",
-            row["deliver_id"],
-            row["prompt_id"],
-            frame,
-            now_ms,
-        )
+        self._queue_deliver(row["deliver_id"], self._view(row["prompt_id"], now_ms), now_ms)
 
     def _on_ack(self, msg: wire.Ack, now_ms: int, effects: Effects) -> None:
         self._q("DELETE FROM outbox WHERE event_id = ? AND kind = 'cancel'", msg.of)
@@ -865,20 +886,20 @@ class EndpointBridge:
         """The one alarm fired: move due prompts, retry due sends, check liveness, tidy."""
         effects = Effects()
 
-        def commit() -> list[str]:
+        def event() -> None:
             for row in self._q(
                 "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
             ):
                 self._refresh(row["prompt_id"], now_ms)
-            return self._send_due(now_ms, connected)
+            effects.send.extend(self._send_due(now_ms, connected))
+            last_seen = int(self._meta("last_seen_ms") or 0)
+            if connected and now_ms - last_seen >= self.config.liveness_ms:
+                effects.close_agent = (4408, "no heartbeat within the liveness window")
+            if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
+                self._housekeeping(now_ms)
+            self._finish(now_ms, connected, effects)
 
-        effects.send.extend(self._atomically(commit))
-        last_seen = int(self._meta("last_seen_ms") or 0)
-        if connected and now_ms - last_seen >= self.config.liveness_ms:
-            effects.close_agent = (4408, "no heartbeat within the liveness window")
-        if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
-            self._atomically(lambda: self._housekeeping(now_ms))
-        self._finish(now_ms, connected, effects)
+        self._event(event)
         return effects
 
     def _housekeeping(self, now_ms: int) -> None:
