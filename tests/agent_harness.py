@@ -201,7 +201,9 @@ elif answer != "none":
 class Agent:
     """``python -m agent`` in a subprocess with its own state dir and presenter program."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, presenter: str | None = None, display: str | None = None) -> None:
+        self.presenter = presenter  # None: the exec program below, answering from a file
+        self.display = display  # the X display for the tk presenter
         self.state = tmp / "state"
         self.presenter_dir = tmp / "presenter"
         self.presenter_dir.mkdir()
@@ -221,6 +223,8 @@ class Agent:
 
     @property
     def presenter_spec(self) -> str:
+        if self.presenter is not None:
+            return self.presenter
         return "exec:" + shlex.join([sys.executable, str(self.presenter_dir / "ask.py")])
 
     async def cli(self, *args: str) -> tuple[int, str]:
@@ -258,7 +262,7 @@ class Agent:
             "--log-level",
             "DEBUG",
             cwd=ROOT,
-            env=_env(),
+            env=_env() | ({"DISPLAY": self.display} if self.display else {}),
             stdout=log,
             stderr=log,
         )

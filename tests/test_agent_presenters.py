@@ -8,8 +8,6 @@ import json
 import os
 import pty
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +26,9 @@ from agent.presenters import (
     stop_finishing_programs,
 )
 from tests.agent_harness import make_prompt
+from tests.xvfb import click_approve as _click_approve
+from tests.xvfb import dialog_window as _dialog_window
+from tests.xvfb import xdotool as _xdotool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -201,56 +202,6 @@ async def test_auto_without_display_or_tty_means_no_user(monkeypatch: pytest.Mon
 
 
 # --- the tk dialog, under Xvfb --------------------------------------------------------------------
-
-
-@pytest.fixture
-async def xdisplay(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("needs Xvfb and xdotool (scripts/setup installs them)")
-    pytest.importorskip("tkinter")
-    for number in range(90, 140):
-        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
-            break
-    display = f":{number}"
-    proc = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if Path(f"/tmp/.X11-unix/X{number}").exists():
-            break
-        await asyncio.sleep(0.05)
-    monkeypatch.setenv("DISPLAY", display)
-    yield display
-    proc.terminate()
-    proc.wait(5)
-
-
-async def _xdotool(*args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "xdotool", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    out, _ = await proc.communicate()
-    return out.decode()
-
-
-async def _dialog_window() -> str:
-    for _ in range(100):
-        found = (await _xdotool("search", "--name", "Caisey")).split()
-        if found:
-            return found[-1]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no Caisey window appeared")
-
-
-async def _click_approve(window: str) -> None:
-    geometry = dict(
-        line.split("=", 1) for line in (await _xdotool("getwindowgeometry", "--shell", window)).split() if "=" in line
-    )
-    width, height = int(geometry["WIDTH"]), int(geometry["HEIGHT"])
-    # Approve is the right-hand button in the bottom row (see agent/tk_dialog.py layout).
-    await _xdotool("mousemove", "--window", window, str(width - 77), str(height - 39), "click", "1")
 
 
 @pytest.mark.parametrize("action", ["click-approve", "key-d", "escape"])

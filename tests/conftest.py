@@ -1,0 +1,5 @@
+"""Fixtures shared by several test files."""
+
+from tests.xvfb import xdisplay
+
+__all__ = ["xdisplay"]
