@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright import sync_api  # scripts/setup installs it; a missing browser stack fails, never skips
 
-sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +51,9 @@ ADMIN_TOKEN = "cst_test-admin-token-for-console-tests"
 FLEET_SIZE = 1_000
 BRIDGE_START_TIMEOUT_S = 20
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
+pytestmark = [pytest.mark.slow]
+if not Path(CHROMIUM).exists():
+    raise RuntimeError("the console tests need Debian's chromium at /usr/bin/chromium: run scripts/setup")
 
 
 # --- the bridge --------------------------------------------------------------------------------
@@ -692,17 +691,6 @@ def agent_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
 
 
-def agent_available() -> bool:
-    try:
-        import agent.cli  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_agent = pytest.mark.skipif(not agent_available(), reason="the agent (agent/cli.py) is not importable")
-
-
 class Proxy:
     """A TCP forwarder between agent and bridge that can hold all traffic (a network stall).
 
@@ -861,7 +849,6 @@ def newest_prompt_id(bridge: Bridge, endpoint_id: str, title: str) -> str:
     return pid
 
 
-@needs_agent
 def test_agent_approves_and_a_late_cancel_is_refused_with_409(
     page: Any, console: ConsoleLog, bridge: Bridge, tech_token: str, tmp_path: Path
 ) -> None:
@@ -929,7 +916,6 @@ def test_agent_approves_and_a_late_cancel_is_refused_with_409(
         agent.stop()
 
 
-@needs_agent
 def test_stuck_prompt_cancelled_and_reissued_stays_cancelled_when_answered_late(
     page: Any, bridge: Bridge, tech_token: str, tmp_path: Path
 ) -> None:
