@@ -29,7 +29,7 @@ from caisey import wire
 from worker import gateway
 from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
-from worker.fleet import FleetIndex
+from worker.fleet import AUTHENTICATE_PATH, FleetIndex
 from worker.host import Effects, Entropy
 from worker.sqlite_store import SqliteStore
 
@@ -39,6 +39,10 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console_static"
 # aiohttp refuses frames above this before our parser sees them (close 1009). It is larger
 # than the protocol's limit so that merely oversized frames get a protocol ``error`` reply.
 WS_READ_LIMIT = 4 * wire.MAX_FRAME_BYTES
+# Fleet lines pushed by the actors are written in one transaction at most this often (one
+# fsync, not one per line). They are derived: ``start`` rewrites every line from the actors'
+# rows, so a line lost in a crash costs nothing; fleet reads flush first (read your writes).
+FLEET_FLUSH_S = 0.1
 
 
 def now_ms() -> int:
@@ -74,7 +78,7 @@ class LocalEndpoint:
                 await ws.close(code=code, message=reason.encode())
         self.arm(effects.alarm_at_ms)
         if effects.fleet_summary is not None:
-            self.host.fleet.update_endpoint(effects.fleet_summary, now_ms())
+            self.host.push_fleet_line(effects.fleet_summary)
 
     def arm(self, at_ms: int | None) -> None:
         if self.timer is not None:
@@ -106,6 +110,29 @@ class LocalBridge:
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self._fleet_lines: dict[str, dict[str, Any]] = {}  # endpoint_id → latest line, not yet written
+        self._fleet_flush: asyncio.TimerHandle | None = None
+
+    def push_fleet_line(self, summary: dict[str, Any]) -> None:
+        """An actor's fleet line changed: write it with the next batch."""
+        self._fleet_lines[str(summary["endpoint_id"])] = summary
+        if self._fleet_flush is None and not self.closing:
+            self._fleet_flush = asyncio.get_running_loop().call_later(FLEET_FLUSH_S, self.flush_fleet)
+
+    def flush_fleet(self) -> None:
+        if self._fleet_flush is not None:
+            self._fleet_flush.cancel()
+            self._fleet_flush = None
+        if not self._fleet_lines:
+            return
+        lines, self._fleet_lines = self._fleet_lines, {}
+        now = now_ms()
+
+        def write() -> None:
+            for summary in lines.values():
+                self.fleet.update_endpoint(summary, now)
+
+        self.fleet_store.transaction(write)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -141,7 +168,8 @@ class LocalBridge:
             # Every endpoint starts offline; tell the fleet (its stored line may say online).
             summary = actor.actor._fleet_summary(now, False, force=True)
             if summary is not None:
-                self.fleet.update_endpoint(summary, now)
+                self.push_fleet_line(summary)
+        self.flush_fleet()
 
     async def stop(self) -> None:
         self.closing = True
@@ -151,6 +179,7 @@ class LocalBridge:
                 await ws.close(code=1001, message=b"bridge shutting down")
         for task in list(self.tasks):
             task.cancel()
+        self.flush_fleet()
         for actor in self.endpoints.values():
             actor.store.close()
         self.fleet_store.close()
@@ -158,6 +187,8 @@ class LocalBridge:
     # --- gateway's Actors ----------------------------------------------------------------------
 
     async def fleet_call(self, req: ApiRequest) -> ApiResponse:
+        if req.path != AUTHENTICATE_PATH:  # authentication reads tokens only, never fleet lines
+            self.flush_fleet()
         return self.fleet.handle(req, now_ms())
 
     async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
