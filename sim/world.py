@@ -82,11 +82,8 @@ class Trace:
 class Conn:
     """One simulated WebSocket between an endpoint's bridge actor and its agent."""
 
-    _next = 0
-
-    def __init__(self, eid: str) -> None:
-        Conn._next += 1
-        self.n = Conn._next
+    def __init__(self, eid: str, n: int) -> None:
+        self.n = n  # numbered per world, so a replay prints the same trace
         self.eid = eid
         self.bridge_open = True
         self.agent_open = True
@@ -133,6 +130,7 @@ class World:
         self.trace = Trace()
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = 0
+        self._conn_seq = 0
         self.faults = self.config.faults
         self.eids = [f"ep{i}" for i in range(self.config.endpoints)]
         # bridge
@@ -386,7 +384,8 @@ class World:
         if not self.bridge_up or rt.eid in self.partitioned:
             self._schedule_reconnect(rt)
             return
-        conn = Conn(rt.eid)
+        self._conn_seq += 1
+        conn = Conn(rt.eid, self._conn_seq)
         for older in list(self.bridge_conns[rt.eid]):
             self._close_bridge_side(older, notify_agent=True)
         self.bridge_conns[rt.eid].append(conn)

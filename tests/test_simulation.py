@@ -24,6 +24,18 @@ def test_seed_keeps_every_invariant(seed: int) -> None:
     assert result.convergence_ms <= SimConfig().convergence_bound_ms
 
 
+def test_a_seed_replays_exactly() -> None:
+    """Same seed, same run: the whole trace is identical (what makes a failure replayable)."""
+    traces = []
+
+    def keep(world: World) -> None:
+        traces.append(world.trace)
+
+    first, second = run_seed(5, script=keep), run_seed(5, script=keep)
+    assert first == second
+    assert list(traces[0].lines) == list(traces[1].lines) and len(traces[0].lines) > 100
+
+
 def test_planted_bug_is_caught_within_the_ci_budget() -> None:
     """Let a decision resolve a cancelled prompt (breaking R3): some CI seed must fail on I3."""
     for seed in CI_SEEDS:
