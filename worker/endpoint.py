@@ -897,6 +897,9 @@ class EndpointBridge:
                 effects.close_agent = (4408, "no heartbeat within the liveness window")
             if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
                 self._housekeeping(now_ms)
+                # A line the host failed to deliver (the fleet object was unreachable) is not
+                # sent again until something changes; resending it here bounds that staleness.
+                effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)
             self._finish(now_ms, connected, effects)
 
         self._event(event)
