@@ -100,7 +100,7 @@ class BridgeConfig:
     list_max: int = 200
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migrations only add (STYLE: schema on every wake, versioned, additive).
 MIGRATIONS: dict[int, list[str]] = {
@@ -124,6 +124,9 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE IF NOT EXISTS enrollments (
             token_hash TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL, used_at_ms INTEGER)""",
     ],
+    # The fleet line's last outcome is read after every event: without this index that read
+    # sorted every final prompt the endpoint ever had, so each event cost O(history).
+    2: ["CREATE INDEX IF NOT EXISTS prompts_final_at ON prompts (final, final_at_ms, prompt_id)"],
 }
 
 
