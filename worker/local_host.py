@@ -72,13 +72,19 @@ class LocalEndpoint:
                     break
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(frame)
+        closing: list[web.WebSocketResponse] = []
         if effects.close_agent:
             code, reason = effects.close_agent
-            for ws in list(self.sockets):
-                await ws.close(code=code, message=reason.encode())
+            # The agent is gone now: a dead peer (a sleeping laptop) never answers the closing
+            # handshake, and waiting out its timeout must not keep the endpoint "online".
+            closing, self.sockets = self.sockets, []
+            for ws in closing:
+                self.host.spawn(ws.close(code=code, message=reason.encode()))
         self.arm(effects.alarm_at_ms)
         if effects.fleet_summary is not None:
             self.host.push_fleet_line(effects.fleet_summary)
+        if closing:
+            await self.perform(self.actor.agent_closed(now_ms(), self.connected))
 
     def arm(self, at_ms: int | None) -> None:
         if self.timer is not None:
