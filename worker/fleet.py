@@ -109,6 +109,10 @@ class FleetIndex:
         self.store.execute("DELETE FROM tokens WHERE name = ?", (name,))
         return ApiResponse(200, {"name": name, "revoked": True})
 
+    def all_offline(self, now_ms: int) -> None:
+        """The local host (re)started: no agent is connected (each actor rewrites its line as it opens)."""
+        self.store.execute("UPDATE endpoints SET online = 0, updated_at_ms = ? WHERE online = 1", (now_ms,))
+
     def update_endpoint(self, summary: dict[str, Any], now_ms: int) -> None:
         """An endpoint actor's line changed (pushed after its transaction committed)."""
         self.store.execute(

@@ -31,7 +31,7 @@ from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
 from worker.fleet import AUTHENTICATE_PATH, FleetIndex
 from worker.host import Effects, Entropy
-from worker.sqlite_store import SqliteStore
+from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
 
 log = logging.getLogger("caisey.bridge")
 
@@ -43,6 +43,10 @@ WS_READ_LIMIT = 4 * wire.MAX_FRAME_BYTES
 # fsync, not one per line). They are derived: ``start`` rewrites every line from the actors'
 # rows, so a line lost in a crash costs nothing; fleet reads flush first (read your writes).
 FLEET_FLUSH_S = 0.1
+# Descriptors kept free for what is not an endpoint file: HTTP connections (and sockets still
+# in their handshake), the fleet index, logs. Agent sockets are counted as they come and go.
+FD_RESERVE = 2048
+MIN_OPEN_STORES = 16
 
 
 def now_ms() -> int:
@@ -55,7 +59,7 @@ class LocalEndpoint:
     def __init__(self, host: LocalBridge, endpoint_id: str, path: Path) -> None:
         self.host = host
         self.endpoint_id = endpoint_id
-        self.store = SqliteStore(path)
+        self.store = PooledStore(path, host.stores)
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
         self.sockets: list[web.WebSocketResponse] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -116,8 +120,17 @@ class LocalBridge:
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.started = asyncio.Event()  # every actor opened and its alarm armed (after ``start``)
         self._fleet_lines: dict[str, dict[str, Any]] = {}  # endpoint_id → latest line, not yet written
         self._fleet_flush: asyncio.TimerHandle | None = None
+        # Endpoint files open at once: what the fd limit leaves after sockets (StorePool).
+        self.agent_sockets = 0
+        self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.stores = StorePool(self._store_capacity)
+
+    def _store_capacity(self) -> int:
+        free = self._fd_limit - self.agent_sockets - FD_RESERVE
+        return max(MIN_OPEN_STORES, free // FDS_PER_STORE)
 
     def push_fleet_line(self, summary: dict[str, Any]) -> None:
         """An actor's fleet line changed: write it with the next batch."""
@@ -154,28 +167,42 @@ class LocalBridge:
         return self.data / "endpoints" / f"{endpoint_id}.sqlite3"
 
     def endpoint(self, endpoint_id: str, *, create: bool = False) -> LocalEndpoint | None:
-        """The actor for ``endpoint_id``; None when it was never registered (no file is made)."""
+        """The actor for ``endpoint_id``; None when it was never registered (no file is made).
+
+        The first time an actor opens in this process it is started: its alarm is armed from
+        its rows (a due one fires at once) and its fleet line is rewritten offline — no agent
+        can be connected to an actor that was not open."""
         actor = self.endpoints.get(endpoint_id)
         if actor is None:
             if not ENDPOINT_ID_RE.fullmatch(endpoint_id) or not (create or self._path(endpoint_id).exists()):
                 return None
             actor = LocalEndpoint(self, endpoint_id, self._path(endpoint_id))
             self.endpoints[endpoint_id] = actor
-        return actor
-
-    async def start(self) -> None:
-        """Open every actor and arm its alarm from its rows (due ones fire at once)."""
-        now = now_ms()
-        for path in sorted((self.data / "endpoints").glob("*.sqlite3")):
-            actor = self.endpoint(path.stem)
-            if actor is None:
-                continue
+            now = now_ms()
             actor.arm(actor.actor.next_alarm_ms(now, False))
-            # Every endpoint starts offline; tell the fleet (its stored line may say online).
             summary = actor.actor._fleet_summary(now, False, force=True)
             if summary is not None:
                 self.push_fleet_line(summary)
+        return actor
+
+    async def start(self) -> None:
+        """Every endpoint offline in the fleet, then open every actor in the background.
+
+        Opening an endpoint's file costs about a millisecond, so a bridge with thousands of
+        endpoints would otherwise refuse connections for seconds after a restart (and the
+        agents' reconnect backoff would grow meanwhile). It listens at once instead; an actor
+        the background pass has not reached yet is opened (and started) by whatever touches it.
+        """
+        self.fleet.all_offline(now_ms())
+        self.spawn(self._open_all())
+
+    async def _open_all(self) -> None:
+        for i, path in enumerate(sorted((self.data / "endpoints").glob("*.sqlite3"))):
+            self.endpoint(path.stem)
+            if i % 32 == 31:
+                await asyncio.sleep(0)  # keep serving sockets and requests meanwhile
         self.flush_fleet()
+        self.started.set()
 
     async def stop(self) -> None:
         self.closing = True
@@ -249,17 +276,20 @@ class LocalBridge:
         assert actor is not None
         ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=None)
         await ws.prepare(request)
-        for older in list(actor.sockets):
-            await older.close(code=4000, message=b"replaced by a newer connection")
-        actor.sockets = [ws]
-        await actor.perform(actor.actor.agent_opened(now_ms()))
+        self.agent_sockets += 1
+        self.stores.trim()  # a socket more: fewer files may stay open
         try:
+            for older in list(actor.sockets):
+                await older.close(code=4000, message=b"replaced by a newer connection")
+            actor.sockets = [ws]
+            await actor.perform(actor.actor.agent_opened(now_ms()))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     await actor.perform(actor.actor.agent_frame(msg.data, now_ms()))
                 elif msg.type == WSMsgType.ERROR:
                     log.warning("agent socket error on %s: %s", endpoint_id, ws.exception())
         finally:
+            self.agent_sockets -= 1
             if ws in actor.sockets:
                 actor.sockets.remove(ws)
             if not self.closing:

@@ -4,6 +4,7 @@ Object's write is durable before its output gate opens."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,3 +47,92 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+# An open WAL database holds three descriptors: the file, its -wal and its -shm. (Exclusive
+# locking would save the -shm, but then no other process could read the file while the
+# bridge runs — tests and operators do.)
+FDS_PER_STORE = 3
+
+
+class StorePool:
+    """Bounds how many ``PooledStore`` s are open at once, so many endpoints fit the fd limit.
+
+    One file per endpoint costs three descriptors while open, and every connected agent holds
+    a socket: with the usual hard limit of a few ten thousand, a bridge with thousands of
+    endpoints cannot keep them all open. ``capacity()`` is asked on every open; above it a
+    random open store is closed (uniform eviction: an endpoint's traffic is periodic — a
+    heartbeat every 15 s — for which least-recently-used would evict exactly the store needed
+    next). A closed store reopens on its next statement; its rows are the truth, nothing
+    lives only in the connection.
+    """
+
+    def __init__(self, capacity: Callable[[], int], rng: random.Random | None = None) -> None:
+        self.capacity = capacity
+        self._rng = rng or random.Random()
+        self._open: list[PooledStore] = []
+        self.opens = 0  # for operators and benchmarks: reopen churn
+        self.evictions = 0
+
+    def admit(self, store: PooledStore) -> None:
+        """``store`` is about to open: make room first."""
+        self.trim(room=1)
+        store._slot = len(self._open)
+        self._open.append(store)
+        self.opens += 1
+
+    def trim(self, room: int = 0) -> None:
+        """Close stores until ``room`` more fit under the capacity (call when it shrinks)."""
+        limit = max(1, self.capacity()) - room
+        while len(self._open) > max(0, limit):
+            victim = self._rng.choice(self._open)
+            if victim._store is not None and victim._store._depth:
+                break  # never inside a transaction (cannot happen single-threaded; be safe)
+            victim.release()
+            self.evictions += 1
+
+    def forget(self, store: PooledStore) -> None:
+        """``store`` closed: swap-remove it (O(1))."""
+        slot = store._slot
+        if slot is None:
+            return
+        last = self._open.pop()
+        if last is not store:
+            self._open[slot] = last
+            last._slot = slot
+        store._slot = None
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+class PooledStore:
+    """``SqlStore`` over one SQLite file, opened on use and closed by its ``StorePool``."""
+
+    def __init__(self, path: Path | str, pool: StorePool) -> None:
+        self.path = path
+        self.pool = pool
+        self._store: SqliteStore | None = None
+        self._slot: int | None = None  # index in the pool's open list
+
+    def _db(self) -> SqliteStore:
+        if self._store is None:
+            self.pool.admit(self)
+            self._store = SqliteStore(self.path)
+        return self._store
+
+    def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
+        return self._db().execute(sql, params)
+
+    def transaction(self, fn: Callable[[], T]) -> T:
+        return self._db().transaction(fn)
+
+    def release(self) -> None:
+        """Close the connection now (the pool's eviction); the next statement reopens it."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+            self.pool.forget(self)
+
+    def close(self) -> None:
+        self.release()
