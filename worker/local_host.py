@@ -6,8 +6,10 @@ the actor code and its transactions are the same on both hosts), ``admin-token``
 
 Each callback is the same four steps around an actor: feed the event → perform the
 Effects' sends → close if asked → re-arm the actor's one timer; then push the fleet line.
-Alarms are rows, not timers: at start every actor's next alarm is derived from its rows and
-armed, so one that fell due while the bridge was down fires at once.
+Alarms are rows, not timers: when an actor first opens (a background pass after start opens
+every one; a request or socket that gets there first opens it sooner) its next alarm is derived
+from its rows and armed, so one that fell due while the bridge was down fires at once.
+Endpoint files are opened through a ``StorePool`` bounded by the open-files limit.
 """
 
 from __future__ import annotations
