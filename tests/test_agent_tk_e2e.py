@@ -18,9 +18,9 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 async def test_tk_dialog_click_approve_reaches_the_bridge(tmp_path: Path, xdisplay: str) -> None:
     bridge = LocalBridgeProcess(tmp_path / "data", heartbeat_ms=2_000)
-    bridge.start()
     agent = Agent(tmp_path, presenter="tk", display=xdisplay)
     try:
+        bridge.start()
         r = await bridge.request(
             "POST", "/api/enrollments", token=bridge.admin_token, body={"endpoint_id": "desk-1", "label": "Desk"}
         )
