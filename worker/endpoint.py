@@ -179,6 +179,10 @@ class EndpointBridge:
         # Within one event only (cleared before and after it): views by prompt id, dropped when a
         # fact is appended. Saves reconciling the same prompt several times per event.
         self._views: dict[str, tuple[int, PromptView]] = {}
+        # Also within one event: the meta rows, read once (an event reads a dozen keys) and
+        # written through. None outside events, where every read goes to the table.
+        self._meta_rows: dict[str, str | None] | None = None
+        self._in_event = False
         self._in_transaction = False
         migrate(store, MIGRATIONS)
 
@@ -188,6 +192,10 @@ class EndpointBridge:
         return self.store.execute(sql, params)
 
     def _meta(self, key: str) -> str | None:
+        if self._in_event:
+            if self._meta_rows is None:
+                self._meta_rows = {r["key"]: r["value"] for r in self._q("SELECT key, value FROM meta")}
+            return self._meta_rows.get(key)
         rows = self._q("SELECT value FROM meta WHERE key = ?", key)
         return rows[0]["value"] if rows else None
 
@@ -197,6 +205,8 @@ class EndpointBridge:
             key,
             value,
         )
+        if self._meta_rows is not None:
+            self._meta_rows[key] = value
 
     def _atomically(self, fn: Callable[[], Any]) -> Any:
         if self._in_transaction:  # nested: the outer transaction commits or rolls back (no savepoints)
@@ -211,10 +221,12 @@ class EndpointBridge:
         """One host event in one transaction: its facts, ``last_seen`` and the fleet fingerprint
         commit together (one fsync instead of one per write)."""
         self._views.clear()
+        self._meta_rows, self._in_event = None, True
         try:
             return self._atomically(fn)
         finally:
             self._views.clear()
+            self._meta_rows, self._in_event = None, False
 
     @property
     def endpoint_id(self) -> str | None:
