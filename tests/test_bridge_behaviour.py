@@ -240,7 +240,7 @@ async def test_r5_prompt_missing_from_the_runtime_report_is_replayed_with_its_id
     await runtime.connect()
     await runtime.send(wire.StateReport(id=runtime.new_id(), prompts=(), digest=held_digest([])))
     replayed = of_type(await runtime.drain(), wire.PromptDeliver)
-    assert [d.id for d in replayed] == [deliver.id]
+    assert replayed and {d.id for d in replayed} == {deliver.id}  # the original id; a retry of it may ride along
     view = await prompt(bridge, ep.endpoint_id, pid)
     assert view["delivery"]["replays"] == 1 and view["state"] == "delivered"
     await runtime.close()
