@@ -389,10 +389,7 @@ class EndpointBridge:
     def _op_retry_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
     ) -> ApiResponse:
-        self._require_registered(route.endpoint_id)
-        old_id = route.prompt_id or ""
-        if self._known(old_id) is None:
-            raise ApiError(404, "unknown_prompt", f"no prompt {old_id[:80]!r} on this endpoint")
+        old_id = self._existing(route)
         old = self._view(old_id, now_ms)
         body = req.json()
         merged = {
@@ -407,6 +404,14 @@ class EndpointBridge:
             merged.pop("expires_in", None)
         fields = self._prompt_fields(merged, now_ms)
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
+
+    def _existing(self, route: Route) -> str:
+        """The route's prompt id, or 404 when the endpoint or the prompt is unknown."""
+        self._require_registered(route.endpoint_id)
+        prompt_id = route.prompt_id or ""
+        if self._known(prompt_id) is None:
+            raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
+        return prompt_id
 
     def _prompt_fields(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
         """Validate a create body into ``Created`` fields; 400 with the field named otherwise."""
@@ -569,10 +574,7 @@ class EndpointBridge:
     def _op_cancel_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
     ) -> ApiResponse:
-        self._require_registered(route.endpoint_id)
-        prompt_id = route.prompt_id or ""
-        if self._known(prompt_id) is None:
-            raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
+        prompt_id = self._existing(route)
         view = self._view(prompt_id, now_ms)
         if view.state in WITHDRAWN:
             return ApiResponse(200, self._api_view(view))
@@ -597,10 +599,7 @@ class EndpointBridge:
     def _op_get_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
     ) -> ApiResponse:
-        self._require_registered(route.endpoint_id)
-        prompt_id = route.prompt_id or ""
-        if self._known(prompt_id) is None:
-            raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
+        prompt_id = self._existing(route)
         return ApiResponse(200, self._api_view(self._view(prompt_id, now_ms), with_events=True))
 
     def _op_list_prompts(
