@@ -1,0 +1,269 @@
+"""The bench's table and its verdicts against the targets of issue 7.
+
+Targets: round trip p99 within 3× the floor; 10,000 agents on one process with
+steady-heartbeat CPU under half a core; at least 1,000 prompt round trips per second;
+convergence within 3 s after a restart with 1,000 prompts in flight.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench.harness import ROOT
+
+RESULTS_MD = ROOT / "bench" / "RESULTS.md"
+NOTES_RE = re.compile(r"<!-- notes -->.*?<!-- /notes -->", re.S)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if not isinstance(value, float):
+        return str(value) + unit
+    return (f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}") + unit
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per target: the figure, the bound, met or not (None: not measured at full size)."""
+    checks: list[dict[str, Any]] = []
+    rt, fl = results.get("roundtrip"), results.get("floor")
+    if rt and fl:
+        for path in ("receipt", "decision"):
+            floor_ms = fl["paths"][path]["floor_ms"]
+            p99 = rt[path]["p99_ms"]
+            ratio = p99 / floor_ms
+            checks.append(
+                {
+                    "target": f"create → {path} p99 within 3× floor",
+                    "value": f"{p99:.2f} ms = {ratio:.1f}× floor ({floor_ms:.2f} ms)",
+                    "met": ratio <= 3.0,
+                }
+            )
+    st = results.get("storm")
+    if st:
+        full = st["endpoints"] >= 1000
+        checks.append(
+            {
+                "target": "≥ 1,000 prompt round trips/s across 1,000 endpoints",
+                "value": f"{st['round_trips_per_s']:.0f}/s across {st['endpoints']} endpoints",
+                "met": (st["round_trips_per_s"] >= 1000) if full else None,
+            }
+        )
+    rc = results.get("recovery")
+    if rc:
+        full = rc["endpoints"] >= 1000
+        converged = rc.get("converged_after_restart_s")
+        checks.append(
+            {
+                "target": "converged ≤ 3 s after a restart with 1,000 in flight",
+                "value": (
+                    f"{converged:.2f} s after restart ({rc['at_kill']['in_flight']} in flight)"
+                    if converged is not None
+                    else rc.get("error", "failed")
+                ),
+                "met": (bool(rc.get("ok")) and converged is not None and converged <= 3.0) if full else None,
+            }
+        )
+    fleet = results.get("fleet")
+    if fleet:
+        big = [t for t in fleet["tiers"] if t["agents"] >= 10_000]
+        top = big[-1] if big else fleet["tiers"][-1]
+        cores = top.get("steady_cpu_cores")
+        checks.append(
+            {
+                "target": "10,000 agents on one process, steady-heartbeat CPU < 0.5 core",
+                "value": (
+                    f"{cores:.3f} cores at {top['agents']} agents"
+                    if cores is not None and "error" not in top
+                    else f"{top['agents']} agents: {top.get('error', 'failed')}"
+                ),
+                "met": (cores is not None and cores < 0.5 and "error" not in top) if big else None,
+            }
+        )
+    return checks
+
+
+def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, figure, value, baseline / note)."""
+    r = doc["results"]
+    rows: list[tuple[str, str, str, str]] = []
+    fl = r.get("floor")
+    if fl:
+        for name, label in (
+            ("ws_rtt", "WebSocket RTT (deliver out, receipt back)"),
+            ("http_post_rtt", "HTTP POST RTT (create-sized)"),
+            ("http_get_rtt", "HTTP GET RTT (prompt-sized)"),
+            ("commit", "SQLite commit (WAL, synchronous=FULL)"),
+        ):
+            s = fl[name]
+            rows.append(("floor", label, f"p50 {s['p50_ms']:.3f} / p99 {s['p99_ms']:.3f} ms", "bare aiohttp / sqlite3"))
+        for path in ("receipt", "decision"):
+            p = fl["paths"][path]
+            counted = ", ".join(f"{w:g}×{k}" for k, w in p["counted"].items())
+            rows.append(("floor", f"floor: create → {path}", f"{p['floor_ms']:.3f} ms", counted))
+    ac = r.get("actor_cpu")
+    if ac:
+        for event in ("create", "receipt", "update", "heartbeat"):
+            d, m = ac["disk_wal_full"][event], ac["memory"][event]
+            rows.append(
+                (
+                    "actor CPU",
+                    f"per {event}",
+                    f"{d['cpu_us_mean']:.0f} µs (disk) / {m['cpu_us_mean']:.0f} µs (:memory:)",
+                    f"EndpointBridge alone, {ac['history_prompts']} prompts of history",
+                )
+            )
+    rt = r.get("roundtrip")
+    if rt and fl:
+        for path in ("receipt", "decision"):
+            s, floor_ms = rt[path], fl["paths"][path]["floor_ms"]
+            rows.append(
+                (
+                    "round trip",
+                    f"create → {path} " + ("committed" if path == "receipt" else "visible (GET approved)"),
+                    f"p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms",
+                    f"{s['p50_ms'] / floor_ms:.1f}× / {s['p95_ms'] / floor_ms:.1f}× / {s['p99_ms'] / floor_ms:.1f}× floor",
+                )
+            )
+    st = r.get("storm")
+    if st:
+        rows.append(
+            (
+                "storm",
+                f"round trips/s, {st['endpoints']} endpoints, {st['technicians']} technicians",
+                f"{st['round_trips_per_s']:.0f}/s",
+                f"latency p50 {_fmt(st['latency_p50_ms'])} / p99 {_fmt(st['latency_p99_ms'])} ms; "
+                f"bridge {st['bridge_cpu_cores']:.2f} cores; errors {st['errors'] or 'none'}",
+            )
+        )
+    rc = r.get("recovery")
+    if rc:
+        if "converged_after_restart_s" in rc:
+            k = rc["at_kill"]
+            rows.append(
+                (
+                    "recovery",
+                    f"kill -9 with {k['in_flight']} of {rc['endpoints']} in flight → converged",
+                    f"{rc['converged_after_restart_s']:.2f} s after restart ({rc['converged_after_kill_s']:.2f} s after kill)",
+                    f"listening after {rc['restart_listen_s']:.2f} s; {rc['creates_retried']} creates retried; "
+                    f"API {rc['api_states']}; ok={rc['ok']}",
+                )
+            )
+        else:
+            rows.append(("recovery", "converged", "failed", rc.get("error", "")))
+    fleet = r.get("fleet")
+    if fleet:
+        for t in fleet["tiers"]:
+            n = t["agents"]
+            if "steady_cpu_cores" in t:
+                rows.append(
+                    (
+                        f"fleet {n}",
+                        "steady heartbeat CPU / RSS"
+                        if "error" not in t
+                        else f"CPU / RSS with {t['connected']} connected",
+                        f"{t['steady_cpu_cores']:.3f} cores, {t['rss_mib']:.0f} MiB",
+                        f"{t['cpu_us_per_heartbeat']:.0f} µs/heartbeat at {t['heartbeat_ms'] / 1000:g} s; "
+                        f"{t['open_files']} open files",
+                    )
+                )
+            if t.get("reconnect_s") is not None:
+                rows.append(
+                    (
+                        f"fleet {n}",
+                        "all reconnected after kill -9 + start",
+                        f"{t['reconnect_s']:.2f} s after start",
+                        f"listening after {t['restart_listen_s']:.2f} s; {t['reconnect_from_kill_s']:.2f} s from kill",
+                    )
+                )
+            if "error" in t:
+                rows.append((f"fleet {n}", "error", "failed", t["error"][:300]))
+    return rows
+
+
+def render_table(doc: dict[str, Any]) -> str:
+    rows = [("benchmark", "figure", "value", "baseline / note"), *_rows(doc)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(row[j].ljust(widths[j]) for j in range(3)) + "  " + row[3])
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 15)
+    lines.append("")
+    lines.append("targets:")
+    for check in doc["targets"]:
+        verdict = {True: "MET", False: "MISSED", None: "n/a (not at full size)"}[check["met"]]
+        lines.append(f"  [{verdict}] {check['target']}: {check['value']}")
+    return "\n".join(lines)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    notes = "<!-- notes -->\n<!-- /notes -->"
+    if RESULTS_MD.exists():
+        found = NOTES_RE.search(RESULTS_MD.read_text())
+        if found:
+            notes = found.group(0)
+    out = [
+        "# Caisey benchmark results",
+        "",
+        f"Produced by `{doc['command']}` (also `./scripts/bench`) on {doc['started_at']}, "
+        f"{doc['duration_s']:.0f} s in all. Raw figures: `bench/results/latest.json` (not committed).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gib']} GiB; kernel {m['kernel']}",
+        f"- Python {m['python']}, SQLite {m['sqlite']}, aiohttp {m['aiohttp']}",
+        f"- open-files limit: soft {m['fd_limit']['soft']}, hard {m['fd_limit']['hard']}; disk: {m['filesystem']}",
+        "- the bridge, the echo server and the client processes share these cores: client load competes with the bridge",
+        f"- load average (1/5/15 min) at the start {m.get('load_avg_at_start', '?')}, at the end {m.get('load_avg', '?')}"
+        " — this machine is shared, and other work running at the same time skews every figure",
+        "",
+        "## Targets",
+        "",
+        "| target | this run | met |",
+        "|---|---|---|",
+    ]
+    for check in doc["targets"]:
+        verdict = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
+        out.append(f"| {check['target']} | {check['value']} | {verdict} |")
+    out += ["", "## Figures", "", "| benchmark | figure | value | baseline / note |", "|---|---|---|---|"]
+    for row in _rows(doc):
+        out.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    profiles = _profiles(doc["results"])
+    if profiles:
+        out += [
+            "",
+            "## Profiles",
+            "",
+            "`py-spy record --nonblocking --idle` on the bridge process during each timed window",
+            "(`--profile`). Share of samples; *self* is where the thread was, *under* is the call it",
+            "was inside. `EpollSelector.select` is the event loop waiting (idle); the `COMMIT` line",
+            "(`SqliteStore.transaction`, the line after `fn()`) is the fsync of a durable commit.",
+        ]
+        for title, summary in profiles:
+            out += ["", f"### {title} ({summary.get('samples', 0)} samples)", "", "| self % | frame |", "|---|---|"]
+            out += [f"| {pct} | `{frame}` |" for pct, frame in summary.get("self_pct", [])[:8]]
+            out += ["", "| under % | frame |", "|---|---|"]
+            out += [f"| {pct} | `{frame}` |" for pct, frame in summary.get("inclusive_pct", [])[:12]]
+    out += ["", "## Notes", "", notes, ""]
+    return "\n".join(out)
+
+
+def _profiles(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name, title in (
+        ("roundtrip", "round trip, one prompt at a time"),
+        ("storm", "storm"),
+        ("recovery", "recovery, from the restart until converged"),
+    ):
+        profile = (results.get(name) or {}).get("profile")
+        if profile and "error" not in profile:
+            found.append((title, profile))
+    for tier in (results.get("fleet") or {}).get("tiers", []):
+        for key, what in (("profile_steady", "steady heartbeat"), ("profile_restart", "restart and reconnect")):
+            profile = tier.get(key)
+            if profile and "error" not in profile and tier["agents"] >= 5000:
+                found.append((f"fleet {tier['agents']}: {what}", profile))
+    return found
