@@ -89,12 +89,12 @@ async def run(
         # The spread says what the tail is: agents coming back late (their reconnect backoff grew
         # while the bridge was down) or the bridge working through the backlog.
         for name, key in (
-            ("converged", "converged_ats"),
-            ("agents_back", "ready_ats"),
-            ("creates_answered", "answered_ats"),
+            ("converged_after_restart_s_percentiles", "converged_ats"),
+            ("agents_back_after_restart_s", "ready_ats"),
+            ("creates_answered_after_restart_s", "answered_ats"),
         ):
             times = sorted(t - restarted_at for st in status for t in st[key])
-            result[f"{name}_after_restart_s"] = {f"p{q}": round(percentile(times, q), 2) for q in (50, 90, 99, 100)}
+            result[name] = {f"p{q}": round(percentile(times, q), 2) for q in (50, 90, 99, 100)}
         result["converged_after_restart_s"] = round(max(0.0, last - restarted_at), 3)
         result["converged_after_kill_s"] = round(last - killed_at, 3)
         result["creates_retried"] = sum(s["retried_creates"] for s in status)

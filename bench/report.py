@@ -146,8 +146,13 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "recovery",
                     f"kill -9 with {k['in_flight']} of {rc['endpoints']} in flight → converged",
                     f"{rc['converged_after_restart_s']:.2f} s after restart ({rc['converged_after_kill_s']:.2f} s after kill)",
-                    f"listening after {rc['restart_listen_s']:.2f} s; {rc['creates_retried']} creates retried; "
-                    f"API {rc['api_states']}; ok={rc['ok']}",
+                    f"listening after {rc['restart_listen_s']:.2f} s; agents back p50/p90/all "
+                    + "/".join(f"{rc['agents_back_after_restart_s'][q]:.1f}" for q in ("p50", "p90", "p100"))
+                    + " s; converged p50/p90 "
+                    + "/".join(
+                        f"{rc.get('converged_after_restart_s_percentiles', {}).get(q, 0):.1f}" for q in ("p50", "p90")
+                    )
+                    + f" s; {rc['creates_retried']} creates retried; API {rc['api_states']}; ok={rc['ok']}",
                 )
             )
         else:
@@ -174,7 +179,9 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         f"fleet {n}",
                         "all reconnected after kill -9 + start",
                         f"{t['reconnect_s']:.2f} s after start",
-                        f"listening after {t['restart_listen_s']:.2f} s; {t['reconnect_from_kill_s']:.2f} s from kill",
+                        f"listening after {t['restart_listen_s']:.2f} s; agents back p50/p90/p99 "
+                        + "/".join(f"{t['reconnect_percentiles_s'][q]:.1f}" for q in ("p50", "p90", "p99"))
+                        + f" s; {t['reconnect_from_kill_s']:.2f} s from kill",
                     )
                 )
             if "error" in t:
@@ -267,3 +274,22 @@ def _profiles(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             if profile and "error" not in profile and tier["agents"] >= 5000:
                 found.append((f"fleet {tier['agents']}: {what}", profile))
     return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [JSON]``: print the table and rewrite bench/RESULTS.md from a run."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = args[0] if args else str(ROOT / "bench" / "results" / "latest.json")
+    with open(path) as f:
+        doc = json.load(f)
+    doc["targets"] = evaluate(doc["results"])
+    print(render_table(doc))
+    RESULTS_MD.write_text(render_markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
