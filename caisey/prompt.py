@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from caisey.clock import to_rfc3339
@@ -337,6 +337,14 @@ def _decide(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
         _late(view, fact, entry, "made after expires_at")
         return
     previous = view.state
+    late = view.late_decision
+    if late is not None:
+        # A decision judged late against the provisional final is re-judged against the one
+        # honoured now: the same answer is no longer news; another answer conflicts with it.
+        same = late.decision == fact.decision
+        view.late_decision = (
+            None if same else replace(late, why=f"conflicts with {_DECISION_STATE[fact.decision].value}")
+        )
     view.decision = fact.decision
     view.decided_at_ms = made_at_ms
     view.synced_at_ms = entry.at_ms

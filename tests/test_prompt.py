@@ -647,6 +647,24 @@ def test_r4_decision_stamped_after_expiry_plus_skew_is_late() -> None:
     assert view.late_decision.decided_at_ms == EXPIRES + SKEW_MS + 1
 
 
+@pytest.mark.parametrize("late_answer, expected_why", [(APPROVE, None), (DENY, "conflicts with approved")])
+def test_r4_a_late_decision_is_rejudged_when_an_earlier_one_is_honoured(
+    late_answer: Decision, expected_why: str | None
+) -> None:
+    # Found by the I2 property in CI: an answer made after expires_at lands first and is only
+    # noted; then the answer made in time lands and R4 honours it. The note must not keep
+    # saying "made after expires_at" beside an approved prompt.
+    log = delivered_log().commit(EXPIRES + 60_000, Decided(late_answer, decided_at_ms=EXPIRES + SKEW_MS + 1))
+    assert log.view(EXPIRES + 60_000).late_decision is not None
+    log.commit(EXPIRES + 61_000, Decided(APPROVE, decided_at_ms=EXPIRES - 1_000))
+    view = log.view(EXPIRES + 61_000)
+    assert view.state == State.APPROVED and view.decided_at_ms == EXPIRES - 1_000
+    if expected_why is None:
+        assert view.late_decision is None
+    else:
+        assert view.late_decision is not None and view.late_decision.why == expected_why
+
+
 def test_r4_decision_committed_exactly_at_expiry_is_honoured() -> None:
     view = delivered_log().commit(EXPIRES, Decided(APPROVE, decided_at_ms=EXPIRES)).view(EXPIRES)
     assert view.state == State.APPROVED
