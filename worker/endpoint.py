@@ -179,6 +179,10 @@ class EndpointBridge:
         # Within one event only (cleared before and after it): views by prompt id, dropped when a
         # fact is appended. Saves reconciling the same prompt several times per event.
         self._views: dict[str, tuple[int, PromptView]] = {}
+        # Also within one event: each prompt's committed entries once read, extended by
+        # ``_append`` (which learns the seq from the INSERT), so re-reconciling after an append
+        # reads no rows. Cleared with the views: a rollback never leaves an entry behind.
+        self._facts: dict[str, list[Entry]] = {}
         # Also within one event: the meta rows, read once (an event reads a dozen keys) and
         # written through. None outside events, where every read goes to the table.
         self._meta_rows: dict[str, str | None] | None = None
@@ -221,11 +225,13 @@ class EndpointBridge:
         """One host event in one transaction: its facts, ``last_seen`` and the fleet fingerprint
         commit together (one fsync instead of one per write)."""
         self._views.clear()
+        self._facts.clear()
         self._meta_rows, self._in_event = None, True
         try:
             return self._atomically(fn)
         finally:
             self._views.clear()
+            self._facts.clear()
             self._meta_rows, self._in_event = None, False
 
     @property
@@ -243,20 +249,27 @@ class EndpointBridge:
     def _append(self, prompt_id: str, now_ms: int, fact: Fact, event_id: str | None = None) -> None:
         self._views.pop(prompt_id, None)
         kind, fields = fact_to_record(fact)
-        self._q(
-            "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?)",
+        stored = json.dumps(fields, separators=(",", ":"))
+        rows = self._q(
+            "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?) RETURNING seq",
             prompt_id,
             now_ms,
             kind,
-            json.dumps(fields, separators=(",", ":")),
+            stored,
             event_id,
         )
+        entries = self._facts.get(prompt_id)
+        if entries is not None:
+            entries.append(_entry(rows[0]["seq"], now_ms, kind, stored))
 
     def _entries(self, prompt_id: str) -> list[Entry]:
-        rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
-        return [
-            Entry(int(r["seq"]), int(r["at_ms"]), fact_from_record(r["kind"], json.loads(r["fields"]))) for r in rows
-        ]
+        entries = self._facts.get(prompt_id)
+        if entries is None:
+            rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
+            entries = [_entry(r["seq"], r["at_ms"], r["kind"], r["fields"]) for r in rows]
+            if self._in_event:
+                self._facts[prompt_id] = entries
+        return entries
 
     def _view(self, prompt_id: str, now_ms: int) -> PromptView:
         cached = self._views.get(prompt_id)
@@ -281,9 +294,8 @@ class EndpointBridge:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         return view
 
-    def _known(self, prompt_id: str) -> Row | None:
-        rows = self._q("SELECT * FROM prompts WHERE prompt_id = ?", prompt_id)
-        return rows[0] if rows else None
+    def _known(self, prompt_id: str) -> bool:
+        return bool(self._q("SELECT 1 FROM prompts WHERE prompt_id = ?", prompt_id))
 
     def _api_view(self, view: PromptView, *, with_events: bool = False) -> dict[str, Any]:
         return view.to_api(self.endpoint_id or "", with_events=with_events)
@@ -380,7 +392,7 @@ class EndpointBridge:
         body = req.json()
         fields = self._prompt_fields(body, now_ms)
         supersedes = body.get("supersedes")
-        if supersedes is not None and (not isinstance(supersedes, str) or self._known(supersedes) is None):
+        if supersedes is not None and (not isinstance(supersedes, str) or not self._known(supersedes)):
             raise ApiError(
                 404, "unknown_prompt", f"supersedes names no prompt of this endpoint: {str(supersedes)[:80]!r}"
             )
@@ -409,7 +421,7 @@ class EndpointBridge:
         """The route's prompt id, or 404 when the endpoint or the prompt is unknown."""
         self._require_registered(route.endpoint_id)
         prompt_id = route.prompt_id or ""
-        if self._known(prompt_id) is None:
+        if not self._known(prompt_id):
             raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
         return prompt_id
 
@@ -512,6 +524,7 @@ class EndpointBridge:
                 created.expires_at_ms,
                 deliver_id,
             )
+            self._facts[prompt_id] = []  # a new prompt: no facts to read back
             self._append(prompt_id, now_ms, created)
             self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
@@ -744,7 +757,7 @@ class EndpointBridge:
         if self._seen(event_id):
             effects.send.append(self._ack(event_id, now_ms))
             return
-        if self._known(prompt_id) is None:
+        if not self._known(prompt_id):
             # Not acked: the runtime resends it after its full report lets us adopt the prompt (R6).
             effects.send.append(
                 self._error_frame("unknown_prompt", f"no prompt {prompt_id}; send a state.report", event_id, now_ms)
@@ -762,11 +775,14 @@ class EndpointBridge:
 
     def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> None:
         view = self._view(prompt_id, now_ms)
-        if _is_news(view, fact):
+        refreshed = _is_news(view, fact)
+        if refreshed:
             self._append(prompt_id, now_ms, fact, event_id)
             view = self._refresh(prompt_id, now_ms)
-        # Any runtime fact proves the runtime holds the prompt: stop delivering it.
-        self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
+        # Any runtime fact proves the runtime holds the prompt: stop delivering it (unless
+        # ``_refresh`` of a final view just did).
+        if not (refreshed and view.final):
+            self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         if view.state in WITHDRAWN and isinstance(fact, (Received, Acknowledged)):
             self._queue_cancel(prompt_id, view.state.value, now_ms)
 
@@ -780,7 +796,7 @@ class EndpointBridge:
             for held in msg.prompts:
                 prompt_id = held.prompt.prompt_id
                 reported.add(prompt_id)
-                if self._known(prompt_id) is None:
+                if not self._known(prompt_id):
                     self._adopt(held, now_ms)
                 for fact in _report_facts(held):
                     self._apply_runtime_fact(prompt_id, fact, now_ms, None)
@@ -925,16 +941,30 @@ class EndpointBridge:
         self._q("DELETE FROM enrollments WHERE expires_at_ms <= ?", now_ms - DAY_MS)
         self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
 
-    def next_alarm_ms(self, now_ms: int, connected: bool) -> int | None:
+    def _tallies(self) -> Row:
+        """What every event ends with, read from the rows in one statement: the alarm's minimums
+        and the fleet line's open count and last outcome.
+
+        The prompt moments are read per ``final`` value so both use ``prompts_open``
+        (a bare ``next_moment_ms IS NOT NULL`` scanned every prompt the endpoint ever had).
+        """
+        return self._q(
+            "SELECT (SELECT MIN(next_moment_ms) FROM prompts WHERE final = 0) AS open_moment, "
+            "(SELECT MIN(next_moment_ms) FROM prompts WHERE final = 1 AND next_moment_ms IS NOT NULL) AS final_moment, "
+            "(SELECT MIN(next_attempt_at_ms) FROM outbox) AS attempt, "
+            "(SELECT COUNT(*) FROM prompts WHERE final = 0) AS open_prompts, "
+            "last.prompt_id AS last_id, last.state AS last_state, last.final_at_ms AS last_at_ms "
+            "FROM (SELECT 1) LEFT JOIN (SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 "
+            "ORDER BY final_at_ms DESC, prompt_id DESC LIMIT 1) AS last ON 1"
+        )[0]
+
+    def next_alarm_ms(self, now_ms: int, connected: bool, tallies: Row | None = None) -> int | None:
         """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping)."""
-        candidates = []
-        moment = self._q("SELECT MIN(next_moment_ms) AS t FROM prompts WHERE next_moment_ms IS NOT NULL")[0]["t"]
-        if moment is not None:
-            candidates.append(int(moment))
+        tallies = tallies or self._tallies()
+        candidates = [int(t) for t in (tallies["open_moment"], tallies["final_moment"]) if t is not None]
         if connected:
-            attempt = self._q("SELECT MIN(next_attempt_at_ms) AS t FROM outbox")[0]["t"]
-            if attempt is not None:
-                candidates.append(int(attempt))
+            if tallies["attempt"] is not None:
+                candidates.append(int(tallies["attempt"]))
             candidates.append(int(self._meta("last_seen_ms") or now_ms) + self.config.liveness_ms)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
@@ -943,28 +973,30 @@ class EndpointBridge:
 
     def _finish(self, now_ms: int, connected: bool, effects: Effects) -> None:
         """After every event: derive the alarm and the fleet summary from the rows."""
-        effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected)
+        tallies = self._tallies()
+        effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         if effects.fleet_summary is None:
-            effects.fleet_summary = self._fleet_summary(now_ms, connected)
+            effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 
-    def _fleet_summary(self, now_ms: int, connected: bool, *, force: bool = False) -> dict[str, Any] | None:
+    def _fleet_summary(
+        self, now_ms: int, connected: bool, *, force: bool = False, tallies: Row | None = None
+    ) -> dict[str, Any] | None:
         """The fleet index's line for this endpoint, when it changed (DESIGN §8 ``GET /api/endpoints``)."""
         endpoint_id = self.endpoint_id
         if endpoint_id is None:
             return None
-        last = self._q(
-            "SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 ORDER BY final_at_ms DESC, prompt_id DESC LIMIT 1"
-        )
+        tallies = tallies or self._tallies()
+        last_id = tallies["last_id"]
         last_seen = self._meta("last_seen_ms")
         summary = {
             "endpoint_id": endpoint_id,
             "label": self._meta("label") or "",
             "online": connected,
             "last_seen_ms": int(last_seen) if last_seen else None,
-            "open_prompts": int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"]),
+            "open_prompts": int(tallies["open_prompts"]),
             "last_outcome": (
-                {"prompt_id": last[0]["prompt_id"], "state": last[0]["state"], "at_ms": last[0]["final_at_ms"]}
-                if last
+                {"prompt_id": last_id, "state": tallies["last_state"], "at_ms": tallies["last_at_ms"]}
+                if last_id is not None
                 else None
             ),
         }
@@ -975,6 +1007,11 @@ class EndpointBridge:
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
         return summary
+
+
+def _entry(seq: Any, at_ms: Any, kind: str, fields: str) -> Entry:
+    """An entry as its row reads back (the cache after an append holds exactly what a re-read gives)."""
+    return Entry(int(seq), int(at_ms), fact_from_record(kind, json.loads(fields)))
 
 
 # --- runtime facts from frames ---------------------------------------------------------------
