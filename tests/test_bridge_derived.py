@@ -9,17 +9,23 @@ the straightforward per-row computation the bridge used before these shortcuts.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from caisey import wire
 from caisey.digest import held_digest
 from caisey.facts import Entry, fact_from_record
+from caisey.ids import IdSource
 from caisey.prompt import PromptView, reconcile, runtime_status
 from sim.run import run_seed
+from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
 from worker.endpoint import EndpointBridge
-from worker.host import Row
+from worker.host import Entropy, Row
+from worker.sqlite_store import SqliteStore
 
 SEEDS = range(1, 5)
 
@@ -119,3 +125,91 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
 def test_shortcuts_agree_with_the_rows(seed: int, checked: dict[str, int]) -> None:
     run_seed(seed)
     assert all(n > 0 for n in checked.values()), checked
+
+
+# --- the stored runtime_status, directly ------------------------------------------------------
+
+ENDPOINT = "ep-derived"
+HEADERS = {TECHNICIAN_HEADER: "tech", ROLE_HEADER: "technician"}
+
+
+class Rig:
+    """One registered endpoint's actor in-process, its agent connected; time is explicit."""
+
+    def __init__(self, store: SqliteStore, now_ms: int = 1_700_000_000_000) -> None:
+        self.store, self.now = store, now_ms
+        self.actor = EndpointBridge(store, Entropy(random.Random(7)))
+        self.ids = IdSource(random.Random(8).getrandbits)
+
+    def register(self) -> None:
+        body = json.dumps({"endpoint_id": ENDPOINT, "label": "x"}).encode()
+        req = ApiRequest("POST", "/api/enrollments", {**HEADERS, "x-caisey-endpoint": ENDPOINT}, body)
+        assert self.actor.handle(req, self.now, False)[0].status == 201
+        self.actor.agent_opened(self.now)
+        self.frame(wire.Hello(self.ids.new(self.now), ENDPOINT, "test", self.now))
+
+    def create(self, expires_in: int = 60) -> str:
+        body = json.dumps({"title": "t", "action": "a", "expires_in": expires_in}).encode()
+        req = ApiRequest("POST", f"/api/endpoints/{ENDPOINT}/prompts", dict(HEADERS), body)
+        response, _ = self.actor.handle(req, self.now, True)
+        assert response.status == 201, response.body
+        return str(response.body["prompt_id"])
+
+    def frame(self, message: wire.Message) -> list[str]:
+        return self.actor.agent_frame(wire.encode(message), self.now).send
+
+    def receive(self, prompt_id: str) -> None:
+        self.frame(wire.PromptReceipt(self.ids.new(self.now), prompt_id, self.ids.new(self.now), self.now))
+
+    def decide(self, prompt_id: str) -> None:
+        update = wire.PromptUpdate(
+            self.ids.new(self.now), prompt_id, "decided", how="user", decision="approve", decided_at_ms=self.now
+        )
+        self.frame(update)
+
+    def heartbeat_asks_for_a_report(self, held: list[tuple[str, str]]) -> bool:
+        sent = self.frame(wire.Heartbeat(self.ids.new(self.now), self.now, held_digest(held)))
+        return any('"type":"state.request"' in s for s in sent)
+
+    def statuses(self) -> dict[str, str | None]:
+        rows = self.store.execute("SELECT prompt_id, runtime_status FROM prompts")
+        return {r["prompt_id"]: r["runtime_status"] for r in rows}
+
+
+def test_a_received_prompt_past_its_expiry_holds_nothing_before_the_alarm_runs() -> None:
+    rig = Rig(SqliteStore(":memory:"))
+    rig.register()
+    prompt_id = rig.create(expires_in=60)
+    rig.receive(prompt_id)
+    assert rig.statuses()[prompt_id] == "received"
+    assert not rig.heartbeat_asks_for_a_report([(prompt_id, "received")])
+    rig.now += 60_000  # at expires_at: expired, though no alarm has refreshed the row yet
+    assert not rig.heartbeat_asks_for_a_report([])
+    assert rig.heartbeat_asks_for_a_report([(prompt_id, "received")])
+
+
+def test_migration_3_upgrades_a_version_2_database(tmp_path: Path) -> None:
+    """Final prompts get '' at once; an open one stays NULL, is derived when read, stored when refreshed."""
+    path = tmp_path / "endpoint.sqlite3"
+    rig = Rig(SqliteStore(path))
+    rig.register()
+    decided, received, pending = rig.create(), rig.create(), rig.create()
+    rig.receive(decided)
+    rig.decide(decided)
+    rig.receive(received)
+    # What version 2 left on disk: the same rows without the column.
+    rig.store.execute("ALTER TABLE prompts DROP COLUMN runtime_status")
+    rig.store.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    rig.store.close()
+
+    upgraded = Rig(SqliteStore(path), rig.now)
+    upgraded.ids = rig.ids
+    assert upgraded.actor._meta("schema_version") == "3"
+    assert upgraded.statuses() == {decided: "", received: None, pending: None}
+    assert not upgraded.heartbeat_asks_for_a_report([(received, "received")])
+    assert upgraded.heartbeat_asks_for_a_report([])
+    upgraded.receive(pending)
+    assert upgraded.statuses() == {decided: "", received: None, pending: "received"}
+    upgraded.decide(received)
+    assert upgraded.statuses() == {decided: "", received: "", pending: "received"}
+    assert not upgraded.heartbeat_asks_for_a_report([(pending, "received")])

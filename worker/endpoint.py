@@ -100,7 +100,7 @@ class BridgeConfig:
     list_max: int = 200
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations only add (STYLE: schema on every wake, versioned, additive).
 MIGRATIONS: dict[int, list[str]] = {
@@ -127,6 +127,14 @@ MIGRATIONS: dict[int, list[str]] = {
     # The fleet line's last outcome is read after every event: without this index that read
     # sorted every final prompt the endpoint ever had, so each event cost O(history).
     2: ["CREATE INDEX IF NOT EXISTS prompts_final_at ON prompts (final, final_at_ms, prompt_id)"],
+    # What the runtime holds of each prompt (``runtime_status`` of its view, '' for nothing),
+    # stored by ``_refresh`` so a heartbeat's digest is one read instead of a reconcile per open
+    # prompt. A final prompt holds nothing, ever; NULL (an open prompt from before this
+    # migration) is derived from its facts when read, and stored at its next refresh.
+    3: [
+        "ALTER TABLE prompts ADD COLUMN runtime_status TEXT",
+        "UPDATE prompts SET runtime_status = '' WHERE final = 1",
+    ],
 }
 
 
@@ -283,11 +291,13 @@ class EndpointBridge:
         """Reconcile and store the derived columns the alarm and fleet summary read."""
         view = self._view(prompt_id, now_ms)
         self._q(
-            "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ? WHERE prompt_id = ?",
+            "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ?, runtime_status = ? "
+            "WHERE prompt_id = ?",
             view.state.value,
             1 if view.final else 0,
             view.final_at_ms,
             next_moment_ms(view, self.config.reconcile),
+            runtime_status(view) or "",
             prompt_id,
         )
         if view.final:
@@ -739,9 +749,22 @@ class EndpointBridge:
             effects.send.append(wire.encode(request))
 
     def _held_digest(self, now_ms: int) -> str:
+        """The digest of what the runtime should hold, from the stored ``runtime_status``.
+
+        A stored status is the view's at its last refresh; until the next fact only the clock
+        changes the view, and for an open prompt only by expiring it at ``next_moment_ms``
+        (= ``expires_at_ms``), after which it holds nothing. So the stored status is the view's
+        at ``now`` for an open prompt not yet at its moment; NULL is derived from the facts.
+        """
         held = []
-        for row in self._q("SELECT prompt_id FROM prompts WHERE final = 0"):
-            status = runtime_status(self._view(row["prompt_id"], now_ms))
+        for row in self._q(
+            "SELECT prompt_id, runtime_status FROM prompts WHERE final = 0 "
+            "AND (runtime_status IS NULL OR (runtime_status != '' AND next_moment_ms > ?))",
+            now_ms,
+        ):
+            status = row["runtime_status"]
+            if status is None:
+                status = runtime_status(self._view(row["prompt_id"], now_ms))
             if status is not None:
                 held.append((row["prompt_id"], status))
         return held_digest(held)
