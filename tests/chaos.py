@@ -806,10 +806,18 @@ class ChaosWorld:
         assert tech is not None
         burst_reqs: list[asyncio.Future[Request]] = []
         rng = random.Random(f"{self.seed}:burst:{at}")
-        for _ in range(burst):
-            burst_reqs.append(asyncio.ensure_future(tech.create(self.pick_endpoint(rng))))
-        # Kill once the first answer is back (a little after, by the seed): some of the burst
-        # committed and answered, some committed and not answered, most not yet committed.
+
+        async def create_after(delay_s: float, endpoint_id: str) -> Request:
+            await asyncio.sleep(delay_s)
+            return await tech.create(endpoint_id)
+
+        # The burst leaves over ~0.2 s, not at once: the bridge's group commit answers every
+        # create of one fsync round together, so an instant burst would be answered (or not)
+        # as a whole. Kill once the first answer is back (a little after, by the seed): some of
+        # the burst committed and answered, some committed and not answered, the rest not yet
+        # committed (or not yet sent: their connection is refused and they are retried).
+        for i in range(burst):
+            burst_reqs.append(asyncio.ensure_future(create_after(i * 0.005, self.pick_endpoint(rng))))
         await asyncio.wait(burst_reqs, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         await asyncio.sleep(rng.uniform(0, 0.02))
         answered = sum(1 for r in burst_reqs if r.done())

@@ -9,7 +9,9 @@ Effects' sends → close if asked → re-arm the actor's one timer; then push th
 Alarms are rows, not timers: when an actor first opens (a background pass after start opens
 every one; a request or socket that gets there first opens it sooner) its next alarm is derived
 from its rows and armed, so one that fell due while the bridge was down fires at once.
-Endpoint files are opened through a ``StorePool`` bounded by the open-files limit.
+Endpoint files are opened through a ``StorePool`` bounded by the open-files limit, and commit
+through an ``OutputGate``: no frame or response leaves before the writes behind it are fsynced,
+and the commits that queue up meanwhile share one round of fsyncs (group commit).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
 from worker.fleet import AUTHENTICATE_PATH, FleetIndex
 from worker.host import Effects, Entropy
+from worker.output_gate import OutputGate
 from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
 
 log = logging.getLogger("caisey.bridge")
@@ -61,7 +64,7 @@ class LocalEndpoint:
     def __init__(self, host: LocalBridge, endpoint_id: str, path: Path) -> None:
         self.host = host
         self.endpoint_id = endpoint_id
-        self.store = PooledStore(path, host.stores)
+        self.store = PooledStore(path, host.stores, host.gate)
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
         self.sockets: list[web.WebSocketResponse] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -71,7 +74,11 @@ class LocalEndpoint:
         return any(not ws.closed for ws in self.sockets)
 
     async def perform(self, effects: Effects) -> None:
-        """Send → close → arm → notify (the order ``Effects`` documents)."""
+        """Send → close → notify (the order ``Effects`` documents), once the writes behind them
+        are on disk (the output gate; the caller's response leaves after this too). The timer
+        is armed first, in the same step as the event, so a later event's alarm always wins."""
+        self.arm(effects.alarm_at_ms)
+        await self.host.gate.wait()
         for ws in list(self.sockets):
             for frame in effects.send:
                 if ws.closed:
@@ -86,7 +93,6 @@ class LocalEndpoint:
             closing, self.sockets = self.sockets, []
             for ws in closing:
                 self.host.spawn(ws.close(code=code, message=reason.encode()))
-        self.arm(effects.alarm_at_ms)
         if effects.fleet_summary is not None:
             self.host.push_fleet_line(effects.fleet_summary)
         if closing:
@@ -129,6 +135,7 @@ class LocalBridge:
         self.agent_sockets = 0
         self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.stores = StorePool(self._store_capacity)
+        self.gate = OutputGate()  # endpoint files: group commit before any output
 
     def _store_capacity(self) -> int:
         free = self._fd_limit - self.agent_sockets - FD_RESERVE
@@ -218,6 +225,7 @@ class LocalBridge:
         for actor in self.endpoints.values():
             actor.store.close()
         self.fleet_store.close()
+        self.gate.close()
 
     # --- gateway's Actors ----------------------------------------------------------------------
 
@@ -363,14 +371,23 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(data: Path, host: str, port: int, config: BridgeConfig | None = None) -> None:
+def serve(data: Path, host: str, port: int, config: BridgeConfig | None = None, access_log: bool = False) -> None:
     _raise_fd_limit()
     token_hash, new_token = admin_token(data)
     bridge = LocalBridge(data, token_hash, config)
     if new_token is not None:
         print(f"admin token (shown once, also in {data / 'admin-token'}): {new_token}", flush=True)
     print(f"caisey bridge on http://{host}:{port}/ data={data}", flush=True)
-    web.run_app(bridge.app(), host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5)
+    web.run_app(
+        bridge.app(),
+        host=host,
+        port=port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=5,
+        # A line per request costs the event loop about as much as a receipt; opt in.
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+    )
 
 
 DEMO_ENDPOINT = "demo-laptop"
@@ -460,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--data", type=Path, required=True, help="data directory (SQLite files, admin-token)")
         cmd.add_argument("--host", default="127.0.0.1")
         cmd.add_argument("--port", type=int, default=8787)
+    serve_cmd.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve_cmd.add_argument("--heartbeat-ms", type=int, default=None, help="agent heartbeat interval")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -469,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     heartbeat = args.heartbeat_ms
     config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
-    serve(args.data, args.host, args.port, config)
+    serve(args.data, args.host, args.port, config, access_log=args.access_log)
     return 0
 
 

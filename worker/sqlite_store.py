@@ -1,6 +1,7 @@
 """``SqlStore`` over one SQLite file (or ``:memory:``): the local host's, the simulation's and
-the benchmarks' storage. WAL and ``synchronous=FULL``: a commit is on disk, as a Durable
-Object's write is durable before its output gate opens."""
+the benchmarks' storage. WAL. Alone, ``synchronous=FULL``: a commit is on disk when it returns.
+With an ``OutputGate``, ``synchronous=NORMAL`` and the gate syncs the file before any output
+leaves the host — a Durable Object's write is durable before its output gate opens, too."""
 
 from __future__ import annotations
 
@@ -11,29 +12,36 @@ from pathlib import Path
 from typing import TypeVar
 
 from worker.host import Row, SqlValue
+from worker.output_gate import OutputGate
 
 T = TypeVar("T")
 
 
 class SqliteStore:
-    """``SqlStore`` over one SQLite file: WAL, synchronous=FULL (a commit is on disk)."""
+    """``SqlStore`` over one SQLite file: WAL; durable at commit, or at the ``gate``'s next round."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, gate: OutputGate | None = None) -> None:
         self.path = path
+        self.gate = gate
+        self._wal = f"{path}-wal"
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA synchronous=NORMAL" if gate is not None else "PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
-        return [dict(row) for row in self.db.execute(sql, params).fetchall()]
+        rows = [dict(row) for row in self.db.execute(sql, params).fetchall()]
+        if self.gate is not None and not self._depth and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA"):
+            self.gate.written(self._wal)  # a write outside a transaction commits on its own
+        return rows
 
     def transaction(self, fn: Callable[[], T]) -> T:
         if self._depth:
             return fn()  # already inside one: the outer transaction owns commit/rollback
         self.db.execute("BEGIN IMMEDIATE")
+        changes = self.db.total_changes
         self._depth += 1
         try:
             result = fn()
@@ -43,6 +51,8 @@ class SqliteStore:
         finally:
             self._depth -= 1
         self.db.execute("COMMIT")
+        if self.gate is not None and self.db.total_changes != changes:  # a read-only event waits for nothing
+            self.gate.written(self._wal)
         return result
 
     def close(self) -> None:
@@ -109,16 +119,17 @@ class StorePool:
 class PooledStore:
     """``SqlStore`` over one SQLite file, opened on use and closed by its ``StorePool``."""
 
-    def __init__(self, path: Path | str, pool: StorePool) -> None:
+    def __init__(self, path: Path | str, pool: StorePool, gate: OutputGate | None = None) -> None:
         self.path = path
         self.pool = pool
+        self.gate = gate
         self._store: SqliteStore | None = None
         self._slot: int | None = None  # index in the pool's open list
 
     def _db(self) -> SqliteStore:
         if self._store is None:
             self.pool.admit(self)
-            self._store = SqliteStore(self.path)
+            self._store = SqliteStore(self.path, self.gate)
         return self._store
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:

@@ -1,0 +1,173 @@
+"""The local host's output gate: nothing is released before the files written ahead of it are
+synced, commits queued during a round share the next one, and a failed sync releases nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from worker.output_gate import OutputGate, fsync_path
+from worker.sqlite_store import SqliteStore
+
+
+class RecordingSync:
+    """Stands in for fsync: records the paths and blocks until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = threading.Event()
+        self.fail: Exception | None = None
+
+    def __call__(self, path: str) -> None:
+        self.calls.append(path)
+        if not self.release.wait(timeout=10):
+            raise TimeoutError("the test never released the sync")
+        if self.fail is not None:
+            raise self.fail
+
+
+async def until(predicate: object, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.001)
+
+
+def test_a_waiter_is_released_only_after_its_file_is_synced() -> None:
+    async def scenario() -> None:
+        sync = RecordingSync()
+        gate = OutputGate(sync)
+        gate.written("a-wal")
+        waiter = asyncio.ensure_future(gate.wait())
+        await until(lambda: sync.calls == ["a-wal"])
+        await asyncio.sleep(0.02)
+        assert not waiter.done(), "released before the sync returned"
+        sync.release.set()
+        await asyncio.wait_for(waiter, 5)
+        assert not gate.pending and gate.rounds == 1
+        gate.close()
+
+    asyncio.run(scenario())
+
+
+def test_commits_during_a_round_share_the_next_round() -> None:
+    async def scenario() -> None:
+        sync = RecordingSync()
+        gate = OutputGate(sync)
+        gate.written("a-wal")
+        first = asyncio.ensure_future(gate.wait())
+        await until(lambda: len(sync.calls) == 1)
+        # Three more commits on two files while the first round is on disk.
+        gate.written("b-wal")
+        gate.written("c-wal")
+        gate.written("b-wal")
+        later = [asyncio.ensure_future(gate.wait()) for _ in range(3)]
+        sync.release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 5)
+        assert gate.rounds == 2, "the queued commits must share one round"
+        assert sorted(sync.calls[1:]) == ["b-wal", "c-wal"]
+        gate.close()
+
+    asyncio.run(scenario())
+
+
+def test_nothing_written_means_nothing_to_wait_for() -> None:
+    async def scenario() -> None:
+        sync = RecordingSync()
+        gate = OutputGate(sync)
+        await asyncio.wait_for(gate.wait(), 1)
+        assert sync.calls == [] and gate.rounds == 0
+        gate.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_sync_releases_nothing_and_the_file_stays_due() -> None:
+    async def scenario() -> None:
+        sync = RecordingSync()
+        sync.fail = OSError(5, "Input/output error")
+        sync.release.set()
+        gate = OutputGate(sync)
+        gate.written("a-wal")
+        with pytest.raises(OSError, match="Input/output error"):
+            await gate.wait()
+        assert gate.pending
+        sync.fail = None
+        await asyncio.wait_for(gate.wait(), 5)
+        assert not gate.pending and sync.calls == ["a-wal", "a-wal"]
+        gate.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_store_reports_writing_commits_only(tmp_path: Path) -> None:
+    reported: list[str] = []
+
+    class Spy(OutputGate):
+        def written(self, path: str) -> None:
+            reported.append(path)
+            super().written(path)
+
+    gate = Spy(fsync_path)
+    store = SqliteStore(tmp_path / "e.sqlite3", gate)
+    wal = f"{tmp_path / 'e.sqlite3'}-wal"
+    assert store.execute("PRAGMA synchronous")[0]["synchronous"] == 1  # NORMAL: the gate syncs
+    store.execute("CREATE TABLE t (x INTEGER)")
+    assert reported == [wal]  # a write outside a transaction commits on its own
+    store.transaction(lambda: store.execute("SELECT * FROM t"))
+    assert reported == [wal], "a read-only transaction must not make anyone wait"
+    store.transaction(lambda: store.execute("INSERT INTO t VALUES (1)"))
+    assert reported == [wal, wal]
+    with pytest.raises(RuntimeError):
+
+        def fail() -> None:
+            store.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("rolled back")
+
+        store.transaction(fail)
+    assert reported == [wal, wal], "a rolled-back transaction wrote nothing"
+    asyncio.run(gate.wait())
+    assert not gate.pending
+    store.close()
+    gate.close()
+    alone = SqliteStore(tmp_path / "alone.sqlite3")
+    assert alone.execute("PRAGMA synchronous")[0]["synchronous"] == 2  # FULL without a gate
+    alone.close()
+
+
+def test_fsync_path_tolerates_a_log_checkpointed_away(tmp_path: Path) -> None:
+    fsync_path(str(tmp_path / "gone.sqlite3-wal"))  # no error: closed and checkpointed
+    (tmp_path / "here").write_text("x")
+    fsync_path(str(tmp_path / "here"))
+
+
+def test_the_local_host_answers_only_after_the_endpoint_file_is_synced(tmp_path: Path) -> None:
+    import json
+
+    from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
+    from worker.endpoint import secret_hash
+    from worker.local_host import LocalBridge
+
+    async def scenario() -> None:
+        bridge = LocalBridge(tmp_path, secret_hash("admin-secret"))
+        sync = RecordingSync()
+        bridge.gate.close()
+        bridge.gate = OutputGate(sync)
+        headers = {TECHNICIAN_HEADER: "alice", ROLE_HEADER: "admin", "x-caisey-endpoint": "ep-1"}
+        body = json.dumps({"endpoint_id": "ep-1", "label": "one"}).encode()
+        call = asyncio.ensure_future(
+            bridge.endpoint_call("ep-1", ApiRequest("POST", "/api/enrollments", headers, body))
+        )
+        await until(lambda: bool(sync.calls))
+        assert sync.calls[0] == f"{tmp_path / 'endpoints' / 'ep-1.sqlite3'}-wal"
+        await asyncio.sleep(0.02)
+        assert not call.done(), "the 201 left before the enrollment was on disk"
+        sync.release.set()
+        response = await asyncio.wait_for(call, 5)
+        assert response.status == 201
+        await bridge.stop()
+
+    asyncio.run(scenario())
