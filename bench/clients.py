@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import ADMIN_TOKEN, PROMPT_BODY, ROOT, summary_ms
+from bench.harness import ADMIN_TOKEN, PROMPT_BODY, ROOT, proc_cpu_s, summary_ms
 from bench.simagent import Disk, Listener, SimAgent, Stats
 
 
@@ -348,6 +348,10 @@ class ClientPool:
             waiter = self.waiting.pop(msg["id"], None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the client processes have used so far."""
+        return sum(proc_cpu_s(p.pid) for p in self.procs)
 
     async def call(self, index: int, op: str, **fields: Any) -> dict[str, Any]:
         self.next_id += 1

@@ -134,7 +134,14 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"round trips/s, {st['endpoints']} endpoints, {st['technicians']} technicians",
                 f"{st['round_trips_per_s']:.0f}/s",
                 f"latency p50 {_fmt(st['latency_p50_ms'])} / p99 {_fmt(st['latency_p99_ms'])} ms; "
-                f"bridge {st['bridge_cpu_cores']:.2f} cores; errors {st['errors'] or 'none'}",
+                f"bridge {st['bridge_cpu_cores']:.2f} cores"
+                + (
+                    f" ({st['bridge_cpu_ms_per_round_trip']:.2f} ms CPU per round trip), "
+                    f"client processes {st['clients_cpu_cores']:.2f} cores"
+                    if "clients_cpu_cores" in st
+                    else ""
+                )
+                + f"; errors {st['errors'] or 'none'}",
             )
         )
     rc = r.get("recovery")

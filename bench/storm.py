@@ -47,10 +47,10 @@ async def run(
             pool.all("storm", duration_s=duration_s, concurrency=concurrency, start_at=start_at)
         )
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        cpu0 = (time.monotonic(), bridge.cpu_s())
+        cpu0 = (time.monotonic(), bridge.cpu_s(), pool.cpu_s())
         profile = Profile(bridge.pid, profile_dir / "storm.txt") if profile_dir else None
         await asyncio.sleep(duration_s)
-        cpu1 = (time.monotonic(), bridge.cpu_s())
+        cpu1 = (time.monotonic(), bridge.cpu_s(), pool.cpu_s())
         profiled = profile.summary() if profile else None
         results = await storm
         completed = sum(r["completed"] for r in results)
@@ -70,6 +70,9 @@ async def run(
             "latency_p50_ms": round(max(p50s), 2),
             "latency_p99_ms": round(percentile(p99s, 100), 2),
             "bridge_cpu_cores": round((cpu1[1] - cpu0[1]) / (cpu1[0] - cpu0[0]), 3),
+            # The load generators share the machine's cores with the bridge.
+            "clients_cpu_cores": round((cpu1[2] - cpu0[2]) / (cpu1[0] - cpu0[0]), 3),
+            "bridge_cpu_ms_per_round_trip": round(1000 * (cpu1[1] - cpu0[1]) / max(1, completed), 3),
             "bridge_rss_mib": round(bridge.rss_bytes() / 2**20, 1),
             "errors": errors,
             **({"profile": profiled} if profiled else {}),
