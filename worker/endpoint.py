@@ -189,7 +189,7 @@ class EndpointBridge:
         self._views: dict[str, tuple[int, PromptView]] = {}
         # Also within one event: each prompt's committed entries once read, extended by
         # ``_append`` (which learns the seq from the INSERT), so re-reconciling after an append
-        # reads no rows. Cleared with the views: a rollback never leaves an entry behind.
+        # reads and decodes no rows. Cleared with the views: a rollback leaves no entry behind.
         self._facts: dict[str, list[Entry]] = {}
         # Also within one event: the meta rows, read once (an event reads a dozen keys) and
         # written through. None outside events, where every read goes to the table.
@@ -257,24 +257,28 @@ class EndpointBridge:
     def _append(self, prompt_id: str, now_ms: int, fact: Fact, event_id: str | None = None) -> None:
         self._views.pop(prompt_id, None)
         kind, fields = fact_to_record(fact)
-        stored = json.dumps(fields, separators=(",", ":"))
         rows = self._q(
             "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?) RETURNING seq",
             prompt_id,
             now_ms,
             kind,
-            stored,
+            json.dumps(fields, separators=(",", ":")),
             event_id,
         )
         entries = self._facts.get(prompt_id)
         if entries is not None:
-            entries.append(_entry(rows[0]["seq"], now_ms, kind, stored))
+            # The fact itself: a stored fact is rebuilt exactly (``caisey.facts``), so this is
+            # the entry a re-read would give.
+            entries.append(Entry(int(rows[0]["seq"]), int(now_ms), fact))
 
     def _entries(self, prompt_id: str) -> list[Entry]:
         entries = self._facts.get(prompt_id)
         if entries is None:
             rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
-            entries = [_entry(r["seq"], r["at_ms"], r["kind"], r["fields"]) for r in rows]
+            entries = [
+                Entry(int(r["seq"]), int(r["at_ms"]), fact_from_record(r["kind"], json.loads(r["fields"])))
+                for r in rows
+            ]
             if self._in_event:
                 self._facts[prompt_id] = entries
         return entries
@@ -777,10 +781,16 @@ class EndpointBridge:
 
     def _runtime_fact(self, event_id: str, prompt_id: str, fact: Fact, now_ms: int, effects: Effects) -> None:
         """Commit a runtime fact once (dedup by event id, then by news) and ack it."""
-        if self._seen(event_id):
+        found = self._q(  # _seen and _known in one statement: this is every receipt and update
+            "SELECT EXISTS (SELECT 1 FROM seen_events WHERE event_id = ?) AS seen, "
+            "EXISTS (SELECT 1 FROM prompts WHERE prompt_id = ?) AS known",
+            event_id,
+            prompt_id,
+        )[0]
+        if found["seen"]:
             effects.send.append(self._ack(event_id, now_ms))
             return
-        if not self._known(prompt_id):
+        if not found["known"]:
             # Not acked: the runtime resends it after its full report lets us adopt the prompt (R6).
             effects.send.append(
                 self._error_frame("unknown_prompt", f"no prompt {prompt_id}; send a state.report", event_id, now_ms)
@@ -1030,11 +1040,6 @@ class EndpointBridge:
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
         return summary
-
-
-def _entry(seq: Any, at_ms: Any, kind: str, fields: str) -> Entry:
-    """An entry as its row reads back (the cache after an append holds exactly what a re-read gives)."""
-    return Entry(int(seq), int(at_ms), fact_from_record(kind, json.loads(fields)))
 
 
 # --- runtime facts from frames ---------------------------------------------------------------
