@@ -26,7 +26,7 @@ import aiohttp
 
 from agent.core import AgentCore, Effects, Rng, Show, Withdraw
 from agent.presenters import Presenter, stop_finishing_programs
-from caisey.backoff import Backoff
+from caisey.backoff import RECONNECT, Backoff, Reconnect
 from caisey.wire import MAX_FRAME_BYTES
 
 log = logging.getLogger("caisey.agent.connection")
@@ -78,7 +78,7 @@ class AgentRunner:
         self._secret = secret
         self.presenter = presenter
         self._rng: Rng = rng if rng is not None else random.SystemRandom()
-        self.backoff = backoff or Backoff(base_ms=1_000, factor=2.0, cap_ms=60_000)
+        self.backoff = backoff or RECONNECT
         self._clock = clock
         self._wake = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -196,7 +196,7 @@ class AgentRunner:
         """Connect, serve, reconnect with backoff — until ``stop`` is set."""
         self._call(self.core.start)
         timer = asyncio.get_running_loop().create_task(self._timer(), name="agent-timer")
-        attempt = 0
+        reconnect = Reconnect(self.backoff)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT_S)) as session:
                 while not stop.is_set():
@@ -211,11 +211,10 @@ class AgentRunner:
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach the bridge at %s: %s", self.url, exc or type(exc).__name__)
                     if self._session_ready:
-                        attempt = 0
+                        reconnect.served()
                     if stop.is_set():
                         break
-                    delay_ms = self.backoff.delay_ms(attempt, self._rng.random)
-                    attempt += 1
+                    delay_ms = reconnect.failed(int(time.monotonic() * 1000), self._rng.random)
                     log.info("reconnecting in %.1f s", delay_ms / 1000)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay_ms / 1000)

@@ -15,7 +15,8 @@ bridge can observe (DESIGN §6, §7):
   second decision;
 - heartbeats every ``hello.ok.heartbeat_ms`` with the real ``caisey.digest.held_digest``;
   ``state.request`` → report; ``prompt.cancel`` → closed + ack;
-- reconnect with the real agent's full-jitter backoff (base 1 s, factor 2, cap 60 s).
+- reconnect with the real agent's policy (``caisey.backoff.Reconnect``: full jitter under a
+  ceiling as long as the outage so far, 1 s to 60 s).
 
 What it leaves out: clock-offset estimation (same machine), expiry, presenters, retention.
 Events the benchmarks time are reported to a ``Listener`` with ``time.monotonic()`` stamps
@@ -36,7 +37,7 @@ from pathlib import Path
 import aiohttp
 
 from caisey import wire
-from caisey.backoff import Backoff
+from caisey.backoff import Reconnect
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError
 from caisey.ids import IdSource
@@ -45,7 +46,6 @@ AGENT_VERSION = "caisey-bench-sim/1"
 # Unacked receipts/updates are resent this long after their last send (the real agent: 2 s
 # base with backoff; a bench agent keeps it flat).
 RESEND_MS = 2_000
-RECONNECT = Backoff(base_ms=1_000, factor=2.0, cap_ms=60_000)
 # Bound on the pending-heartbeat ids we remember (acks for older ones are just dropped).
 MAX_PENDING_HEARTBEATS = 8
 # Prompts remembered per agent; beyond it the oldest final-and-acked ones are forgotten (the real
@@ -186,7 +186,7 @@ class SimAgent:
     async def run(self, stop: asyncio.Event, *, first_delay_s: float = 0.0) -> None:
         """Connect, serve, reconnect with full-jitter backoff — until ``stop`` is set."""
         ws_url = self.url.replace("http://", "ws://", 1) + f"/api/endpoints/{self.endpoint_id}/agent"
-        attempt = 0
+        reconnect = Reconnect()  # the real agent's policy
         if first_delay_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), first_delay_s)
@@ -210,11 +210,10 @@ class SimAgent:
                 self.ready = False
                 self.listener.disconnected(self, time.monotonic())
             if served:
-                attempt = 0
+                reconnect.served()
             if stop.is_set():
                 break
-            delay_s = RECONNECT.delay_ms(attempt, self.rng.random) / 1000
-            attempt += 1
+            delay_s = reconnect.failed(int(time.monotonic() * 1000), self.rng.random) / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caisey.backoff import Backoff
+from caisey.backoff import RECONNECT, Backoff, Reconnect
 from caisey.errors import UsageError
 
 
@@ -70,3 +70,38 @@ def test_invalid_policy_is_a_usage_error(fields: dict[str, float]) -> None:
 def test_negative_attempt_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         Backoff().ceiling_ms(-1)
+
+
+# --- reconnecting to the bridge ---------------------------------------------------------------
+
+ALMOST_ONE = 0.999_999
+
+
+def test_reconnect_ceiling_follows_the_outage_not_the_attempt_count() -> None:
+    # A bridge restarting in 0.7 s refuses three quick attempts. Counting attempts would lift
+    # the ceiling to 8 s; the outage so far is under a second, so the ceiling stays at base.
+    reconnect = Reconnect(RECONNECT)
+    delays = [reconnect.failed(at, lambda: ALMOST_ONE) for at in (0, 200, 450, 700)]
+    assert all(d <= RECONNECT.base_ms for d in delays)
+    assert reconnect.failed(30_000, lambda: ALMOST_ONE) == 29_999  # 30 s away: retry within 30 s
+    assert reconnect.failed(3_600_000, lambda: ALMOST_ONE) == RECONNECT.cap_ms - 1  # never above the cap
+
+
+def test_reconnect_starts_afresh_after_a_served_session() -> None:
+    reconnect = Reconnect(RECONNECT)
+    reconnect.failed(0, lambda: 0.5)
+    assert reconnect.failed(40_000, lambda: ALMOST_ONE) == 39_999
+    reconnect.served()
+    assert reconnect.failed(50_000, lambda: ALMOST_ONE) == RECONNECT.base_ms - 1
+    assert reconnect.failed(50_000, lambda: 0.0) == 0  # full jitter: from zero
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**7), min_size=1, max_size=50), st.floats(0, 0.999_999))
+def test_reconnect_delay_is_within_base_and_cap_and_the_outage(times: list[int], u: float) -> None:
+    reconnect = Reconnect(RECONNECT)
+    first = None
+    for now in sorted(times):
+        first = now if first is None else first
+        delay = reconnect.failed(now, lambda: u)
+        assert 0 <= delay < RECONNECT.cap_ms
+        assert delay <= max(RECONNECT.base_ms, now - first)
