@@ -358,6 +358,24 @@ class AgentCore:
             else:
                 self.store.outbox_remove_kind(pid, PromptReceipt.TYPE)
                 self._queue(PromptReceipt(self._new_id(now_ms), pid, message.id, held.received_at_ms), now_ms)
+            owes_update = any(r.kind == PromptUpdate.TYPE for r in self.store.outbox_for(pid))
+            if held.status == "decided" and held.final_acked and not owes_update:
+                # The bridge acked our answer once, yet delivers the prompt again: it has lost the
+                # answer (storage restored from a backup, and the history report that would have
+                # carried it lost too). A receipt alone would leave it waiting for an answer that
+                # never comes (the simulation found this); answer again. Its dedup of facts that add
+                # nothing makes this harmless when the bridge did know.
+                assert held.decision is not None and held.decided_at_ms is not None
+                update = PromptUpdate(
+                    self._new_id(now_ms),
+                    pid,
+                    "decided",
+                    how=held.how,
+                    decision=held.decision,
+                    decided_at_ms=held.decided_at_ms,
+                )
+                self._queue(update, now_ms)
+                self.store.update_prompt(pid, now_ms, final_acked=False)  # in reports until acked again
         # Everything we owe for this prompt goes now, the fresh receipt first.
         if self._ready:
             rows = sorted(self.store.outbox_for(pid), key=lambda r: (r.kind != PromptReceipt.TYPE, r.seq))

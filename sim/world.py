@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.core import AgentConfig, AgentCore, Show, Withdraw
 from agent.store import Store
-from caisey.backoff import Backoff
+from caisey.backoff import RECONNECT, Backoff, Reconnect
 from worker.api import TECHNICIAN_HEADER, ApiRequest
 from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.host import Effects, Entropy
@@ -66,7 +66,7 @@ class SimConfig:
     convergence_bound_ms: int = 90_000
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
-    reconnect: Backoff = field(default_factory=lambda: Backoff(base_ms=1_000, factor=2.0, cap_ms=60_000))
+    reconnect: Backoff = RECONNECT  # the real agent's policy (caisey.backoff.Reconnect)
 
 
 class Trace:
@@ -104,7 +104,7 @@ class Runtime:
     awake: bool = True
     conn: Conn | None = None
     connecting: bool = False
-    reconnect_attempt: int = 0
+    reconnect: Reconnect = field(default_factory=Reconnect)
     incarnation: int = 0
     timer_gen: int = 0
     held_frames: list[tuple[Conn, str]] = field(default_factory=list)  # arrived while asleep
@@ -362,7 +362,8 @@ class World:
 
     def _agent_start(self, rt: Runtime) -> None:
         rt.incarnation += 1
-        rt.up, rt.awake, rt.conn, rt.connecting, rt.reconnect_attempt = True, True, None, False, 0
+        rt.up, rt.awake, rt.conn, rt.connecting = True, True, None, False
+        rt.reconnect = Reconnect(self.config.reconnect)
         agent_rng = random.Random(self.rng.getrandbits(64))
         rt.core = AgentCore(rt.store, rt.eid, rng=agent_rng, config=self.config.agent)
         self._agent_effects(rt, rt.core.start(self._local(rt)))
@@ -372,8 +373,7 @@ class World:
         if rt.connecting or rt.conn is not None or not rt.up:
             return
         rt.connecting = True
-        delay = self.config.reconnect.delay_ms(rt.reconnect_attempt, self.rng.random)
-        rt.reconnect_attempt += 1
+        delay = rt.reconnect.failed(self.now, self.rng.random)
         incarnation = rt.incarnation
         self.at(self.now + max(10, delay), lambda: self._connect(rt) if rt.incarnation == incarnation else None)
 
@@ -399,7 +399,7 @@ class World:
     def _agent_effects(self, rt: Runtime, effects: Any) -> None:
         assert rt.core is not None
         if rt.core.ready:
-            rt.reconnect_attempt = 0
+            rt.reconnect.served()
         for frame in effects.send:
             if rt.conn is not None and rt.conn.agent_open:
                 self.transmit(rt.conn, frame, to_agent=False)

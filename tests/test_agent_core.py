@@ -148,6 +148,27 @@ def test_duplicate_deliver_of_a_decided_prompt_resends_what_is_owed(h: CoreHarne
     assert len(h.shows()) == 1
 
 
+def test_redelivery_of_an_answered_and_acked_prompt_answers_again(h: CoreHarness) -> None:
+    # Found by the simulation (seed 6 of 200): the bridge's storage was restored from a backup
+    # and the history report that would have told it our answer was lost. It re-delivers the
+    # prompt; a receipt alone would leave it "acknowledged" until expiry, the answer never known.
+    h.ack_all(h.deliver(make_prompt("P1"), "D1"))
+    h.ack_all(h.shown("P1"))
+    (decided,) = h.answer("P1", "approve")
+    h.ack(decided.id)
+    sent = h.deliver(make_prompt("P1"), "D1")
+    assert [m.TYPE for m in sent] == ["prompt.receipt", "prompt.update"]
+    again = sent[1]
+    assert isinstance(again, PromptUpdate) and again.status == "decided" and again.id != decided.id
+    assert (again.decision, again.decided_at_ms, again.how) == (decided.decision, decided.decided_at_ms, decided.how)
+    (report,) = h.request_state()  # in the report again until the bridge acks the answer anew
+    assert isinstance(report, StateReport) and [p.status for p in report.prompts] == ["decided"]
+    h.ack_all(sent)
+    (report,) = h.request_state()
+    assert isinstance(report, StateReport) and report.prompts == ()
+    assert len(h.shows()) == 1
+
+
 def test_dedup_survives_a_restart(h: CoreHarness) -> None:
     h.deliver(make_prompt("P1"), "D1")
     h.shown("P1")

@@ -69,7 +69,7 @@ from worker.host import Effects, Entropy, Row, SqlStore
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-# How long absence inference (R5 replay, R4 firming) waits for a requested history to arrive.
+# How long absence inference (R5 replay, R4 firming) waits after the latest history request.
 HISTORY_WAIT_MS = 10 * 60_000
 
 ENROLLMENT_PREFIX = "cse_"
@@ -730,25 +730,40 @@ class EndpointBridge:
         )
         # Reconnect: everything owed goes now, with the original ids (DESIGN §5).
         effects.send.extend(self._atomically(lambda: self._send_due(now_ms, True, flush=True)))
-        if msg.last_acked_id is not None and not self._seen(msg.last_acked_id):
+        regressed = msg.last_acked_id is not None and not self._seen(msg.last_acked_id)
+        if regressed or self._awaiting_history(now_ms):
             # We acked that frame, yet have no record of it: our storage went back in time
             # (restored from a backup). The runtime's open report leaves out what it holds as
             # final and acked, so ask for those too (R6 for decisions we had acknowledged).
             # (A runtime away longer than seen_event_retention_ms also lands here: one
-            # harmless extra history report.)
-            request = wire.StateRequest(
-                id=self._ids.new(now_ms),
-                reason="bridge storage regressed",
-                include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
-            )
-            effects.send.append(wire.encode(request))
-            # Until the history's last page lands, absence from an open report proves nothing:
-            # decided-and-acked prompts are absent from it by design.
-            self._set_meta("awaiting_history_until_ms", str(now_ms + HISTORY_WAIT_MS))
+            # harmless extra history report.) Asked again on every hello until it lands.
+            self._request_history(now_ms, effects)
+
+    def _awaiting_history(self, now_ms: int) -> bool:
+        return int(self._meta("awaiting_history_until_ms") or 0) > now_ms
+
+    def _request_history(self, now_ms: int, effects: Effects) -> None:
+        """Ask for the runtime's open and recently final prompts; until the history's last page
+        lands, absence from an open report proves nothing (decided-and-acked prompts are absent
+        from it by design), so R5 replays and R4 firming by absence wait. A history request or
+        report can be lost like any frame: it is asked again on every hello and every heartbeat
+        whose digest differs, and the wait is counted from the latest request, so it cannot
+        lapse while the runtime is away (the simulation found a lost history report followed by
+        a wrongly firmed ``expired`` for a prompt the user had approved)."""
+        request = wire.StateRequest(
+            id=self._ids.new(now_ms),
+            reason="bridge storage regressed",
+            include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
+        )
+        effects.send.append(wire.encode(request))
+        self._set_meta("awaiting_history_until_ms", str(now_ms + HISTORY_WAIT_MS))
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
         if msg.digest != self._held_digest(now_ms):
+            if self._awaiting_history(now_ms):
+                self._request_history(now_ms, effects)
+                return
             request = wire.StateRequest(id=self._ids.new(now_ms), reason="digest differs")
             effects.send.append(wire.encode(request))
 
@@ -831,10 +846,10 @@ class EndpointBridge:
                 reported.add(prompt_id)
                 if not self._known(prompt_id):
                     self._adopt(held, now_ms)
+                self._relearn_withdrawal(held, now_ms)
                 for fact in _report_facts(held):
                     self._apply_runtime_fact(prompt_id, fact, now_ms, None)
-            awaiting = int(self._meta("awaiting_history_until_ms") or 0) > now_ms
-            if msg.scope == "open" and not awaiting:
+            if msg.scope == "open" and not self._awaiting_history(now_ms):
                 self._reconcile_absent(reported, now_ms)
             if msg.scope == "history" and len(msg.prompts) < wire.MAX_OPEN_PROMPTS:
                 self._set_meta("awaiting_history_until_ms", None)  # the last page
@@ -844,6 +859,20 @@ class EndpointBridge:
         frames = self._atomically(commit)
         effects.send.append(self._ack(msg.id, now_ms))
         effects.send.extend(frames)
+
+    def _relearn_withdrawal(self, held: wire.HeldPrompt, now_ms: int) -> None:
+        """A runtime closes a prompt as cancelled or superseded only on our ``prompt.cancel``,
+        which leaves only after the console's withdrawal committed. When we show that prompt
+        open, our storage lost the withdrawal (restored from a backup): relearn it, as R6
+        relearns a prompt, rather than show "delivered" until it expires. The superseding
+        prompt may be lost too, so it is recorded as a cancel that says where it came from."""
+        if held.status != "closed" or held.how not in ("cancelled", "superseded"):
+            return
+        view = self._view(held.prompt.prompt_id, now_ms)
+        if view.final and not view.provisional:
+            return
+        by = f"the runtime's copy ({held.how}; the bridge's record was lost)"
+        self._withdraw(held.prompt.prompt_id, Cancelled(by=by), now_ms)
 
     def _adopt(self, held: wire.HeldPrompt, now_ms: int) -> None:
         """R6: the runtime holds a prompt we have no record of; rebuild it from its copy."""
