@@ -214,7 +214,7 @@ class AgentRunner:
                         reconnect.served()
                     if stop.is_set():
                         break
-                    delay_ms = reconnect.failed(int(time.monotonic() * 1000), self._rng.random)
+                    delay_ms = reconnect.failed(self._rng.random)
                     log.info("reconnecting in %.1f s", delay_ms / 1000)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay_ms / 1000)

@@ -213,7 +213,7 @@ class SimAgent:
                 reconnect.served()
             if stop.is_set():
                 break
-            delay_s = reconnect.failed(int(time.monotonic() * 1000), self.rng.random) / 1000
+            delay_s = reconnect.failed(self.rng.random) / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
 

@@ -48,29 +48,29 @@ RECONNECT = Backoff(base_ms=1_000, factor=2.0, cap_ms=60_000)
 
 class Reconnect:
     """When to try the bridge again: full jitter under a ceiling that grows with how long the
-    bridge has been unreachable, not with how many attempts failed.
+    agent has been trying — the delays it has waited since its last served session — not
+    with how many attempts failed.
 
     Counting attempts punishes fast failures. A refused connection fails within a
     millisecond, so three refusals during a 0.7 s bridge restart would lift the ceiling to
     8 s and keep an agent away for seconds after the bridge is back (measured: the slowest
-    of 1,000 agents returned 9 s after a restart). Measuring the outage instead retries an
-    outage of T within about T — at least ``base_ms``, at most ``cap_ms`` — so a fleet comes
-    back spread over a window as long as the outage was, and never much after it. A long
-    outage still ends at one attempt per agent per ``cap_ms`` at most.
+    of 1,000 agents returned 9 s after a restart). Here an outage of T is retried within
+    about T — at least ``base_ms``, at most ``cap_ms`` — so a fleet comes back spread over a
+    window as long as the outage was, and never much after it. Only waiting counts, not the
+    wall clock: a laptop that slept through an outage retries promptly when it wakes.
     """
 
     def __init__(self, policy: Backoff = RECONNECT) -> None:
         self.policy = policy
-        self._since_ms: int | None = None  # first failure since the last served session
+        self.waited_ms = 0  # delays handed out since the last served session
 
-    def failed(self, now_ms: int, uniform: Callable[[], float]) -> int:
+    def failed(self, uniform: Callable[[], float]) -> int:
         """A connection failed or ended: the delay before the next attempt, in ms."""
-        if self._since_ms is None:
-            self._since_ms = now_ms
-        away_ms = max(0, now_ms - self._since_ms)
-        ceiling = min(self.policy.cap_ms, max(self.policy.base_ms, away_ms))
-        return int(ceiling * uniform())
+        ceiling = min(self.policy.cap_ms, max(self.policy.base_ms, self.waited_ms))
+        delay = int(ceiling * uniform())
+        self.waited_ms += delay
+        return delay
 
     def served(self) -> None:
         """A session got as far as the bridge's ``hello.ok``: the next failure starts afresh."""
-        self._since_ms = None
+        self.waited_ms = 0

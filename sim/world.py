@@ -373,7 +373,7 @@ class World:
         if rt.connecting or rt.conn is not None or not rt.up:
             return
         rt.connecting = True
-        delay = rt.reconnect.failed(self.now, self.rng.random)
+        delay = rt.reconnect.failed(self.rng.random)
         incarnation = rt.incarnation
         self.at(self.now + max(10, delay), lambda: self._connect(rt) if rt.incarnation == incarnation else None)
 

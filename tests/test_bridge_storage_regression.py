@@ -34,9 +34,9 @@ def test_the_history_is_asked_for_again_until_it_lands() -> None:
     # The runtime names an ack this bridge has no record of: its storage regressed.
     (first,) = _requests(_hello(rig, rig.ids.new(now_ms())))
     assert first.include_final_since_ms is not None
-    # That history report is lost. The next heartbeat disagrees: ask for the history again,
-    # not just for the open prompts.
-    (again,) = _requests(_heartbeat(rig, "a digest the bridge does not hold"))
+    # That history report is lost. The next heartbeat asks for it again, even when its digest
+    # agrees (digests cover open prompts only; the history is about final ones).
+    (again,) = _requests(_heartbeat(rig, held_digest([])))
     assert again.include_final_since_ms is not None and again.id != first.id
     # A reconnect asks again too, even when its hello names no unknown ack.
     (on_hello,) = _requests(_hello(rig, None))

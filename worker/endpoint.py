@@ -747,7 +747,7 @@ class EndpointBridge:
         lands, absence from an open report proves nothing (decided-and-acked prompts are absent
         from it by design), so R5 replays and R4 firming by absence wait. A history request or
         report can be lost like any frame: it is asked again on every hello and every heartbeat
-        whose digest differs, and the wait is counted from the latest request, so it cannot
+        until it lands, and the wait is counted from the latest request, so it cannot
         lapse while the runtime is away (the simulation found a lost history report followed by
         a wrongly firmed ``expired`` for a prompt the user had approved)."""
         request = wire.StateRequest(
@@ -760,10 +760,9 @@ class EndpointBridge:
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
-        if msg.digest != self._held_digest(now_ms):
-            if self._awaiting_history(now_ms):
-                self._request_history(now_ms, effects)
-                return
+        if self._awaiting_history(now_ms):
+            self._request_history(now_ms, effects)  # digests cover open prompts only: ask anyway
+        elif msg.digest != self._held_digest(now_ms):
             request = wire.StateRequest(id=self._ids.new(now_ms), reason="digest differs")
             effects.send.append(wire.encode(request))
 
