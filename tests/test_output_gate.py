@@ -171,3 +171,24 @@ def test_the_local_host_answers_only_after_the_endpoint_file_is_synced(tmp_path:
         await bridge.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_for_one_file_waits_for_that_file_only() -> None:
+    async def scenario() -> None:
+        sync = RecordingSync()
+        gate = OutputGate(sync)
+        gate.written("a-wal")
+        # Another actor's output, whose file has nothing unsynced, leaves at once...
+        await asyncio.wait_for(gate.wait("b-wal"), 1)
+        assert sync.calls == []
+        # ...while a's waits for a's commit to be synced.
+        waiter = asyncio.ensure_future(gate.wait("a-wal"))
+        await until(lambda: sync.calls == ["a-wal"])
+        assert not waiter.done()
+        sync.release.set()
+        await asyncio.wait_for(waiter, 5)
+        await asyncio.wait_for(gate.wait("a-wal"), 1)  # synced: nothing more to wait for
+        assert gate.rounds == 1
+        gate.close()
+
+    asyncio.run(scenario())

@@ -96,6 +96,11 @@ class BridgeConfig:
     # duplicate older than this changes nothing either.
     seen_event_retention_ms: int = 7 * DAY_MS
     housekeeping_every_ms: int = HOUR_MS
+    # A steady heartbeat (nothing changed since the last one this actor object answered) is
+    # answered from memory, and ``last_seen_ms`` is stored at most this stale meanwhile: a
+    # bridge with 10,000 agents need not open and commit 10,000 files every 15 s. Liveness and
+    # the fleet line use the time in memory; a crash loses at most this much of "last seen".
+    last_seen_store_ms: int = 2 * 60_000
     list_default: int = 50
     list_max: int = 200
 
@@ -196,6 +201,14 @@ class EndpointBridge:
         self._meta_rows: dict[str, str | None] | None = None
         self._in_event = False
         self._in_transaction = False
+        # Across events, on this object only (a Durable Object re-created after hibernation
+        # starts without them, and takes the slow path): the agent last heard (newer than the
+        # stored last_seen_ms when steady heartbeats were answered from memory), and what a
+        # steady heartbeat needs, set by a heartbeat that changed nothing and dropped by any
+        # other event.
+        self._heard_ms: int | None = None
+        self._steady: _Steady | None = None
+        self._work_alarm_ms: int | None = None  # the last event's alarm, liveness aside
         migrate(store, MIGRATIONS)
 
     # --- small SQL helpers -----------------------------------------------------------------
@@ -235,8 +248,17 @@ class EndpointBridge:
         self._views.clear()
         self._facts.clear()
         self._meta_rows, self._in_event = None, True
+        self._steady = None  # any event may change what a steady heartbeat relies on
+
+        def with_last_seen() -> Any:
+            if self._heard_ms is not None:  # heard from memory since it was last stored
+                if self._heard_ms > int(self._meta("last_seen_ms") or 0):
+                    self._set_meta("last_seen_ms", str(self._heard_ms))
+                self._heard_ms = None
+            return fn()
+
         try:
-            return self._atomically(fn)
+            return self._atomically(with_last_seen)
         finally:
             self._views.clear()
             self._facts.clear()
@@ -672,9 +694,14 @@ class EndpointBridge:
 
     def agent_frame(self, raw: str | bytes, now_ms: int) -> Effects:
         """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up."""
+        steady = self._steady_heartbeat(raw, now_ms)
+        if steady is not None:
+            return steady
         effects = Effects()
+        heartbeat: wire.Heartbeat | None = None
 
         def event() -> None:
+            nonlocal heartbeat
             self._set_meta("last_seen_ms", str(now_ms))
             try:
                 message = wire.decode(raw)
@@ -682,11 +709,36 @@ class EndpointBridge:
                 if handler is None:
                     raise ProtocolError("unexpected_type", f"the bridge does not accept {message.TYPE!r} frames")
                 handler(self, message, now_ms, effects)
+                heartbeat = message if isinstance(message, wire.Heartbeat) else None
             except ProtocolError as exc:
                 effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
             self._finish(now_ms, True, effects)
 
         self._event(event)
+        if heartbeat is not None and len(effects.send) == 1 and effects.close_agent is None:
+            # Only the ack went back: the runtime holds what we think it holds, and nothing is
+            # owed. Until another event, the next heartbeats with this digest change nothing.
+            self._steady = _Steady(heartbeat.digest, now_ms, self._work_alarm_ms)
+        return effects
+
+    def _steady_heartbeat(self, raw: str | bytes, now_ms: int) -> Effects | None:
+        """The ack for a heartbeat that changes nothing, answered without the store; None when
+        the frame needs the full path (anything else, another digest, work due, or the stored
+        ``last_seen_ms`` due to be refreshed)."""
+        steady = self._steady
+        if steady is None or now_ms - steady.stored_last_seen_ms >= self.config.last_seen_store_ms:
+            return None
+        if steady.work_alarm_ms is not None and now_ms >= steady.work_alarm_ms:
+            return None  # a prompt moment, a retry or housekeeping is due: the slow path does it
+        try:
+            message = wire.decode(raw)
+        except ProtocolError:
+            return None
+        if not isinstance(message, wire.Heartbeat) or message.digest != steady.digest:
+            return None
+        self._heard_ms = now_ms
+        effects = Effects(send=[self._ack(message.id, now_ms, with_times=True)])
+        effects.alarm_at_ms = _earliest(steady.work_alarm_ms, now_ms + self.config.liveness_ms)
         return effects
 
     def _error_frame(self, code: str, message: str, of: str | None, now_ms: int) -> str:
@@ -983,7 +1035,7 @@ class EndpointBridge:
             ):
                 self._refresh(row["prompt_id"], now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
-            last_seen = int(self._meta("last_seen_ms") or 0)
+            last_seen = int(self._meta("last_seen_ms") or 0)  # _event stored what memory heard
             if connected and now_ms - last_seen >= self.config.liveness_ms:
                 effects.close_agent = (4408, "no heartbeat within the liveness window")
             if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
@@ -1021,12 +1073,17 @@ class EndpointBridge:
 
     def next_alarm_ms(self, now_ms: int, connected: bool, tallies: Row | None = None) -> int | None:
         """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping)."""
-        tallies = tallies or self._tallies()
+        work = self._work_alarm(now_ms, connected, tallies or self._tallies())
+        if not connected:
+            return work
+        last_seen = max(self._heard_ms or 0, int(self._meta("last_seen_ms") or now_ms))
+        return _earliest(work, last_seen + self.config.liveness_ms)
+
+    def _work_alarm(self, now_ms: int, connected: bool, tallies: Row) -> int | None:
+        """The alarm without the liveness deadline: when the rows next have work."""
         candidates = [int(t) for t in (tallies["open_moment"], tallies["final_moment"]) if t is not None]
-        if connected:
-            if tallies["attempt"] is not None:
-                candidates.append(int(tallies["attempt"]))
-            candidates.append(int(self._meta("last_seen_ms") or now_ms) + self.config.liveness_ms)
+        if connected and tallies["attempt"] is not None:
+            candidates.append(int(tallies["attempt"]))
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1036,6 +1093,7 @@ class EndpointBridge:
         """After every event: derive the alarm and the fleet summary from the rows."""
         tallies = self._tallies()
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
+        self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
         if effects.fleet_summary is None:
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 
@@ -1068,6 +1126,20 @@ class EndpointBridge:
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
         return summary
+
+
+@dataclass(frozen=True, slots=True)
+class _Steady:
+    """What the last heartbeat that changed nothing left behind (see ``_steady_heartbeat``)."""
+
+    digest: str  # the runtime's held digest, equal to ours then
+    stored_last_seen_ms: int  # last_seen_ms as stored then
+    work_alarm_ms: int | None  # the rows' next work then (the alarm, liveness aside)
+
+
+def _earliest(*times: int | None) -> int | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
 
 
 # --- runtime facts from frames ---------------------------------------------------------------

@@ -78,7 +78,7 @@ class LocalEndpoint:
         are on disk (the output gate; the caller's response leaves after this too). The timer
         is armed first, in the same step as the event, so a later event's alarm always wins."""
         self.arm(effects.alarm_at_ms)
-        await self.host.gate.wait()
+        await self.host.gate.wait(self.store.wal)
         for ws in list(self.sockets):
             for frame in effects.send:
                 if ws.closed:

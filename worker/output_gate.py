@@ -48,6 +48,7 @@ class OutputGate:
         self._threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="caisey-fsync")
         self._dirty: set[str] = set()
+        self._last: dict[str, int] = {}  # path → number of its latest commit not known durable
         self._written = 0  # commits reported so far
         self._durable = 0  # commits known to be on disk
         self._round: asyncio.Future[None] | None = None
@@ -58,14 +59,17 @@ class OutputGate:
         """A transaction on ``path`` committed (not yet synced)."""
         self._dirty.add(path)
         self._written += 1
+        self._last[path] = self._written
 
     @property
     def pending(self) -> bool:
         return self._durable < self._written
 
-    async def wait(self) -> None:
-        """Return once every commit reported before this call is on disk."""
-        target = self._written
+    async def wait(self, path: str | None = None) -> None:
+        """Return once every commit reported before this call is on disk — or, given ``path``,
+        every commit on that file: an actor's outputs depend on its own writes only (a Durable
+        Object's gate, too, holds an object's output for that object's writes)."""
+        target = self._written if path is None else self._last.get(path, 0)
         while self._durable < target:
             if self._round is None:
                 self._round = asyncio.ensure_future(self._sync_round())
@@ -86,6 +90,9 @@ class OutputGate:
         finally:
             self._round = None
         self._durable = max(self._durable, upto)
+        for path in paths:
+            if self._last.get(path, 0) <= upto:
+                del self._last[path]
         self.rounds += 1
         self.synced += len(paths)
 

@@ -23,7 +23,7 @@ class SqliteStore:
     def __init__(self, path: Path | str, gate: OutputGate | None = None) -> None:
         self.path = path
         self.gate = gate
-        self._wal = f"{path}-wal"
+        self.wal = f"{path}-wal"  # the file a commit appends to (what the gate syncs)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -34,7 +34,7 @@ class SqliteStore:
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         rows = [dict(row) for row in self.db.execute(sql, params).fetchall()]
         if self.gate is not None and not self._depth and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA"):
-            self.gate.written(self._wal)  # a write outside a transaction commits on its own
+            self.gate.written(self.wal)  # a write outside a transaction commits on its own
         return rows
 
     def transaction(self, fn: Callable[[], T]) -> T:
@@ -52,7 +52,7 @@ class SqliteStore:
             self._depth -= 1
         self.db.execute("COMMIT")
         if self.gate is not None and self.db.total_changes != changes:  # a read-only event waits for nothing
-            self.gate.written(self._wal)
+            self.gate.written(self.wal)
         return result
 
     def close(self) -> None:
@@ -121,6 +121,7 @@ class PooledStore:
 
     def __init__(self, path: Path | str, pool: StorePool, gate: OutputGate | None = None) -> None:
         self.path = path
+        self.wal = f"{path}-wal"
         self.pool = pool
         self.gate = gate
         self._store: SqliteStore | None = None
