@@ -321,8 +321,11 @@ def _frame_name(frame: str) -> str:
 
 
 def summarise_raw_profile(text: str, top: int = 15) -> dict[str, Any]:
-    """Self and inclusive shares of the samples, by frame (function and line)."""
+    """Self and inclusive shares of the event loop thread's samples, by frame (function and
+    line), and how busy the output gate's fsync threads were, as a share of the same time
+    (``--idle`` samples every thread; an idle fsync thread would otherwise dominate)."""
     total = 0
+    fsync = 0
     self_counts: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     for line in text.splitlines():
@@ -330,6 +333,10 @@ def summarise_raw_profile(text: str, top: int = 15) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        if "fsync_path" in stack:
+            fsync += count
+        if "run_forever" not in stack:
+            continue  # not the event loop thread
         total += count
         frames = [_frame_name(f) for f in stack.split(";")]
         self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
@@ -338,8 +345,13 @@ def summarise_raw_profile(text: str, top: int = 15) -> dict[str, Any]:
 
     def share(counts: dict[str, int]) -> list[list[Any]]:
         ranked = sorted(counts.items(), key=lambda kv: -kv[1])
-        return [[round(100 * n / total, 1), name] for name, n in ranked[:top]]
+        return [[round(100 * n / max(1, total), 1), name] for name, n in ranked[:top]]
 
     skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "serve (", "run_app", "run_forever")
     inclusive = {k: v for k, v in inclusive.items() if not k.startswith(skip) and "_run_once" not in k}
-    return {"samples": total, "self_pct": share(self_counts), "inclusive_pct": share(inclusive)}
+    return {
+        "samples": total,
+        "self_pct": share(self_counts),
+        "inclusive_pct": share(inclusive),
+        "fsync_threads_pct": round(100 * fsync / max(1, total), 1),
+    }

@@ -252,12 +252,17 @@ def render_markdown(doc: dict[str, Any]) -> str:
             "## Profiles",
             "",
             "`py-spy record --nonblocking --idle` on the bridge process during each timed window",
-            "(`--profile`). Share of samples; *self* is where the thread was, *under* is the call it",
-            "was inside. `EpollSelector.select` is the event loop waiting (idle); the `COMMIT` line",
-            "(`SqliteStore.transaction`, the line after `fn()`) is the fsync of a durable commit.",
+            "(`--profile`). Shares of the event loop thread's samples; *self* is where the thread was,",
+            "*under* is the call it was inside. `EpollSelector.select` is the event loop waiting (idle).",
+            "Commits no longer fsync on the loop: the output gate's threads do, and *fsync threads* is",
+            "how busy they were, as a share of the same time (summed over threads).",
         ]
         for title, summary in profiles:
-            out += ["", f"### {title} ({summary.get('samples', 0)} samples)", "", "| self % | frame |", "|---|---|"]
+            fsync = summary.get("fsync_threads_pct")
+            out += ["", f"### {title} ({summary.get('samples', 0)} samples)"]
+            if fsync is not None:
+                out += ["", f"fsync threads: {fsync}% of the loop thread's time."]
+            out += ["", "| self % | frame |", "|---|---|"]
             out += [f"| {pct} | `{frame}` |" for pct, frame in summary.get("self_pct", [])[:8]]
             out += ["", "| under % | frame |", "|---|---|"]
             out += [f"| {pct} | `{frame}` |" for pct, frame in summary.get("inclusive_pct", [])[:12]]

@@ -100,7 +100,7 @@ class BridgeConfig:
     # answered from memory, and ``last_seen_ms`` is stored at most this stale meanwhile: a
     # bridge with 10,000 agents need not open and commit 10,000 files every 15 s. Liveness and
     # the fleet line use the time in memory; a crash loses at most this much of "last seen".
-    last_seen_store_ms: int = 2 * 60_000
+    last_seen_store_ms: int = 5 * 60_000
     list_default: int = 50
     list_max: int = 200
 
