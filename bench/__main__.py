@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-data", action="store_true", help="keep the data directory afterwards")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json", help="where to write the JSON")
     parser.add_argument("--write-results", action="store_true", help="also write bench/RESULTS.md from this run")
+    parser.add_argument("--fleet-tiers", default="", help="comma-separated agent counts for the fleet benchmark")
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the bridge in the timed windows (raw files in bench/results/)"
     )
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
     config = QUICK if args.quick else FULL
+    if args.fleet_tiers:
+        config = {**config, "fleet": {**config["fleet"], "tiers": [int(n) for n in args.fleet_tiers.split(",")]}}
     data = args.data or Path(tempfile.mkdtemp(prefix="caisey-bench-"))
     data.mkdir(parents=True, exist_ok=True)
     started = time.time()

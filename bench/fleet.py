@@ -39,7 +39,9 @@ async def tier(
     clients: int = 4,
     settle_s: float = 3.0,
     reconnect_timeout_s: float | None = None,
-    stall_s: float = 45.0,
+    # Give up when no agent got ready for this long: longer than the agents' 60 s reconnect
+    # ceiling, or an agent still waiting out its delay counts as stalled.
+    stall_s: float = 75.0,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     if reconnect_timeout_s is None:
