@@ -194,6 +194,11 @@ FACT_TYPES: dict[str, type[Any]] = {
     )
 }
 
+# Each fact type's field names in order: ``dataclasses.fields`` per call showed in the storm
+# profile (it rebuilds the tuple every time).
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in FACT_TYPES.values()
+}
 _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
     "on_no_user": NoUserPolicy,
     "decision": Decision,
@@ -219,9 +224,9 @@ class Entry:
 def fact_to_record(fact: Fact) -> tuple[str, dict[str, Any]]:
     """``(kind, fields)`` with enums as their values — JSON-ready."""
     fields = {}
-    for f in dataclasses.fields(fact):
-        value = getattr(fact, f.name)
-        fields[f.name] = value.value if isinstance(value, enum.Enum) else value
+    for name in _FIELD_NAMES[type(fact)]:
+        value = getattr(fact, name)
+        fields[name] = value.value if isinstance(value, enum.Enum) else value
     return fact.KIND, fields
 
 
@@ -233,7 +238,7 @@ def fact_from_record(kind: str, fields: dict[str, Any]) -> Fact:
     args = dict(fields)
     try:
         for name, enum_type in _ENUM_FIELDS.items():
-            if name in args and name in {f.name for f in dataclasses.fields(cls)}:
+            if name in args and name in _FIELD_NAMES[cls]:
                 if cls is not GaveUp and name == "reason":
                     continue
                 args[name] = enum_type(args[name])

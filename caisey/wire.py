@@ -407,13 +407,25 @@ MESSAGE_TYPES: dict[str, type[Any]] = {
 # --- encode / decode -----------------------------------------------------------------------
 
 
+# Field names by class (None: not a dataclass). ``dataclasses.fields`` rebuilds its tuple on
+# every call, and encoding runs for every frame the bridge sends.
+_FIELD_NAMES: dict[type[Any], tuple[str, ...] | None] = {}
+
+
 def _to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _to_json(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if getattr(value, f.name) is not None
-        }
+    cls = type(value)
+    try:
+        names = _FIELD_NAMES[cls]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+        _FIELD_NAMES[cls] = names
+    if names is not None:
+        out = {}
+        for name in names:
+            field_value = getattr(value, name)
+            if field_value is not None:
+                out[name] = _to_json(field_value)
+        return out
     if isinstance(value, (tuple, list)):
         return [_to_json(v) for v in value]
     return value
