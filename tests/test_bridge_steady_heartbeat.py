@@ -32,7 +32,7 @@ class CountingStore:
         return self.inner.transaction(fn)  # type: ignore[no-any-return]
 
 
-def rig_at(t0: int) -> tuple[ActorRig, CountingStore]:
+def counted_rig() -> tuple[ActorRig, CountingStore]:
     rig = ActorRig(":memory:")
     counting = CountingStore(rig.actor.store)
     rig.actor.store = counting
@@ -50,7 +50,7 @@ def stored_last_seen(rig: ActorRig) -> int:
 
 def test_a_heartbeat_that_changes_nothing_is_answered_without_the_store() -> None:
     t = now_ms()
-    rig, store = rig_at(t)
+    rig, store = counted_rig()
     config = rig.actor.config
     beat(rig, t)  # the first one takes the full path and finds nothing changed
     before = store.calls
@@ -67,7 +67,7 @@ def test_a_heartbeat_that_changes_nothing_is_answered_without_the_store() -> Non
 
 def test_liveness_counts_heartbeats_answered_from_memory() -> None:
     t = now_ms()
-    rig, _ = rig_at(t)
+    rig, _ = counted_rig()
     liveness = rig.actor.config.liveness_ms
     for i in range(5):
         beat(rig, t + i * 15_000)
@@ -82,7 +82,7 @@ def test_liveness_counts_heartbeats_answered_from_memory() -> None:
 
 def test_another_digest_or_any_other_event_takes_the_full_path() -> None:
     t = now_ms()
-    rig, store = rig_at(t)
+    rig, store = counted_rig()
     beat(rig, t)
     sent, _ = beat(rig, t + 15_000, "a digest we do not hold")
     assert [m.TYPE for m in sent] == ["ack", "state.request"]
@@ -101,7 +101,7 @@ def test_another_digest_or_any_other_event_takes_the_full_path() -> None:
 
 def test_a_prompt_moment_due_takes_the_full_path() -> None:
     t = now_ms()
-    rig, store = rig_at(t)
+    rig, store = counted_rig()
     _, deliver = rig.create()
     rig.feed(rig.receipt_frame(deliver))
     held = held_digest([(deliver.prompt.prompt_id, "received")])

@@ -694,47 +694,48 @@ class EndpointBridge:
 
     def agent_frame(self, raw: str | bytes, now_ms: int) -> Effects:
         """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up."""
-        steady = self._steady_heartbeat(raw, now_ms)
-        if steady is not None:
-            return steady
+        try:
+            message: wire.Message | None = wire.decode(raw)
+            error: ProtocolError | None = None
+        except ProtocolError as exc:
+            message, error = None, exc
+        if isinstance(message, wire.Heartbeat):
+            steady = self._steady_heartbeat(message, now_ms)
+            if steady is not None:
+                return steady
         effects = Effects()
-        heartbeat: wire.Heartbeat | None = None
 
         def event() -> None:
-            nonlocal heartbeat
             self._set_meta("last_seen_ms", str(now_ms))
             try:
-                message = wire.decode(raw)
+                if error is not None:
+                    raise error
+                assert message is not None
                 handler = _FRAME_HANDLERS.get(type(message))
                 if handler is None:
                     raise ProtocolError("unexpected_type", f"the bridge does not accept {message.TYPE!r} frames")
                 handler(self, message, now_ms, effects)
-                heartbeat = message if isinstance(message, wire.Heartbeat) else None
             except ProtocolError as exc:
                 effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
             self._finish(now_ms, True, effects)
 
         self._event(event)
-        if heartbeat is not None and len(effects.send) == 1 and effects.close_agent is None:
+        if isinstance(message, wire.Heartbeat) and len(effects.send) == 1 and effects.close_agent is None:
             # Only the ack went back: the runtime holds what we think it holds, and nothing is
             # owed. Until another event, the next heartbeats with this digest change nothing.
-            self._steady = _Steady(heartbeat.digest, now_ms, self._work_alarm_ms)
+            self._steady = _Steady(message.digest, now_ms, self._work_alarm_ms)
         return effects
 
-    def _steady_heartbeat(self, raw: str | bytes, now_ms: int) -> Effects | None:
+    def _steady_heartbeat(self, message: wire.Heartbeat, now_ms: int) -> Effects | None:
         """The ack for a heartbeat that changes nothing, answered without the store; None when
-        the frame needs the full path (anything else, another digest, work due, or the stored
-        ``last_seen_ms`` due to be refreshed)."""
+        it needs the full path (another digest, work due, or the stored ``last_seen_ms`` due
+        to be refreshed)."""
         steady = self._steady
         if steady is None or now_ms - steady.stored_last_seen_ms >= self.config.last_seen_store_ms:
             return None
         if steady.work_alarm_ms is not None and now_ms >= steady.work_alarm_ms:
             return None  # a prompt moment, a retry or housekeeping is due: the slow path does it
-        try:
-            message = wire.decode(raw)
-        except ProtocolError:
-            return None
-        if not isinstance(message, wire.Heartbeat) or message.digest != steady.digest:
+        if message.digest != steady.digest:
             return None
         self._heard_ms = now_ms
         effects = Effects(send=[self._ack(message.id, now_ms, with_times=True)])

@@ -17,13 +17,18 @@ from worker.output_gate import OutputGate
 T = TypeVar("T")
 
 
+def wal_path(path: Path | str) -> str:
+    """The write-ahead log a commit to ``path`` appends to: what the output gate syncs."""
+    return f"{path}-wal"
+
+
 class SqliteStore:
     """``SqlStore`` over one SQLite file: WAL; durable at commit, or at the ``gate``'s next round."""
 
     def __init__(self, path: Path | str, gate: OutputGate | None = None) -> None:
         self.path = path
         self.gate = gate
-        self.wal = f"{path}-wal"  # the file a commit appends to (what the gate syncs)
+        self.wal = wal_path(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -81,7 +86,6 @@ class StorePool:
         self.capacity = capacity
         self._rng = rng or random.Random()
         self._open: list[PooledStore] = []
-        self.opens = 0  # for operators and benchmarks: reopen churn
         self.evictions = 0
 
     def admit(self, store: PooledStore) -> None:
@@ -89,7 +93,6 @@ class StorePool:
         self.trim(room=1)
         store._slot = len(self._open)
         self._open.append(store)
-        self.opens += 1
 
     def trim(self, room: int = 0) -> None:
         """Close stores until ``room`` more fit under the capacity (call when it shrinks)."""
@@ -121,7 +124,7 @@ class PooledStore:
 
     def __init__(self, path: Path | str, pool: StorePool, gate: OutputGate | None = None) -> None:
         self.path = path
-        self.wal = f"{path}-wal"
+        self.wal = wal_path(path)
         self.pool = pool
         self.gate = gate
         self._store: SqliteStore | None = None
