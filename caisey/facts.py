@@ -62,6 +62,9 @@ class Created:
     by: str
     supersedes: str | None = None
     adopted: bool = False
+    # For an adoption (R6): SHA-256 of the runtime's copy as it holds it (``caisey.signing``),
+    # which the endpoint's signatures cover; a create's own hash is derived from its fields.
+    delivered_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,21 @@ class GaveUp:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SignatureRefused:
+    """The bridge refused a runtime answer whose signature did not hold (DESIGN §10): missing,
+    made by an unknown or retired key, or not over this decision of this prompt as delivered.
+    Kept for the timeline and the audit; it changes no state."""
+
+    KIND: ClassVar[str] = "signature_refused"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    answer: str  # approve | deny | dismiss
+    how: str
+    reason: str  # missing_signature | unknown_key | retired_key | bad_signature
+    key_id: str | None = None
+    decided_at_ms: int | None = None
+
+
 # --- runtime -------------------------------------------------------------------------------
 
 
@@ -127,23 +145,30 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledged:
-    """The user has seen the prompt: ``how`` is ``shown`` or ``dismissed``."""
+    """The user has seen the prompt: ``how`` is ``shown`` or ``dismissed``. A dismissal is an
+    answer ("seen, no choice") and is signed like a decision (``key_id``, ``sig``)."""
 
     KIND: ClassVar[str] = "acknowledged"
     SOURCE: ClassVar[Source] = Source.RUNTIME
     how: str
+    key_id: str | None = None
+    sig: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decided:
     """The user (or the no-user policy) decided. ``decided_at_ms`` is bridge time: the runtime's
-    clock corrected by the offset it had measured when the decision was made."""
+    clock corrected by the offset it had measured when the decision was made. ``key_id`` and
+    ``sig`` are the endpoint key's signature (``caisey.signing``), verified before commit;
+    both None for a decision recorded before signing or from an endpoint without a key."""
 
     KIND: ClassVar[str] = "decided"
     SOURCE: ClassVar[Source] = Source.RUNTIME
     decision: Decision
     decided_at_ms: int
     how: str = "user"
+    key_id: str | None = None
+    sig: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +195,7 @@ Fact = (
     | DeliveryAttempted
     | Replayed
     | GaveUp
+    | SignatureRefused
     | Received
     | Acknowledged
     | Decided
@@ -186,6 +212,7 @@ FACT_TYPES: dict[str, type[Any]] = {
         DeliveryAttempted,
         Replayed,
         GaveUp,
+        SignatureRefused,
         Received,
         Acknowledged,
         Decided,

@@ -50,6 +50,7 @@ from caisey.facts import (
     Received,
     Rejected,
     Replayed,
+    SignatureRefused,
     Source,
     Superseded,
     fact_to_record,
@@ -137,6 +138,9 @@ class PromptView:
     decided_at_ms: int | None = None
     synced_at_ms: int | None = None
     decided_how: str | None = None
+    decided_seq: int | None = None  # the entry whose decision stands
+    decided_key_id: str | None = None  # the endpoint key that signed the decision (DESIGN §10)
+    decided_sig: str | None = None
     late_decision: LateDecision | None = None
     runtime_holds_no_decision: bool = False
     # console
@@ -180,6 +184,11 @@ class PromptView:
             "decided_at": t(self.decided_at_ms),
             "synced_at": t(self.synced_at_ms),
             "decided_how": self.decided_how,
+            # The decision's proof: the endpoint key that signed it, or None when it was
+            # recorded unsigned (before signing, or from an endpoint enrolled without a key).
+            "decision_signature": (
+                {"key_id": self.decided_key_id, "sig": self.decided_sig} if self.decided_key_id is not None else None
+            ),
             "late_decision": None,
             "cancelled_by": self.cancelled_by,
             "supersedes": self.supersedes,
@@ -349,6 +358,7 @@ def _decide(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     view.decided_at_ms = made_at_ms
     view.synced_at_ms = entry.at_ms
     view.decided_how = fact.how
+    view.decided_seq, view.decided_key_id, view.decided_sig = entry.seq, fact.key_id, fact.sig
     view.next_attempt_at_ms = None
     reason = fact.how if previous in OPEN else f"{fact.how}; honoured after {previous.value} (R4)"
     _final(view, _DECISION_STATE[fact.decision], entry.at_ms, reason)
@@ -375,6 +385,7 @@ def _build_table() -> dict[tuple[State, str], Handler]:
         Replayed.KIND: {shown: _replayed},
         GaveUp.KIND: {frozenset({State.PENDING}): _give_up, shown - {State.PENDING}: _record_only},
         Rejected.KIND: {frozenset({State.PENDING}): _reject, shown - {State.PENDING}: _record_only},
+        SignatureRefused.KIND: {shown: _record_only},
         Received.KIND: {shown: _receive},
         Acknowledged.KIND: {shown: _acknowledge},
         Decided.KIND: {shown: _decide},

@@ -39,6 +39,7 @@ MAX_ACTION_CHARS = 64
 MAX_NAME_CHARS = 128  # technician names, agent versions, endpoint ids
 MAX_TEXT_CHARS = 500  # error messages, reasons, free-form detail
 MAX_DIGEST_CHARS = 64  # hex sha256
+MAX_SIG_CHARS = 128  # an Ed25519 signature is 86 characters of unpadded base64 (caisey.signing)
 # Epoch ms must stay exact in a JS number on the Workers runtime (< 2**53) and be writable as
 # RFC 3339 for the API and console, whose years have four digits: 9999-12-31T23:59:59.999Z.
 MAX_TIME_MS = 253_402_300_799_999
@@ -84,6 +85,15 @@ def check_id(value: str, name: str) -> None:
 def check_time(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME_MS:
         raise ProtocolError("invalid_field", f"{name} must be epoch milliseconds in [0, {MAX_TIME_MS}]")
+
+
+def check_proof(key_id: str | None, sig: str | None, name: str) -> None:
+    """A signed answer names its key and carries its signature, both or neither."""
+    if (key_id is None) != (sig is None):
+        raise ProtocolError("invalid_field", f"{name}: key_id and sig come together")
+    if key_id is not None and sig is not None:
+        check_id(key_id, f"{name}.key_id")
+        check_text(sig, f"{name}.sig", MAX_SIG_CHARS)
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
@@ -148,9 +158,14 @@ class HeldPrompt:
     decision: str | None = None
     decided_at_ms: int | None = None
     how: str | None = None
+    # The endpoint key's signature of the answer (``caisey.signing``): for a decision, or for
+    # a dismissal (status acknowledged, how dismissed). Absent from agents that predate it.
+    key_id: str | None = None
+    sig: str | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.status, "report.status", RUNTIME_STATUSES)
+        check_proof(self.key_id, self.sig, "report")
         if self.status == "decided" and (self.decision is None or self.decided_at_ms is None):
             raise ProtocolError("missing_field", "a decided report line needs decision and decided_at_ms")
         if self.decision is not None:
@@ -170,6 +185,8 @@ class HeldPrompt:
             decision=_opt(value, "decision", str, "state.report"),
             decided_at_ms=_opt(value, "decided_at_ms", int, "state.report"),
             how=_opt(value, "how", str, "state.report"),
+            key_id=_opt(value, "key_id", str, "state.report"),
+            sig=_opt(value, "sig", str, "state.report"),
         )
 
 
@@ -257,8 +274,9 @@ class PromptReceipt:
 @dataclass(frozen=True, slots=True)
 class PromptUpdate:
     """A runtime fact: ``acknowledged`` (how: shown|dismissed), ``decided`` (decision,
-    decided_at_ms in bridge time, how: user|no_user_policy), ``closed`` (held no decision at
-    expiry or after a cancel; detail says which) or ``rejected`` (detail says why)."""
+    decided_at_ms in bridge time, how: user|no_user_policy|endpoint_policy), ``closed`` (held
+    no decision at expiry or after a cancel; detail says which) or ``rejected`` (detail says
+    why). A decision or a dismissal carries ``key_id`` and ``sig`` (DESIGN §10)."""
 
     TYPE: ClassVar[str] = "prompt.update"
     id: str
@@ -268,11 +286,14 @@ class PromptUpdate:
     decision: str | None = None
     decided_at_ms: int | None = None
     detail: str | None = None
+    key_id: str | None = None
+    sig: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_id(self.prompt_id, "prompt_id")
         check_choice(self.status, "status", ("acknowledged", "decided", "closed", "rejected"))
+        check_proof(self.key_id, self.sig, "prompt.update")
         if self.status == "decided" and (self.decision is None or self.decided_at_ms is None):
             raise ProtocolError("missing_field", "a decided update needs decision and decided_at_ms")
         # Checked whenever present, as in HeldPrompt: a frame never carries an unchecked value.

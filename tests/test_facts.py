@@ -28,6 +28,7 @@ from caisey.facts import (
     Received,
     Rejected,
     Replayed,
+    SignatureRefused,
     Source,
     Superseded,
     fact_from_record,
@@ -59,6 +60,9 @@ SAMPLES: list[Fact] = [
     Decided(Decision.DENY, decided_at_ms=T + 1, how="no_user_policy"),
     Rejected(reason="unsupported action"),
     NoDecisionHeld(detail="closed at expiry"),
+    Decided(Decision.APPROVE, decided_at_ms=T + 2, how="user", key_id="0123456789abcdef", sig="c2ln"),
+    Acknowledged(how="dismissed", key_id="0123456789abcdef", sig="c2ln"),
+    SignatureRefused(answer="approve", how="user", reason="retired_key", key_id="0123456789abcdef", decided_at_ms=T),
 ]
 
 
@@ -118,7 +122,7 @@ def test_an_unreadable_row_is_a_protocol_error(kind: str, fields: dict[str, Any]
 
 def test_each_fact_has_one_writer() -> None:
     console = {Created, Cancelled, Superseded}
-    bridge = {DeliveryAttempted, Replayed, GaveUp}
+    bridge = {DeliveryAttempted, Replayed, GaveUp, SignatureRefused}
     for cls in FACT_TYPES.values():
         expected = Source.CONSOLE if cls in console else Source.BRIDGE if cls in bridge else Source.RUNTIME
         assert expected == cls.SOURCE, cls

@@ -35,6 +35,7 @@ from caisey.facts import (
     Received,
     Rejected,
     Replayed,
+    SignatureRefused,
     Source,
     Superseded,
 )
@@ -117,6 +118,7 @@ SAMPLE_FACTS: dict[str, Fact] = {
     Decided.KIND: Decided(APPROVE, decided_at_ms=T0 + 100_000),
     Rejected.KIND: Rejected(reason="unsupported action"),
     NoDecisionHeld.KIND: NoDecisionHeld(detail="absent"),
+    SignatureRefused.KIND: SignatureRefused(answer="approve", how="user", reason="bad_signature", key_id="ab12"),
 }
 
 
@@ -242,9 +244,17 @@ def fact_of(kind: str, at_ms: int, expires_at_ms: int) -> st.SearchStrategy[Fact
             decision=st.sampled_from(Decision),
             decided_at_ms=decided_at,
             how=st.sampled_from(["user", "no_user_policy"]),
-        )
+            key_id=st.none() | st.just("0123456789abcdef"),
+        ).map(lambda d: d if d.key_id is None else dataclasses.replace(d, sig="c2ln"))
     if kind == Rejected.KIND:
         return st.builds(Rejected, reason=st.sampled_from(["unsupported action", "bad request"]))
+    if kind == SignatureRefused.KIND:
+        return st.builds(
+            SignatureRefused,
+            answer=st.sampled_from(["approve", "deny", "dismiss"]),
+            how=st.just("user"),
+            reason=st.sampled_from(["missing_signature", "bad_signature", "retired_key"]),
+        )
     assert kind == NoDecisionHeld.KIND
     return st.builds(NoDecisionHeld, detail=st.sampled_from(["absent", "closed at expiry", "closed after cancel"]))
 

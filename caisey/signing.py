@@ -1,0 +1,129 @@
+"""What an endpoint signs when it decides a prompt, byte for byte (DESIGN §10).
+
+The proof that a recorded approval is the endpoint user's is an Ed25519 signature made by
+the agent's endpoint key (generated at enrollment, never sent) over a canonical encoding of
+the decision *and of the prompt as delivered*: a decision cannot be moved to another prompt,
+another endpoint or another text. The encoding lives here once; the agent signs it, the
+bridge and ``caisey-audit verify`` rebuild it from their own records and check it.
+
+The encoding is length-prefixed, so it needs no escaping rules to reimplement: a domain tag,
+then each field as a 4-byte big-endian byte count followed by its UTF-8 bytes; integers are
+written in decimal ASCII. ``prompt_sha256`` is SHA-256 (hex) of the same encoding of the
+prompt's fields under the tag ``caisey/prompt/v1``; ``decision_message`` is the encoding of
+``endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_sha256`` under
+``caisey/decision/v1``. Signatures and public keys travel as unpadded URL-safe base64; a key
+id is the first 16 hex digits of SHA-256 of the raw 32-byte public key.
+
+No cryptography happens here (the core is standard-library only and runs on Pyodide):
+hosts verify with what they have — the ``cryptography`` package on CPython, WebCrypto in
+the Worker — and hand the actor the ``SignatureClaim``s that verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from caisey.errors import ProtocolError
+from caisey.facts import Created
+
+PROMPT_TAG = "caisey/prompt/v1"
+DECISION_TAG = "caisey/decision/v1"
+PUBLIC_KEY_BYTES = 32  # Ed25519 raw public key
+SIGNATURE_BYTES = 64  # Ed25519 signature
+KEY_ID_HEX = 16  # 64 bits of fingerprint: a name for a key, not its proof
+# What a signature may stand for: the two decisions, and "seen, no choice" (a dismissal).
+SIGNED_ANSWERS = ("approve", "deny", "dismiss")
+
+
+def length_prefixed(tag: str, *fields: str | int) -> bytes:
+    """The encoding every signed or hashed structure uses (see the module docstring)."""
+    out = bytearray()
+    for value in (tag, *fields):
+        raw = str(value).encode("utf-8") if isinstance(value, int) else value.encode("utf-8")
+        out += len(raw).to_bytes(4, "big") + raw
+    return bytes(out)
+
+
+def prompt_sha256(
+    *, title: str, message: str, action: str, expires_at_ms: int, requested_by: str, on_no_user: str
+) -> str:
+    """SHA-256 (hex) of the prompt as delivered: what the user was shown and was asked."""
+    encoded = length_prefixed(PROMPT_TAG, title, message, action, expires_at_ms, requested_by, on_no_user)
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def created_sha256(created: Created) -> str:
+    """The hash of the prompt a ``Created`` fact delivers (the deliver frame's copy is built
+    from the same fields, ``requested_by`` being the creator), or the adopted copy's."""
+    if created.delivered_sha256 is not None:
+        return created.delivered_sha256
+    return prompt_sha256(
+        title=created.title,
+        message=created.message,
+        action=created.action,
+        expires_at_ms=created.expires_at_ms,
+        requested_by=created.by,
+        on_no_user=created.on_no_user.value,
+    )
+
+
+def decision_message(
+    *, endpoint_id: str, prompt_id: str, decision: str, how: str, decided_at_ms: int, prompt_hash: str
+) -> bytes:
+    """The bytes an endpoint key signs for one answer to one prompt."""
+    return length_prefixed(DECISION_TAG, endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_hash)
+
+
+def key_id(public_key: bytes) -> str:
+    """The short fingerprint that names a public key (shown by the agent and the console)."""
+    return hashlib.sha256(public_key).hexdigest()[:KEY_ID_HEX]
+
+
+def b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def b64decode(text: str, expected_len: int, name: str) -> bytes:
+    """Unpadded URL-safe base64 of exactly ``expected_len`` bytes, or ``ProtocolError``."""
+    if not isinstance(text, str) or len(text) > 4 * expected_len:
+        raise ProtocolError("invalid_field", f"{name} must be base64 of {expected_len} bytes")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ProtocolError("invalid_field", f"{name} is not URL-safe base64") from None
+    if len(raw) != expected_len:
+        raise ProtocolError("invalid_field", f"{name} must be {expected_len} bytes, got {len(raw)}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureClaim:
+    """"``public_key`` signed ``message`` with ``signature``" — what a host verifies.
+
+    The actor lists the claims a frame makes (it knows the keys and the prompts), the host
+    checks them with its crypto, and the actor commits a signed answer only when the exact
+    claim it rebuilds at commit time is among the verified ones."""
+
+    public_key: bytes
+    message: bytes
+    signature: bytes
+
+
+__all__ = [
+    "DECISION_TAG",
+    "PROMPT_TAG",
+    "PUBLIC_KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "SIGNED_ANSWERS",
+    "SignatureClaim",
+    "b64decode",
+    "b64encode",
+    "created_sha256",
+    "decision_message",
+    "key_id",
+    "length_prefixed",
+    "prompt_sha256",
+]
