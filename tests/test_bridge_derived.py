@@ -23,7 +23,7 @@ from caisey.ids import IdSource
 from caisey.prompt import PromptView, reconcile, runtime_status
 from sim.run import run_seed
 from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
-from worker.endpoint import EndpointBridge
+from worker.endpoint import SCHEMA_VERSION, EndpointBridge
 from worker.host import Entropy, Row
 from worker.sqlite_store import SqliteStore
 
@@ -199,12 +199,19 @@ def test_migration_3_upgrades_a_version_2_database(tmp_path: Path) -> None:
     rig.receive(received)
     # What version 2 left on disk: the same rows without the column.
     rig.store.execute("ALTER TABLE prompts DROP COLUMN runtime_status")
+    for statement in (  # and without what migration 4 adds
+        "ALTER TABLE facts DROP COLUMN hash",
+        "DROP TABLE endpoint_keys",
+        "ALTER TABLE enrollments DROP COLUMN created_by",
+        "ALTER TABLE enrollments DROP COLUMN rekey",
+    ):
+        rig.store.execute(statement)
     rig.store.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     rig.store.close()
 
     upgraded = Rig(SqliteStore(path), rig.now)
     upgraded.ids = rig.ids
-    assert upgraded.actor._meta("schema_version") == "3"
+    assert upgraded.actor._meta("schema_version") == str(SCHEMA_VERSION)
     assert upgraded.statuses() == {decided: "", received: None, pending: None}
     assert not upgraded.heartbeat_asks_for_a_report([(received, "received")])
     assert upgraded.heartbeat_asks_for_a_report([])

@@ -66,8 +66,12 @@ class ApiResponse:
     status: int
     body: Any = None  # JSON-able, or None for an empty body
     headers: dict[str, str] = field(default_factory=dict)
+    # A body that is not JSON (the audit export's JSON Lines); ``headers`` names its type.
+    text: str | None = None
 
     def encoded(self) -> bytes:
+        if self.text is not None:
+            return self.text.encode("utf-8")
         return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
 
 
@@ -101,6 +105,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("POST", re.compile(r"^/api/tokens$"), "fleet", "create_token", "admin"),
     ("DELETE", re.compile(r"^/api/tokens/(?P<name>[^/]+)$"), "fleet", "revoke_token", "admin"),
     ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "get_endpoint", "technician"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/audit$"), "endpoint", "export_audit", "technician"),
     ("POST", re.compile(r"^/api/enrollments$"), "endpoint", "create_enrollment", "technician"),
     ("POST", re.compile(r"^/api/agent/enroll$"), "endpoint", "agent_enroll", "enrollment_token"),
     ("POST", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts$"), "endpoint", "create_prompt", "technician"),

@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from caisey import wire
+from caisey.audit import ENROLLMENT_ISSUED, KEY_REGISTERED
 from caisey.backoff import Backoff
 from caisey.clock import from_rfc3339, to_rfc3339
 from caisey.digest import held_digest
@@ -47,12 +48,14 @@ from caisey.facts import (
     Received,
     Rejected,
     Replayed,
+    SignatureRefused,
     Superseded,
     fact_from_record,
     fact_to_record,
 )
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
+from caisey.signing import SignatureClaim, prompt_sha256
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -64,6 +67,8 @@ from worker.api import (
     route_for_actor,
     with_etag,
 )
+from worker.audit_chain import AuditChain, backfill
+from worker.endpoint_keys import REFUSALS, EndpointKeys, parse_public_key, signed_answer
 from worker.host import Effects, Entropy, Row, SqlStore
 
 HOUR_MS = 3_600_000
@@ -105,10 +110,13 @@ class BridgeConfig:
     list_max: int = 200
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+# A migration step is a statement, or a function of the store for what SQL alone cannot do.
+Migration = str | Callable[[SqlStore], None]
 
 # Migrations only add (STYLE: schema on every wake, versioned, additive).
-MIGRATIONS: dict[int, list[str]] = {
+MIGRATIONS: dict[int, list[Migration]] = {
     1: [
         "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
         """CREATE TABLE IF NOT EXISTS prompts (
@@ -140,6 +148,17 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE prompts ADD COLUMN runtime_status TEXT",
         "UPDATE prompts SET runtime_status = '' WHERE final = 1",
     ],
+    # Consent you can prove (DESIGN §10): the endpoint's signing keys, who issued each
+    # enrollment, and the hash chain over every fact (rows from before it linked once here).
+    4: [
+        "ALTER TABLE facts ADD COLUMN hash TEXT",
+        """CREATE TABLE IF NOT EXISTS endpoint_keys (
+            key_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, valid_from_ms INTEGER NOT NULL,
+            valid_until_ms INTEGER, registered_by TEXT NOT NULL)""",
+        "ALTER TABLE enrollments ADD COLUMN created_by TEXT",
+        "ALTER TABLE enrollments ADD COLUMN rekey INTEGER NOT NULL DEFAULT 0",
+        backfill,
+    ],
 }
 
 
@@ -162,7 +181,7 @@ def enrollment_endpoint(token: str) -> str | None:
     return token[len(ENROLLMENT_PREFIX) :].rpartition(ENROLLMENT_SEPARATOR)[0] or None
 
 
-def migrate(store: SqlStore, migrations: dict[int, list[str]]) -> None:
+def migrate(store: SqlStore, migrations: dict[int, list[Migration]]) -> None:
     """Apply the migrations newer than the stored schema version, each in one transaction."""
     store.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
     rows = store.execute("SELECT value FROM meta WHERE key = 'schema_version'")
@@ -170,8 +189,11 @@ def migrate(store: SqlStore, migrations: dict[int, list[str]]) -> None:
     for version in sorted(v for v in migrations if v > current):
 
         def step(version: int = version) -> None:
-            for statement in migrations[version]:
-                store.execute(statement)
+            for step_ in migrations[version]:
+                if isinstance(step_, str):
+                    store.execute(step_)
+                else:
+                    step_(store)
             store.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -209,6 +231,10 @@ class EndpointBridge:
         self._heard_ms: int | None = None
         self._steady: _Steady | None = None
         self._work_alarm_ms: int | None = None  # the last event's alarm, liveness aside
+        self.keys = EndpointKeys(store)
+        self.chain = AuditChain(store)
+        # Within one agent frame's event: the signature claims its host verified.
+        self._verified: frozenset[SignatureClaim] = frozenset()
         migrate(store, MIGRATIONS)
 
     # --- small SQL helpers -----------------------------------------------------------------
@@ -247,6 +273,7 @@ class EndpointBridge:
         commit together (one fsync instead of one per write)."""
         self._views.clear()
         self._facts.clear()
+        self.chain.forget()
         self._meta_rows, self._in_event = None, True
         self._steady = None  # any event may change what a steady heartbeat relies on
 
@@ -262,6 +289,7 @@ class EndpointBridge:
         finally:
             self._views.clear()
             self._facts.clear()
+            self.chain.forget()
             self._meta_rows, self._in_event = None, False
 
     @property
@@ -279,19 +307,16 @@ class EndpointBridge:
     def _append(self, prompt_id: str, now_ms: int, fact: Fact, event_id: str | None = None) -> None:
         self._views.pop(prompt_id, None)
         kind, fields = fact_to_record(fact)
-        rows = self._q(
-            "INSERT INTO facts (prompt_id, at_ms, kind, fields, event_id) VALUES (?, ?, ?, ?, ?) RETURNING seq",
-            prompt_id,
-            now_ms,
-            kind,
-            json.dumps(fields, separators=(",", ":")),
-            event_id,
-        )
+        seq = self.chain.append(self.endpoint_id or "", prompt_id, now_ms, kind, fields, event_id, cache=self._in_event)
         entries = self._facts.get(prompt_id)
         if entries is not None:
             # The fact itself: a stored fact is rebuilt exactly (``caisey.facts``), so this is
             # the entry a re-read would give.
-            entries.append(Entry(int(rows[0]["seq"]), int(now_ms), fact))
+            entries.append(Entry(seq, int(now_ms), fact))
+
+    def _append_endpoint_fact(self, kind: str, fields: dict[str, Any], now_ms: int) -> None:
+        """A fact about the endpoint itself (enrollments, keys): chained, prompt_id ''."""
+        self.chain.append(self.endpoint_id or "", "", now_ms, kind, fields, None, cache=self._in_event)
 
     def _entries(self, prompt_id: str) -> list[Entry]:
         entries = self._facts.get(prompt_id)
@@ -372,6 +397,17 @@ class EndpointBridge:
             raise ApiError(400, "invalid_field", f"label must be a string of at most {wire.MAX_NAME_CHARS} characters")
         endpoint_id = route.endpoint_id
         assert endpoint_id is not None, "the gateway routes enrollments by the body's endpoint_id"
+        rekey = self._meta("agent_secret_hash") is not None
+        if rekey and req.header(ROLE_HEADER) != "admin":
+            # DESIGN §10: re-enrolling an endpoint that has an agent replaces its secret and
+            # key — whoever holds the new token can then answer as the endpoint. Admins only.
+            raise ApiError(
+                403,
+                "forbidden",
+                f"endpoint {endpoint_id!r} already has an agent; only an admin can re-enroll it "
+                "(the current agent is then refused and its key retired)",
+            )
+        issuer = req.header(TECHNICIAN_HEADER) or "unknown"
         token = ENROLLMENT_PREFIX + endpoint_id + ENROLLMENT_SEPARATOR + self.entropy.token("", 24)
         expires_at_ms = now_ms + self.config.enrollment_ttl_ms
 
@@ -382,7 +418,14 @@ class EndpointBridge:
             if label or self._meta("label") is None:
                 self._set_meta("label", label)
             self._q(
-                "INSERT INTO enrollments (token_hash, expires_at_ms) VALUES (?, ?)", secret_hash(token), expires_at_ms
+                "INSERT INTO enrollments (token_hash, expires_at_ms, created_by, rekey) VALUES (?, ?, ?, ?)",
+                secret_hash(token),
+                expires_at_ms,
+                issuer,
+                1 if rekey else 0,
+            )
+            self._append_endpoint_fact(
+                ENROLLMENT_ISSUED, {"by": issuer, "expires_at_ms": expires_at_ms, "rekey": rekey}, now_ms
             )
 
         self._atomically(register)
@@ -398,6 +441,12 @@ class EndpointBridge:
         token = body.get("enrollment_token")
         if not isinstance(token, str) or not token:
             raise ApiError(400, "missing_field", "enrollment_token is required")
+        public_key: bytes | None = None
+        if body.get("public_key") is not None:
+            try:
+                public_key = parse_public_key(body["public_key"])
+            except ProtocolError as exc:
+                raise ApiError(400, "invalid_public_key", exc.message) from None
         endpoint_id = self.endpoint_id
         rows = self._q("SELECT * FROM enrollments WHERE token_hash = ?", secret_hash(token))
         # One answer for unknown endpoints and bad tokens alike: enrollment reveals nothing.
@@ -409,17 +458,82 @@ class EndpointBridge:
             or int(rows[0]["expires_at_ms"]) <= now_ms
         ):
             raise ApiError(401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired")
+        if public_key is None and self.keys.history():
+            # No downgrade: an endpoint whose answers are signed stays signed.
+            raise ApiError(
+                400, "missing_field", "public_key is required: this endpoint's answers are signed (upgrade the agent)"
+            )
         secret = self.entropy.token(AGENT_SECRET_PREFIX)
+        issuer = rows[0].get("created_by") or "unknown"
+        rekey = bool(rows[0].get("rekey"))
 
-        def enroll() -> None:
+        def enroll() -> str | None:
             self._q("UPDATE enrollments SET used_at_ms = ? WHERE token_hash = ?", now_ms, secret_hash(token))
             self._set_meta("agent_secret_hash", secret_hash(secret))
             self._set_meta("enrolled_at_ms", str(now_ms))
+            if public_key is None:
+                return None
+            new, previous = self.keys.register(public_key, now_ms, issuer)
+            self._append_endpoint_fact(
+                KEY_REGISTERED,
+                {
+                    "key_id": new.key_id,
+                    "public_key": new.public_key,
+                    "previous_key_id": previous.key_id if previous is not None else None,
+                    "by": issuer,
+                    "rekey": rekey,
+                },
+                now_ms,
+            )
+            return new.key_id
 
-        self._atomically(enroll)
+        new_key_id = self._atomically(enroll)
         if connected:
             effects.close_agent = (4001, "agent secret rotated by a new enrollment")
-        return ApiResponse(200, {"endpoint_id": endpoint_id, "agent_secret": secret})
+        return ApiResponse(200, {"endpoint_id": endpoint_id, "agent_secret": secret, "key_id": new_key_id})
+
+    def _op_get_endpoint(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        """The endpoint itself: label, enrollment, its signing keys and the audit head."""
+        endpoint_id = self._require_registered(route.endpoint_id)
+        current = self.keys.current()
+        head_seq, head_hash = self.chain.head(endpoint_id)
+
+        def time(key: str) -> str | None:
+            value = self._meta(key)
+            return to_rfc3339(int(value)) if value else None
+
+        return with_etag(
+            req,
+            {
+                "endpoint_id": endpoint_id,
+                "label": self._meta("label") or "",
+                "online": connected,
+                "registered_at": time("registered_at_ms"),
+                "enrolled_at": time("enrolled_at_ms"),
+                "agent_version": self._meta("agent_version"),
+                "key_id": current.key_id if current is not None else None,
+                "keys": [key.to_api() for key in self.keys.history()],
+                "audit_head": {"seq": head_seq, "hash": head_hash},
+            },
+        )
+
+    def _op_export_audit(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        """The audit chain as JSON Lines (``caisey.audit``), for ``caisey-audit verify``."""
+        endpoint_id = self._require_registered(route.endpoint_id)
+        text = "\n".join(self.chain.export_lines(endpoint_id, now_ms)) + "\n"
+        return ApiResponse(
+            200,
+            None,
+            {
+                "content-type": "application/x-ndjson; charset=utf-8",
+                "content-disposition": f'attachment; filename="caisey-audit-{endpoint_id}.jsonl"',
+            },
+            text=text,
+        )
 
     def _op_create_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -692,8 +806,44 @@ class EndpointBridge:
         self._event(lambda: self._finish(now_ms, connected, effects))
         return effects
 
-    def agent_frame(self, raw: str | bytes, now_ms: int) -> Effects:
-        """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up."""
+    def signature_claims(self, raw: str | bytes) -> list[SignatureClaim]:
+        """What the signed answers in an agent frame claim, under the current key: the host
+        verifies these (asynchronously on Cloudflare) and passes the ones that hold to
+        ``agent_frame``. Most frames carry no signature and cost a substring test."""
+        if ('"sig"' if isinstance(raw, str) else b'"sig"') not in raw:  # type: ignore[operator]
+            return []
+        endpoint_id = self.endpoint_id
+        try:
+            message = wire.decode(raw)
+        except ProtocolError:
+            return []
+        if endpoint_id is None:
+            return []
+        answers: list[tuple[str, Fact, Created | None]] = []
+        if isinstance(message, wire.PromptUpdate):
+            answers.append((message.prompt_id, _update_fact(message), None))
+        elif isinstance(message, wire.StateReport):
+            for held in message.prompts:
+                answers.extend((held.prompt.prompt_id, f, _adopted(held.prompt)) for f in _report_facts(held))
+        claims = []
+        for prompt_id, fact, adopted in answers:
+            answer = signed_answer(fact)
+            if answer is None or not isinstance(fact, Decided | Acknowledged):
+                continue
+            created = self._created(prompt_id) or adopted
+            claim = self.keys.claim(endpoint_id, prompt_id, created, fact, answer) if created is not None else None
+            if claim is not None:
+                claims.append(claim)
+        return claims
+
+    def _created(self, prompt_id: str) -> Created | None:
+        entries = self._entries(prompt_id)
+        first = entries[0].fact if entries else None
+        return first if isinstance(first, Created) else None
+
+    def agent_frame(self, raw: str | bytes, now_ms: int, verified: Collection[SignatureClaim] = ()) -> Effects:
+        """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up.
+        ``verified``: the frame's ``signature_claims`` that the host's crypto accepted."""
         try:
             message: wire.Message | None = wire.decode(raw)
             error: ProtocolError | None = None
@@ -707,6 +857,7 @@ class EndpointBridge:
 
         def event() -> None:
             self._set_meta("last_seen_ms", str(now_ms))
+            self._verified = frozenset(verified)
             try:
                 if error is not None:
                     raise error
@@ -717,6 +868,8 @@ class EndpointBridge:
                 handler(self, message, now_ms, effects)
             except ProtocolError as exc:
                 effects.send.append(self._error_frame(exc.code, exc.message, wire.peek_id(raw), now_ms))
+            finally:
+                self._verified = frozenset()
             self._finish(now_ms, True, effects)
 
         self._event(event)
@@ -865,17 +1018,40 @@ class EndpointBridge:
             effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
             return
 
-        def commit() -> list[str]:
-            self._apply_runtime_fact(prompt_id, fact, now_ms, event_id)
-            self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", event_id, now_ms)
-            return self._send_due(now_ms, True)
+        def commit() -> tuple[list[str], str | None]:
+            refusal = self._apply_runtime_fact(prompt_id, fact, now_ms, event_id)
+            if refusal is None:
+                self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", event_id, now_ms)
+            return self._send_due(now_ms, True), refusal
 
-        effects.send.extend(self._atomically(commit))
-        effects.send.append(self._ack(event_id, now_ms))
+        frames, refusal = self._atomically(commit)
+        effects.send.extend(frames)
+        if refusal is None:
+            effects.send.append(self._ack(event_id, now_ms))
+        else:  # not acked: the state is unchanged, and a resend is refused the same way
+            effects.send.append(self._refusal_frame(prompt_id, refusal, event_id, now_ms))
 
-    def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> None:
+    def _refusal_frame(self, prompt_id: str, refusal: str, of: str | None, now_ms: int) -> str:
+        return self._error_frame("signature_refused", f"{prompt_id}: {refusal}: {REFUSALS[refusal]}", of, now_ms)
+
+    def _signature_refusal(self, prompt_id: str, fact: Fact) -> str | None:
+        """DESIGN §10: an answer commits only with a valid signature of the current key (or
+        unsigned, from an endpoint that has never had a key)."""
+        answer = signed_answer(fact)
+        if answer is None or not isinstance(fact, Decided | Acknowledged):
+            return None
+        created = self._created(prompt_id)
+        assert created is not None, "a known prompt starts with its created fact"
+        return self.keys.refusal(self.endpoint_id or "", prompt_id, created, fact, answer, self._verified)
+
+    def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> str | None:
+        """Commit a runtime fact if it is news; the refusal reason when its signature fails."""
         view = self._view(prompt_id, now_ms)
         refreshed = _is_news(view, fact)
+        refusal = self._signature_refusal(prompt_id, fact) if refreshed else None
+        if refusal is not None:
+            self._record_refusal(prompt_id, fact, refusal, now_ms, event_id)
+            refreshed = False
         if refreshed:
             self._append(prompt_id, now_ms, fact, event_id)
             view = self._refresh(prompt_id, now_ms)
@@ -885,14 +1061,35 @@ class EndpointBridge:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         if view.state in WITHDRAWN and isinstance(fact, (Received, Acknowledged)):
             self._queue_cancel(prompt_id, view.state.value, now_ms)
+        return refusal
+
+    def _record_refusal(self, prompt_id: str, fact: Fact, reason: str, now_ms: int, event_id: str | None) -> None:
+        """A ``signature_refused`` fact, once per distinct refusal (a resent frame or a report
+        that repeats the same answer adds nothing)."""
+        assert isinstance(fact, Decided | Acknowledged)
+        refused = SignatureRefused(
+            answer=signed_answer(fact) or "",
+            how=fact.how,
+            reason=reason,
+            key_id=fact.key_id,
+            decided_at_ms=fact.decided_at_ms if isinstance(fact, Decided) else None,
+        )
+        fields = json.dumps(fact_to_record(refused)[1], separators=(",", ":"))
+        if not self._q(
+            "SELECT 1 FROM facts WHERE prompt_id = ? AND kind = ? AND fields = ?", prompt_id, refused.KIND, fields
+        ):
+            self._append(prompt_id, now_ms, refused, event_id)
 
     def _on_report(self, msg: wire.StateReport, now_ms: int, effects: Effects) -> None:
         if self._seen(msg.id):
             effects.send.append(self._ack(msg.id, now_ms))
             return
 
+        refused: list[tuple[str, str]] = []
+
         def commit() -> list[str]:
             reported = set()
+            refused.clear()
             for held in msg.prompts:
                 prompt_id = held.prompt.prompt_id
                 reported.add(prompt_id)
@@ -900,7 +1097,9 @@ class EndpointBridge:
                     self._adopt(held, now_ms)
                 self._relearn_withdrawal(held, now_ms)
                 for fact in _report_facts(held):
-                    self._apply_runtime_fact(prompt_id, fact, now_ms, None)
+                    refusal = self._apply_runtime_fact(prompt_id, fact, now_ms, None)
+                    if refusal is not None:
+                        refused.append((prompt_id, refusal))
             if msg.scope == "open" and not self._awaiting_history(now_ms):
                 self._reconcile_absent(reported, now_ms)
             if msg.scope == "history" and len(msg.prompts) < wire.MAX_OPEN_PROMPTS:
@@ -910,6 +1109,7 @@ class EndpointBridge:
 
         frames = self._atomically(commit)
         effects.send.append(self._ack(msg.id, now_ms))
+        effects.send.extend(self._refusal_frame(pid, why, msg.id, now_ms) for pid, why in refused)
         effects.send.extend(frames)
 
     def _relearn_withdrawal(self, held: wire.HeldPrompt, now_ms: int) -> None:
@@ -937,19 +1137,8 @@ class EndpointBridge:
             copy.expires_at_ms,
             self._ids.new(now_ms),
         )
-        self._append(
-            copy.prompt_id,
-            now_ms,
-            Created(
-                title=copy.title,
-                message=copy.message,
-                action=copy.action,
-                expires_at_ms=copy.expires_at_ms,
-                on_no_user=NoUserPolicy(copy.on_no_user),
-                by=copy.requested_by or "unknown",
-                adopted=True,
-            ),
-        )
+        self._facts[copy.prompt_id] = []  # a new prompt: no facts to read back
+        self._append(copy.prompt_id, now_ms, _adopted(copy))
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
         """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""
@@ -1146,12 +1335,40 @@ def _earliest(*times: int | None) -> int | None:
 # --- runtime facts from frames ---------------------------------------------------------------
 
 
+def _adopted(copy: wire.PromptCopy) -> Created:
+    """R6: the created fact rebuilt from the runtime's copy; the endpoint's signatures cover
+    that copy as it holds it, whose hash is kept."""
+    return Created(
+        title=copy.title,
+        message=copy.message,
+        action=copy.action,
+        expires_at_ms=copy.expires_at_ms,
+        on_no_user=NoUserPolicy(copy.on_no_user),
+        by=copy.requested_by or "unknown",
+        adopted=True,
+        delivered_sha256=prompt_sha256(
+            title=copy.title,
+            message=copy.message,
+            action=copy.action,
+            expires_at_ms=copy.expires_at_ms,
+            requested_by=copy.requested_by,
+            on_no_user=copy.on_no_user,
+        ),
+    )
+
+
 def _update_fact(msg: wire.PromptUpdate) -> Fact:
     if msg.status == "acknowledged":
-        return Acknowledged(how=msg.how or "shown")
+        return Acknowledged(how=msg.how or "shown", key_id=msg.key_id, sig=msg.sig)
     if msg.status == "decided":
         assert msg.decision is not None and msg.decided_at_ms is not None  # checked by wire
-        return Decided(decision=Decision(msg.decision), decided_at_ms=msg.decided_at_ms, how=msg.how or "user")
+        return Decided(
+            decision=Decision(msg.decision),
+            decided_at_ms=msg.decided_at_ms,
+            how=msg.how or "user",
+            key_id=msg.key_id,
+            sig=msg.sig,
+        )
     if msg.status == "closed":
         return NoDecisionHeld(detail=msg.detail or "closed")
     return Rejected(reason=msg.detail or "rejected")
@@ -1163,10 +1380,16 @@ def _report_facts(held: wire.HeldPrompt) -> list[Fact]:
     if held.status == "rejected":
         return [Rejected(reason=held.how or "rejected")]
     if held.status == "acknowledged":
-        facts.append(Acknowledged(how=held.how or "shown"))
+        facts.append(Acknowledged(how=held.how or "shown", key_id=held.key_id, sig=held.sig))
     if held.decision is not None and held.decided_at_ms is not None:
         facts.append(
-            Decided(decision=Decision(held.decision), decided_at_ms=held.decided_at_ms, how=held.how or "user")
+            Decided(
+                decision=Decision(held.decision),
+                decided_at_ms=held.decided_at_ms,
+                how=held.how or "user",
+                key_id=held.key_id,
+                sig=held.sig,
+            )
         )
     if held.status == "closed":
         facts.append(NoDecisionHeld(detail=held.how or "closed"))

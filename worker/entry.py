@@ -116,6 +116,8 @@ async def to_api_request(request: Any) -> ApiRequest:
 
 def to_response(api: ApiResponse) -> Response:
     headers = dict(api.headers)
+    if api.text is not None:
+        return Response(api.text, status=api.status, headers=headers)
     if api.body is None:
         return Response(None, status=api.status, headers=headers or None)
     headers["content-type"] = "application/json"
@@ -124,6 +126,11 @@ def to_response(api: ApiResponse) -> Response:
 
 async def from_response(response: Any) -> ApiResponse:
     text = await response.text()
+    content_type = str(response.headers.get("content-type") or "")
+    if text and not content_type.startswith("application/json"):
+        # Not JSON (the audit export): passed on as it is, with its type.
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        return ApiResponse(response.status, None, headers, text=text)
     headers = {k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")}
     return ApiResponse(response.status, json.loads(text) if text else None, headers)
 

@@ -342,6 +342,8 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 def _to_aiohttp(response: ApiResponse) -> web.Response:
     headers = dict(response.headers)
+    if response.text is not None:
+        return web.Response(status=response.status, body=response.encoded(), headers=headers)
     if response.body is None:
         return web.Response(status=response.status, headers=headers)
     headers["content-type"] = "application/json"

@@ -1,0 +1,171 @@
+"""The endpoint's signing keys and the check of a signed answer (DESIGN §10).
+
+The agent registers an Ed25519 public key when it exchanges its enrollment token; a later
+(admin-only) re-enrollment registers a new one and retires the old at that moment. The
+history is kept in ``endpoint_keys`` (and, tamper-evidently, as ``key_registered`` facts of
+the audit chain). An endpoint with no key at all was enrolled before signing existed (or by
+an agent that predates it): its answers are accepted unsigned and shown as such; once it has
+a key, every answer must be signed by its *current* key.
+
+Verifying a signature is asynchronous on Cloudflare (WebCrypto), so the actor never does
+it: ``claims`` lists what a frame's signatures claim, the host verifies them, and
+``refusal`` — run inside the event, against the rows as they are then — accepts an answer
+only if the exact claim it rebuilds is among the verified ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from caisey.errors import ProtocolError
+from caisey.facts import Acknowledged, Created, Decided
+from caisey.signing import (
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    SignatureClaim,
+    b64decode,
+    created_sha256,
+    decision_message,
+    key_id,
+)
+from worker.host import SqlStore
+
+# Why an answer was refused (the ``signature_refused`` fact's ``reason``, the error frame's text).
+REFUSALS = {
+    "missing_signature": "this endpoint signs its answers, and this one carries no signature",
+    "unknown_key": "the answer is signed by a key this endpoint never registered",
+    "retired_key": "the answer is signed by a key retired by a re-enrollment",
+    "bad_signature": "the signature does not verify over this answer to this prompt as delivered",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointKey:
+    key_id: str
+    public_key: str  # unpadded URL-safe base64 of the raw 32 bytes
+    valid_from_ms: int
+    valid_until_ms: int | None
+    registered_by: str
+
+    def to_api(self) -> dict[str, Any]:
+        from caisey.clock import to_rfc3339
+
+        return {
+            "key_id": self.key_id,
+            "public_key": self.public_key,
+            "valid_from": to_rfc3339(self.valid_from_ms),
+            "valid_until": to_rfc3339(self.valid_until_ms) if self.valid_until_ms is not None else None,
+            "registered_by": self.registered_by,
+        }
+
+
+def parse_public_key(text: Any) -> bytes:
+    """The raw key from an enroll body's ``public_key``, or ``ProtocolError``."""
+    if not isinstance(text, str):
+        raise ProtocolError("invalid_field", "public_key must be a string")
+    return b64decode(text, PUBLIC_KEY_BYTES, "public_key")
+
+
+def signed_answer(fact: Any) -> str | None:
+    """What a runtime fact answers, if it is an answer: approve, deny or dismiss."""
+    if isinstance(fact, Decided):
+        return fact.decision.value
+    if isinstance(fact, Acknowledged) and fact.how == "dismissed":
+        return "dismiss"
+    return None
+
+
+class EndpointKeys:
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[EndpointKey]:
+        return [
+            EndpointKey(
+                r["key_id"],
+                r["public_key"],
+                int(r["valid_from_ms"]),
+                int(r["valid_until_ms"]) if r["valid_until_ms"] is not None else None,
+                r["registered_by"],
+            )
+            for r in self.store.execute(f"SELECT * FROM endpoint_keys {where} ORDER BY valid_from_ms, key_id", params)
+        ]
+
+    def history(self) -> list[EndpointKey]:
+        return self._rows()
+
+    def current(self) -> EndpointKey | None:
+        rows = self._rows("WHERE valid_until_ms IS NULL")
+        return rows[0] if rows else None
+
+    def get(self, wanted: str) -> EndpointKey | None:
+        rows = self._rows("WHERE key_id = ?", (wanted,))
+        return rows[0] if rows else None
+
+    def register(self, public_key: bytes, now_ms: int, by: str) -> tuple[EndpointKey, EndpointKey | None]:
+        """Make ``public_key`` the current key (inside the caller's transaction); the
+        previous one, if any, is retired now. Returns (new, previous)."""
+        previous = self.current()
+        if previous is not None:
+            self.store.execute(
+                "UPDATE endpoint_keys SET valid_until_ms = ? WHERE key_id = ?", (now_ms, previous.key_id)
+            )
+        from caisey.signing import b64encode
+
+        new = EndpointKey(key_id(public_key), b64encode(public_key), now_ms, None, by)
+        self.store.execute(
+            "INSERT INTO endpoint_keys (key_id, public_key, valid_from_ms, valid_until_ms, registered_by) "
+            "VALUES (?, ?, ?, NULL, ?) ON CONFLICT (key_id) DO UPDATE SET valid_from_ms = excluded.valid_from_ms, "
+            "valid_until_ms = NULL, registered_by = excluded.registered_by",
+            (new.key_id, new.public_key, now_ms, by),
+        )
+        return new, previous
+
+    def claim(
+        self, endpoint_id: str, prompt_id: str, created: Created, fact: Decided | Acknowledged, answer: str
+    ) -> SignatureClaim | None:
+        """The claim a signed answer makes under the current key (None: nothing to verify)."""
+        current = self.current()
+        if current is None or fact.sig is None or fact.key_id != current.key_id:
+            return None
+        try:
+            signature = b64decode(fact.sig, SIGNATURE_BYTES, "sig")
+            public_key = b64decode(current.public_key, PUBLIC_KEY_BYTES, "public_key")
+        except ProtocolError:
+            return None
+        message = decision_message(
+            endpoint_id=endpoint_id,
+            prompt_id=prompt_id,
+            decision=answer,
+            how=fact.how,
+            decided_at_ms=fact.decided_at_ms if isinstance(fact, Decided) else 0,
+            prompt_hash=created_sha256(created),
+        )
+        return SignatureClaim(public_key, message, signature)
+
+    def refusal(
+        self,
+        endpoint_id: str,
+        prompt_id: str,
+        created: Created,
+        fact: Decided | Acknowledged,
+        answer: str,
+        verified: Collection[SignatureClaim],
+    ) -> str | None:
+        """None when the answer may be committed; else the reason (a key of ``REFUSALS``)."""
+        if fact.sig is None or fact.key_id is None:
+            return None if self.current() is None else "missing_signature"
+        known = self.get(fact.key_id)
+        if known is None:
+            return "unknown_key"
+        if known.valid_until_ms is not None:
+            return "retired_key"
+        claim = self.claim(endpoint_id, prompt_id, created, fact, answer)
+        if claim is None or claim not in verified:
+            return "bad_signature"
+        return None
+
+
+__all__ = ["REFUSALS", "EndpointKey", "EndpointKeys", "parse_public_key", "signed_answer"]
