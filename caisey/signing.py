@@ -101,7 +101,7 @@ def b64decode(text: str, expected_len: int, name: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class SignatureClaim:
-    """"``public_key`` signed ``message`` with ``signature``" — what a host verifies.
+    """ "``public_key`` signed ``message`` with ``signature``" — what a host verifies.
 
     The actor lists the claims a frame makes (it knows the keys and the prompts), the host
     checks them with its crypto, and the actor commits a signed answer only when the exact

@@ -13,6 +13,7 @@
 //   worker/entry.py       — uploaded as the main module `entry.py` via `main`
 //   worker/local_host.py  — the aiohttp host; the Worker uses only the standard library
 //   worker/sqlite_store.py — the local host's sqlite3 store (the Worker has ctx.storage.sql)
+//   worker/ed25519_local.py — Ed25519 with `cryptography` (the Worker verifies with WebCrypto)
 // Node rather than Python runs this because wrangler already needs Node.
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
@@ -21,7 +22,12 @@ import { fileURLToPath } from "node:url";
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const OUT = join(ROOT, "build", "worker-upload");
 const PACKAGES = ["caisey", "worker"];
-const EXCLUDED = new Set(["worker/entry.py", "worker/local_host.py", "worker/sqlite_store.py"]);
+const EXCLUDED = new Set([
+  "worker/entry.py",
+  "worker/local_host.py",
+  "worker/sqlite_store.py",
+  "worker/ed25519_local.py",
+]);
 
 function* pythonFiles(dir) {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {

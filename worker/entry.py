@@ -31,10 +31,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from js import Date, WebSocketPair
+from js import Date, WebSocketPair, crypto
 from pyodide.ffi import JsException, to_js
 from workers import DurableObject, Response, WorkerEntrypoint
 
+from caisey.signing import SignatureClaim
 from worker import gateway
 from worker.api import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge
@@ -98,6 +99,26 @@ class DurableSql:
     def transaction(self, fn: Callable[[], T]) -> T:
         result: T = self._storage.transactionSync(fn)
         return result
+
+
+# --- signed answers (DESIGN §10) ---------------------------------------------------------------
+
+
+async def webcrypto_verified(claims: list[SignatureClaim]) -> list[SignatureClaim]:
+    """The claims whose Ed25519 signature WebCrypto accepts. Every bytes argument goes through
+    ``to_js`` and the usages list is a JS array (WORKERS_RUNTIME.md); a malformed key or
+    signature raises instead of answering false, so it counts as not verified."""
+    accepted = []
+    for claim in claims:
+        try:
+            key = await crypto.subtle.importKey("raw", to_js(claim.public_key), "Ed25519", False, to_js(["verify"]))
+            ok = await crypto.subtle.verify("Ed25519", key, to_js(claim.signature), to_js(claim.message))
+        except JsException as exc:
+            log.warning("a signature could not be checked: %s", exc)
+            continue
+        if ok:
+            accepted.append(claim)
+    return accepted
 
 
 # --- HTTP between the runtime, the Worker and the objects ----------------------------------------
@@ -247,7 +268,8 @@ class EndpointBridgeObject(DurableObject):
         if ws.readyState != WS_OPEN:
             return  # a replaced socket still draining: it no longer speaks for the endpoint
         raw = message if isinstance(message, str) else bytes(message.to_bytes())
-        await self.perform(self.actor.agent_frame(raw, now_ms()))
+        verified = await webcrypto_verified(self.actor.signature_claims(raw))
+        await self.perform(self.actor.agent_frame(raw, now_ms(), verified))
 
     async def webSocketClose(self, ws: Any, code: int, reason: str, was_clean: bool) -> None:
         # Complete the closing handshake (a no-op where the runtime already answered). Only

@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from caisey import wire
 from worker import gateway
 from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
+from worker.ed25519_local import verified
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
 from worker.fleet import AUTHENTICATE_PATH, FleetIndex
 from worker.host import Effects, Entropy
@@ -295,7 +296,9 @@ class LocalBridge:
             await actor.perform(actor.actor.agent_opened(now_ms()))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
-                    await actor.perform(actor.actor.agent_frame(msg.data, now_ms()))
+                    # DESIGN §10: signed answers are verified here, the actor checks the result.
+                    claims = verified(actor.actor.signature_claims(msg.data))
+                    await actor.perform(actor.actor.agent_frame(msg.data, now_ms(), claims))
                 elif msg.type == WSMsgType.ERROR:
                     log.warning("agent socket error on %s: %s", endpoint_id, ws.exception())
         finally:
