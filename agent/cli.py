@@ -1,7 +1,7 @@
 """``caisey-agent``: enroll this endpoint, run the agent, show its state (DESIGN §6).
 
     caisey-agent enroll --bridge URL --token TOKEN [--state-dir DIR]
-    caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--state-dir DIR]
+    caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--unattended deny|approve|wait] [--state-dir DIR]
     caisey-agent status [--json] [--state-dir DIR]
 
 State lives in ``--state-dir``, else ``$CAISEY_AGENT_HOME``, else the platform's per-user
@@ -26,7 +26,8 @@ from typing import IO, Any
 import aiohttp
 
 from agent.connection import AgentRunner, agent_url
-from agent.core import AgentCore
+from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
+from agent.identity import EndpointKey, key_path, load_key
 from agent.presenters import make_presenter
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
 from caisey.clock import to_rfc3339
@@ -53,13 +54,13 @@ def _state_dir(args: argparse.Namespace) -> Path:
 # --- enroll ----------------------------------------------------------------------------------
 
 
-async def _exchange_token(bridge: str, token: str) -> tuple[str, str]:
+async def _exchange_token(bridge: str, token: str, public_key: str) -> tuple[str, str]:
     url = bridge.rstrip("/") + "/api/agent/enroll"
     timeout = aiohttp.ClientTimeout(total=ENROLL_TIMEOUT_S)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, json={"enrollment_token": token}) as response,
+            session.post(url, json={"enrollment_token": token, "public_key": public_key}) as response,
         ):
             raw = await response.content.read(MAX_ENROLL_RESPONSE_BYTES + 1)
             status = response.status
@@ -96,7 +97,10 @@ def cmd_enroll(args: argparse.Namespace, out: IO[str]) -> int:
         agent_url(args.bridge, "probe")  # validates the scheme before we spend the token
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    endpoint_id, secret = asyncio.run(_exchange_token(args.bridge, args.token))
+    # A new endpoint key for every enrollment (DESIGN §10): its public half is registered in
+    # the exchange; the private half never leaves this machine.
+    key = EndpointKey.generate()
+    endpoint_id, secret = asyncio.run(_exchange_token(args.bridge, args.token, key.public_key_b64))
     store = Store.open(_state_dir(args))
     try:
         previous = store.meta_get("endpoint_id")
@@ -110,9 +114,13 @@ def cmd_enroll(args: argparse.Namespace, out: IO[str]) -> int:
             store.meta_set("bridge_url", args.bridge.rstrip("/"))
             store.meta_set("enrolled_at_ms", int(time.time() * 1000))
         path = store.write_secret(secret)
+        key.write(key_path(_state_dir(args)))
     finally:
         store.close()
-    out.write(f"enrolled as endpoint {endpoint_id}; secret stored in {path} (mode 0600)\n")
+    out.write(
+        f"enrolled as endpoint {endpoint_id}; secret stored in {path} (mode 0600); "
+        f"endpoint key {key.key_id} signs this endpoint's answers\n"
+    )
     return 0
 
 
@@ -185,9 +193,22 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
             except ValueError as exc:
                 raise CliError(str(exc)) from None
             secret = store.read_secret()
-            core = AgentCore(store, endpoint_id)
+            if args.unattended is not None:
+                store.meta_set("unattended", args.unattended)  # kept for later runs (DESIGN §10)
+            unattended = store.meta_get("unattended") or "deny"
+            key = load_key(state_dir)
+            if key is None:
+                log.warning("no endpoint key in %s (enrolled before signing): answers are sent unsigned", state_dir)
+            core = AgentCore(store, endpoint_id, config=AgentConfig(unattended=unattended), signer=key)
             runner = AgentRunner(core, url=url, secret=secret, presenter=presenter)
-            log.info("caisey-agent for endpoint %s, bridge %s, presenter %s", endpoint_id, bridge, presenter.name)
+            log.info(
+                "caisey-agent for endpoint %s, bridge %s, presenter %s, unattended answers capped at %s, key %s",
+                endpoint_id,
+                bridge,
+                presenter.name,
+                unattended,
+                key.key_id if key is not None else "none",
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(_serve(runner))
             log.info("caisey-agent stopped")
@@ -221,6 +242,11 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             and last_seen is not None
             and now_ms - last_seen < ONLINE_WITHIN_MS
         )
+        try:
+            key = load_key(state_dir)
+            key_id: str | None = key.key_id if key is not None else None
+        except StoreError as exc:
+            key_id = f"unreadable: {exc}"
         prompts = []
         for row in reversed(store.all_prompts()):
             prompts.append(
@@ -243,6 +269,8 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             "enrolled": store.meta_get("endpoint_id") is not None,
             "endpoint_id": store.meta_get("endpoint_id"),
             "bridge": store.meta_get("bridge_url"),
+            "key_id": key_id,
+            "unattended": store.meta_get("unattended") or "deny",
             "running": running,
             "online": bool(online),
             "connected_at": _time(connected),
@@ -268,6 +296,8 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
     state = "online" if info["online"] else ("running, offline" if info["running"] else "not running")
     out.write(
         f"endpoint   {info['endpoint_id']}\nbridge     {info['bridge']}\nagent      {state}\n"
+        f"key        {info['key_id'] or 'none (enrolled before signing: answers unsigned)'}\n"
+        f"unattended {info['unattended']} (the most a prompt may do when nobody is present)\n"
         f"connected  {info['connected_at'] or '-'}\nlast seen  {info['last_seen'] or '-'}\n"
         f"offset     {info['offset_ms']} ms\nunacked    {info['outbox']} update(s)\n"
         f"state dir  {info['state_dir']}\n"
@@ -295,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="connect to the bridge and show prompts")
     run.add_argument("--presenter", default="auto", help="auto | tk | terminal | exec:PROGRAM (default: auto)")
     run.add_argument("--bridge", help="override the bridge URL stored at enrollment")
+    run.add_argument(
+        "--unattended",
+        choices=UNATTENDED_CAPS,
+        help="cap on what a prompt may do when nobody is present: deny (default) answers a requested "
+        "approve with deny; approve lets the prompt's on_no_user stand; wait never answers an approve. Kept.",
+    )
     status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     return parser

@@ -47,6 +47,7 @@ from caisey.clock import OffsetEstimator, offset_sample
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError, UsageError
 from caisey.ids import IdSource
+from caisey.signing import b64encode, decision_message, prompt_sha256
 from caisey.wire import (
     MAX_OPEN_PROMPTS,
     MAX_TEXT_CHARS,
@@ -81,6 +82,28 @@ MAX_PENDING_HEARTBEATS = 8
 MAX_ERRORS_KEPT = 32
 
 
+# What the endpoint's own policy lets an unattended prompt do (``run --unattended``, DESIGN
+# §10): ``deny`` (default) answers a requested unattended approve with deny; ``approve`` lets
+# the prompt's on_no_user stand; ``wait`` never answers an unattended approve (it waits).
+UNATTENDED_CAPS = ("deny", "approve", "wait")
+
+
+def capped_no_user(requested: str, cap: str) -> tuple[str, str]:
+    """``(outcome, how)`` of a prompt's on_no_user under the endpoint's cap. ``how`` names the
+    endpoint policy when it changed the outcome, so the console can say who decided."""
+    if requested == "approve" and cap != "approve":
+        return cap, "endpoint_policy"
+    return requested, "no_user_policy"
+
+
+class Signer(Protocol):
+    """The endpoint key (``agent.identity.EndpointKey``): signs answers, never leaves the host."""
+
+    key_id: str
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
 class Rng(Protocol):
     """The randomness the core needs: ``random.Random`` or ``random.SystemRandom``."""
 
@@ -112,6 +135,8 @@ class AgentConfig:
     # ``last_seen`` is written at most this often (each write is an fsync).
     last_seen_write_ms: int = 5_000
     max_open_prompts: int = MAX_OPEN_PROMPTS
+    # The endpoint's cap on unattended answers (``UNATTENDED_CAPS``).
+    unattended: str = "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +186,15 @@ class AgentCore:
         rng: Rng | None = None,
         config: AgentConfig | None = None,
         agent_version: str = AGENT_VERSION,
+        signer: Signer | None = None,
     ) -> None:
         self.store = store
         self.endpoint_id = endpoint_id
         self.config = config or AgentConfig()
+        if self.config.unattended not in UNATTENDED_CAPS:
+            raise UsageError(f"unattended must be one of {UNATTENDED_CAPS}, got {self.config.unattended!r}")
+        # None: enrolled before signing existed; answers go unsigned (the bridge says so).
+        self.signer = signer
         self.agent_version = agent_version
         self._rng: Rng = rng if rng is not None else random.SystemRandom()
         self._ids = IdSource(self._rng.getrandbits)
@@ -373,6 +403,8 @@ class AgentCore:
                     how=held.how,
                     decision=held.decision,
                     decided_at_ms=held.decided_at_ms,
+                    key_id=held.key_id,
+                    sig=held.sig,
                 )
                 self._queue(update, now_ms)
                 self.store.update_prompt(pid, now_ms, final_acked=False)  # in reports until acked again
@@ -463,9 +495,20 @@ class AgentCore:
             log.warning("answer %s for unknown prompt %s ignored", answer, prompt_id)
         elif answer == "dismiss":
             if held.is_open:
+                key_id, sig = self._sign(held.prompt, "dismiss", "dismissed", 0)
                 with self.store.transaction():
-                    self.store.update_prompt(prompt_id, now_ms, status="acknowledged", how="dismissed", dismissed=True)
-                    update = PromptUpdate(self._new_id(now_ms), prompt_id, "acknowledged", how="dismissed")
+                    self.store.update_prompt(
+                        prompt_id,
+                        now_ms,
+                        status="acknowledged",
+                        how="dismissed",
+                        dismissed=True,
+                        key_id=key_id,
+                        sig=sig,
+                    )
+                    update = PromptUpdate(
+                        self._new_id(now_ms), prompt_id, "acknowledged", how="dismissed", key_id=key_id, sig=sig
+                    )
                     self._queue(update, now_ms)
                 self._send_new(prompt_id, now_ms)
         else:
@@ -487,9 +530,17 @@ class AgentCore:
             self._showing = None
         held = self.store.get_prompt(prompt_id)
         if held is not None and held.is_open:
-            policy = held.prompt.on_no_user
-            if policy in ("approve", "deny"):
-                self._decide(held, policy, "no_user_policy", now_ms)
+            outcome, how = capped_no_user(held.prompt.on_no_user, self.config.unattended)
+            if how == "endpoint_policy":
+                log.info(
+                    "prompt %s asks to %s when nobody is present; this endpoint's policy (--unattended %s) answers %s",
+                    prompt_id,
+                    held.prompt.on_no_user,
+                    self.config.unattended,
+                    outcome,
+                )
+            if outcome in ("approve", "deny"):
+                self._decide(held, outcome, how, now_ms)
             else:
                 self._parked[prompt_id] = now_ms + self.config.no_user_retry_ms
         self._pump(now_ms)
@@ -509,6 +560,7 @@ class AgentCore:
                     self._close_expired(pid, now_ms)
                 self._send_new(pid, now_ms)
             return
+        key_id, sig = self._sign(held.prompt, decision, how, bridge_now)
         with self.store.transaction():
             self.store.update_prompt(
                 pid,
@@ -519,9 +571,18 @@ class AgentCore:
                 decided_at_ms=bridge_now,
                 decided_local_ms=now_ms,
                 final_acked=False,
+                key_id=key_id,
+                sig=sig,
             )
             update = PromptUpdate(
-                self._new_id(now_ms), pid, "decided", how=how, decision=decision, decided_at_ms=bridge_now
+                self._new_id(now_ms),
+                pid,
+                "decided",
+                how=how,
+                decision=decision,
+                decided_at_ms=bridge_now,
+                key_id=key_id,
+                sig=sig,
             )
             self._queue(update, now_ms)
         # Committed with synchronous=FULL above: only now may the decision leave.
@@ -651,13 +712,36 @@ class AgentCore:
         self._last_report_id = report_id
         self._out.send.append(text)
 
+    def _sign(self, prompt: PromptCopy, answer: str, how: str, decided_at_ms: int) -> tuple[str | None, str | None]:
+        """``(key_id, sig)`` of an answer to ``prompt`` as it was delivered (DESIGN §10)."""
+        if self.signer is None:
+            return None, None
+        message = decision_message(
+            endpoint_id=self.endpoint_id,
+            prompt_id=prompt.prompt_id,
+            decision=answer,
+            how=how,
+            decided_at_ms=decided_at_ms,
+            prompt_hash=prompt_sha256(
+                title=prompt.title,
+                message=prompt.message,
+                action=prompt.action,
+                expires_at_ms=prompt.expires_at_ms,
+                requested_by=prompt.requested_by,
+                on_no_user=prompt.on_no_user,
+            ),
+        )
+        return self.signer.key_id, b64encode(self.signer.sign(message))
+
     @staticmethod
     def _held_line(row: PromptRow) -> HeldPrompt:
         # For closed/rejected lines ``how`` carries the detail (expired, cancelled, why rejected).
         how = row.how if row.status in ("acknowledged", "decided") else row.detail
         if how is not None:
             how = how[:MAX_TEXT_CHARS]
-        return HeldPrompt(row.prompt, row.status, row.decision, row.decided_at_ms, how)
+        signed = row.status == "decided" or (row.status == "acknowledged" and row.how == "dismissed")
+        key_id, sig = (row.key_id, row.sig) if signed else (None, None)
+        return HeldPrompt(row.prompt, row.status, row.decision, row.decided_at_ms, how, key_id=key_id, sig=sig)
 
     def _queue(self, message: PromptReceipt | PromptUpdate, now_ms: int) -> None:
         """Inside a transaction: put our own frame in the outbox (sent after commit)."""

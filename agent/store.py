@@ -34,7 +34,7 @@ from typing import Any
 
 from caisey.wire import PromptCopy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILE = "agent.sqlite3"
 SECRET_FILE = "agent_secret"
 LOCK_FILE = "run.lock"
@@ -94,6 +94,13 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# Additive upgrades by schema version (the table above is version 1's, made if missing).
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    # The endpoint key's signature of the answer, kept to resend in reports (DESIGN §10).
+    2: ("ALTER TABLE prompts ADD COLUMN key_id TEXT", "ALTER TABLE prompts ADD COLUMN sig TEXT"),
+}
+
+
 class StoreError(Exception):
     """The state directory cannot be used (missing enrollment, bad permissions, locked)."""
 
@@ -117,6 +124,8 @@ class PromptRow:
     dismissed: bool
     final_acked: bool
     updated_at_ms: int
+    key_id: str | None = None  # the signed answer (decision or dismissal), DESIGN §10
+    sig: str | None = None
 
     @property
     def prompt_id(self) -> str:
@@ -185,6 +194,8 @@ def _row_to_prompt(row: sqlite3.Row) -> PromptRow:
         dismissed=bool(row["dismissed"]),
         final_acked=bool(row["final_acked"]),
         updated_at_ms=row["updated_at_ms"],
+        key_id=row["key_id"],
+        sig=row["sig"],
     )
 
 
@@ -246,6 +257,9 @@ class Store:
             # executescript would COMMIT the open transaction; run statement by statement.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
+                    self._db.execute(statement)
+            for upgrade in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+                for statement in _UPGRADES[upgrade]:
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -350,6 +364,8 @@ class Store:
             "first_shown_at_ms",
             "dismissed",
             "final_acked",
+            "key_id",
+            "sig",
         }
     )
 

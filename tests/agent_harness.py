@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -23,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent.core import AgentConfig, AgentCore, Effects, Show, Withdraw
+from agent.identity import EndpointKey
 from agent.store import Store
 from caisey.wire import (
     Ack,
@@ -62,6 +66,11 @@ def make_prompt(
     )
 
 
+def seeded_key(seed: int) -> EndpointKey:
+    """A real Ed25519 endpoint key, the same for the same seed (replayable tests)."""
+    return EndpointKey(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"endpoint-key-{seed}".encode()).digest()))
+
+
 @dataclass
 class CoreHarness:
     store: Store
@@ -70,6 +79,7 @@ class CoreHarness:
     now: int = T0
     offset_ms: int = 0  # bridge clock − local clock, as the fake bridge stamps times
     config: AgentConfig = field(default_factory=AgentConfig)
+    signer: EndpointKey | None = None  # None: the key seeded_key(seed) gives
     core: AgentCore = field(init=False)
     sent: list[Message] = field(default_factory=list)  # everything the agent sent, in order
     display: list[Show | Withdraw] = field(default_factory=list)
@@ -77,7 +87,11 @@ class CoreHarness:
     _bridge_ids: int = 0
 
     def __post_init__(self) -> None:
-        self.core = AgentCore(self.store, self.endpoint_id, rng=random.Random(self.seed), config=self.config)
+        if self.signer is None:
+            self.signer = seeded_key(self.seed)
+        self.core = AgentCore(
+            self.store, self.endpoint_id, rng=random.Random(self.seed), config=self.config, signer=self.signer
+        )
 
     @classmethod
     def on_disk(cls, path: Path, **kwargs: object) -> CoreHarness:
@@ -85,7 +99,9 @@ class CoreHarness:
 
     def restart(self) -> CoreHarness:
         """A new core over the same store: what a crash and restart leaves."""
-        return CoreHarness(self.store, self.endpoint_id, self.seed + 1, self.now, self.offset_ms, self.config)
+        return CoreHarness(
+            self.store, self.endpoint_id, self.seed + 1, self.now, self.offset_ms, self.config, self.signer
+        )
 
     # --- running the core --------------------------------------------------------------------
 

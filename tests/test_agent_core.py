@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sqlite3
@@ -15,11 +16,13 @@ from agent.core import AgentConfig, Show, Withdraw
 from agent.store import DB_FILE, Store
 from caisey.digest import held_digest
 from caisey.errors import UsageError
+from caisey.signing import SignatureClaim, b64decode, decision_message, prompt_sha256
 from caisey.wire import (
     MAX_FRAME_BYTES,
     Ack,
     Error,
     Heartbeat,
+    HeldPrompt,
     Hello,
     HelloOk,
     PromptDeliver,
@@ -29,6 +32,7 @@ from caisey.wire import (
     encode,
 )
 from tests.agent_harness import MINUTE, T0, CoreHarness, make_prompt, of_type
+from worker.ed25519_local import verify
 
 
 @pytest.fixture
@@ -451,12 +455,90 @@ def test_start_twice_is_a_usage_error(h: CoreHarness) -> None:
 # --- no-user policy ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["approve", "deny"])
-def test_no_user_policy_decides(h: CoreHarness, policy: str) -> None:
+@pytest.mark.parametrize(
+    ("cap", "policy", "decision", "how"),
+    [
+        ("deny", "approve", "deny", "endpoint_policy"),  # the default cap: no unattended approve
+        ("deny", "deny", "deny", "no_user_policy"),
+        ("approve", "approve", "approve", "no_user_policy"),
+        ("approve", "deny", "deny", "no_user_policy"),
+        ("wait", "deny", "deny", "no_user_policy"),
+    ],
+)
+def test_no_user_policy_decides_within_the_endpoints_cap(
+    tmp_path: Path, cap: str, policy: str, decision: str, how: str
+) -> None:
+    h = CoreHarness.on_disk(tmp_path, config=AgentConfig(unattended=cap))
+    h.start()
+    h.connect()
     h.deliver(make_prompt("P1", on_no_user=policy))
     (update,) = h.no_user("P1")
     assert isinstance(update, PromptUpdate) and update.status == "decided"
-    assert update.decision == policy and update.how == "no_user_policy"
+    assert update.decision == decision and update.how == how
+    assert update.sig is not None and _signature_holds(h, update, decision)
+
+
+def test_the_default_cap_denies_an_unattended_approve() -> None:
+    assert AgentConfig().unattended == "deny"
+
+
+def test_a_wait_cap_never_answers_an_unattended_approve(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path, config=AgentConfig(unattended="wait"))
+    h.start()
+    h.connect()
+    h.deliver(make_prompt("P1", on_no_user="approve"))
+    assert h.no_user("P1") == []
+    assert h.core.store.get_prompt("P1").status == "received"  # type: ignore[union-attr]
+
+
+def _signature_holds(h: CoreHarness, update: PromptUpdate | HeldPrompt, answer: str) -> bool:
+    """Verify an answer's signature the way the bridge does (caisey.signing + cryptography)."""
+    prompt = h.core.store.get_prompt(update.prompt_id if isinstance(update, PromptUpdate) else update.prompt.prompt_id)
+    assert prompt is not None and h.signer is not None and update.sig is not None
+    assert update.key_id == h.signer.key_id
+    copy = prompt.prompt
+    message = decision_message(
+        endpoint_id=h.endpoint_id,
+        prompt_id=copy.prompt_id,
+        decision=answer,
+        how=update.how or "",
+        decided_at_ms=update.decided_at_ms or 0,
+        prompt_hash=prompt_sha256(
+            title=copy.title,
+            message=copy.message,
+            action=copy.action,
+            expires_at_ms=copy.expires_at_ms,
+            requested_by=copy.requested_by,
+            on_no_user=copy.on_no_user,
+        ),
+    )
+    return verify(SignatureClaim(h.signer.public_key, message, b64decode(update.sig, 64, "sig")))
+
+
+def test_decisions_and_dismissals_are_signed_and_reports_carry_the_signature(h: CoreHarness) -> None:
+    h.deliver(make_prompt("P1"))
+    h.deliver(make_prompt("P2"))
+    (decided,) = [m for m in h.answer("P1", "approve") if isinstance(m, PromptUpdate)]
+    assert decided.status == "decided" and _signature_holds(h, decided, "approve")
+    (dismissed,) = [m for m in h.answer("P2", "dismiss") if isinstance(m, PromptUpdate)]
+    assert dismissed.how == "dismissed" and _signature_holds(h, dismissed, "dismiss")
+    tampered = dataclasses.replace(decided, decision="deny")
+    assert not _signature_holds(h, tampered, "deny")
+    h.disconnect()
+    report = next(m for m in h.connect() if isinstance(m, StateReport))
+    lines = {line.prompt.prompt_id: line for line in report.prompts}
+    assert lines["P1"].sig == decided.sig and _signature_holds(h, lines["P1"], "approve")
+    assert lines["P2"].sig == dismissed.sig and _signature_holds(h, lines["P2"], "dismiss")
+
+
+def test_an_agent_without_a_key_answers_unsigned(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path)
+    h.core.signer = None  # a state dir enrolled before signing existed
+    h.start()
+    h.connect()
+    h.deliver(make_prompt("P1"))
+    (decided,) = [m for m in h.answer("P1", "deny") if isinstance(m, PromptUpdate)]
+    assert decided.key_id is None and decided.sig is None
 
 
 def test_no_user_wait_policy_keeps_the_prompt_and_asks_again_later(h: CoreHarness) -> None:

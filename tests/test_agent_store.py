@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import sqlite3
 import stat
 import sys
 from pathlib import Path
 
 import pytest
 
-from agent.store import DB_FILE, SECRET_FILE, Store, StoreError, default_state_dir
+from agent.store import _SCHEMA, DB_FILE, SCHEMA_VERSION, SECRET_FILE, Store, StoreError, default_state_dir
 from tests.agent_harness import T0, make_prompt
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
@@ -87,11 +90,33 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
 def test_schema_is_idempotent_and_versioned(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     store = Store.open(tmp_path)
-    assert store.pragma("user_version") == 1
+    assert store.pragma("user_version") == SCHEMA_VERSION == 2
     store._db.execute("PRAGMA user_version=99")
     store.close()
     with pytest.raises(StoreError, match="newer agent"):
         Store.open(tmp_path)
+
+
+def test_a_version_1_store_gains_the_signature_columns_and_keeps_its_prompts(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    for statement in _SCHEMA.split(";"):  # what agent 0.1 left on disk
+        if statement.strip():
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO prompts (prompt_id, seq, copy_json, deliver_id, received_at_ms, status, updated_at_ms) "
+        "VALUES ('P1', 1, ?, 'D1', 1, 'received', 1)",
+        (json.dumps(dataclasses.asdict(make_prompt("P1"))),),
+    )
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = Store.open(tmp_path)
+    assert store.pragma("user_version") == 2
+    row = store.get_prompt("P1")
+    assert row is not None and row.key_id is None and row.sig is None
+    store.update_prompt("P1", 2, status="decided", decision="approve", key_id="k", sig="s")
+    row = store.get_prompt("P1")
+    assert row is not None and (row.key_id, row.sig) == ("k", "s")
 
 
 def test_prune_forgets_only_old_final_and_acked(tmp_path: Path) -> None:
