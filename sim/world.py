@@ -6,13 +6,15 @@ ordered by virtual time and run one at a time.
 
 What is real: ``worker.endpoint.EndpointBridge`` on SQLite (``:memory:``, kept across bridge
 crashes — a crash loses the actor's memory and every socket, not its storage), and
-``agent.core.AgentCore`` on the agent's real ``Store`` (kept across agent crashes). What is
+``agent.core.AgentCore`` on the agent's real ``Store`` (kept across agent crashes), each agent
+signing its answers with a real Ed25519 key that the bridge verifies (DESIGN §10). What is
 simulated: sockets (``Conn``), the technicians' HTTP calls (straight into the actor, with
 requests and responses that can be lost), users, sleep, partitions and clocks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import random
@@ -22,10 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent.core import AgentConfig, AgentCore, Show, Withdraw
+from agent.identity import EndpointKey
 from agent.store import Store
 from caisey.backoff import RECONNECT, Backoff, Reconnect
-from worker.api import TECHNICIAN_HEADER, ApiRequest
+from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
+from worker.ed25519_local import verified
 from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.host import Effects, Entropy
 from worker.sqlite_store import SqliteStore
@@ -156,6 +162,12 @@ class World:
         self.humans_on = True  # technicians and users act (off in the liveness phase)
         # A scripted user for named scenarios: (endpoint, prompt_id) → (answer, delay_ms).
         self.user: Callable[[str, str], tuple[str | None, int]] | None = None
+        # Each endpoint's key (DESIGN §10), from the seed without drawing on ``rng``: signing
+        # does not move any fault the same seed picked before it existed.
+        self.endpoint_keys = {
+            eid: EndpointKey(Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{seed}/{eid}".encode()).digest()))
+            for eid in self.eids
+        }
         for eid in self.eids:
             self._register(eid)
         self.runtimes = {
@@ -193,13 +205,21 @@ class World:
         return self.actors[eid]
 
     def _register(self, eid: str) -> None:
+        """Register the endpoint and enroll its agent with its key: every answer is signed."""
         req = ApiRequest(
             "POST",
             "/api/enrollments",
-            {TECHNICIAN_HEADER: "admin", "x-caisey-endpoint": eid},
+            {TECHNICIAN_HEADER: "admin", ROLE_HEADER: "admin", "x-caisey-endpoint": eid},
             json.dumps({"endpoint_id": eid}).encode(),
         )
-        self.actor(eid).handle(req, self.now, False)
+        response, _ = self.actor(eid).handle(req, self.now, False)
+        exchange = {
+            "enrollment_token": response.body["enrollment_token"],
+            "public_key": self.endpoint_keys[eid].public_key_b64,
+        }
+        req = ApiRequest("POST", "/api/agent/enroll", {"x-caisey-endpoint": eid}, json.dumps(exchange).encode())
+        response, _ = self.actor(eid).handle(req, self.now, False)
+        assert response.status == 200, response.body
 
     def _snapshot(self, eid: str) -> None:
         backup = sqlite3.connect(":memory:")
@@ -314,7 +334,8 @@ class World:
     def _bridge_receives(self, conn: Conn, frame: str) -> None:
         if not (self.bridge_up and conn.bridge_open):
             return
-        self.perform(conn.eid, self.actor(conn.eid).agent_frame(frame, self.now))
+        actor = self.actor(conn.eid)
+        self.perform(conn.eid, actor.agent_frame(frame, self.now, verified(actor.signature_claims(frame))))
 
     def _agent_receives(self, conn: Conn, frame: str) -> None:
         rt = self.runtimes[conn.eid]
@@ -365,7 +386,9 @@ class World:
         rt.up, rt.awake, rt.conn, rt.connecting = True, True, None, False
         rt.reconnect = Reconnect(self.config.reconnect)
         agent_rng = random.Random(self.rng.getrandbits(64))
-        rt.core = AgentCore(rt.store, rt.eid, rng=agent_rng, config=self.config.agent)
+        rt.core = AgentCore(
+            rt.store, rt.eid, rng=agent_rng, config=self.config.agent, signer=self.endpoint_keys[rt.eid]
+        )
         self._agent_effects(rt, rt.core.start(self._local(rt)))
         self.at(self.now + self.rng.randint(0, 500), lambda: self._connect(rt))
 
