@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from caisey import prompt as prompt_module
+from caisey.audit import verify_export
 from caisey.prompt import DECIDED, FINAL, PROVISIONAL_FINALS, WITHDRAWN, PromptView, State
 from sim.world import EPOCH_MS, MINUTE, SimConfig, World
+from worker.ed25519_local import verify
 
 FINAL_NAMES = {s.value for s in FINAL}
 DECIDED_NAMES = {s.value for s in DECIDED}
@@ -166,6 +168,22 @@ def check_explicit_failure(world: World, views: dict[str, PromptView]) -> None:
             raise InvariantViolation(
                 f"I7 explicit failure: {pid} never had a connected endpoint, ended {view.state.value}"
             )
+
+
+def check_consent_proof(world: World) -> None:
+    """DESIGN §10: every endpoint's audit chain verifies offline (links, and every answer
+    signed by the endpoint's key), and no honest agent's answer was refused."""
+    for eid in world.eids:
+        actor = world.actor(eid)
+        report = verify_export(actor.chain.export_lines(eid, world.now), verify)
+        if not report.ok:
+            raise InvariantViolation(f"consent proof: {eid}'s audit chain does not verify: {report.problems[:3]}")
+        unsigned = [p.prompt_id for p in report.prompts if p.decision is not None and p.signed_by is None]
+        if unsigned:
+            raise InvariantViolation(f"consent proof: {eid} holds unsigned decisions {unsigned[:3]}")
+        refused = actor.store.execute("SELECT prompt_id FROM facts WHERE kind = 'signature_refused' LIMIT 3")
+        if refused:
+            raise InvariantViolation(f"consent proof: {eid} refused an honest agent's answer: {refused}")
 
 
 def disagreements(world: World) -> list[str]:
@@ -332,6 +350,7 @@ def _run(world: World, plant_bug: str | None) -> Result:
     check_decisions_honoured(world, views)
     check_once_only(world, views)
     check_explicit_failure(world, views)
+    check_consent_proof(world)
     late = disagreements(world)
     if late:
         raise InvariantViolation("I6 convergence: agreement did not hold after convergence: " + "; ".join(late[:8]))
