@@ -101,6 +101,15 @@ class _AiohttpSocket:
         return self.ws.close_code
 
 
+def parse_body(content_type: str, raw: bytes) -> Any:
+    """JSON bodies parsed; anything else (the audit export's JSON Lines) as text."""
+    if not raw:
+        return None
+    if "json" in content_type and "ndjson" not in content_type:
+        return json.loads(raw)
+    return raw.decode("utf-8")
+
+
 class LocalBridgeProcess:
     """``caisey-bridge serve`` as a real process. ``kill()`` is kill -9; ``start()`` again reuses the data."""
 
@@ -163,8 +172,7 @@ class LocalBridgeProcess:
             session.request(method, self.url + path, data=data, headers=hdrs) as r,
         ):
             text = await r.read()
-            parsed = json.loads(text) if text else None
-            return Resp(r.status, {k.lower(): v for k, v in r.headers.items()}, parsed)
+            return Resp(r.status, {k.lower(): v for k, v in r.headers.items()}, parse_body(r.content_type, text))
 
     async def connect_agent(self, endpoint_id: str, secret: str | None) -> AgentSocket | Resp:
         session = aiohttp.ClientSession()

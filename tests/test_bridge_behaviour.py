@@ -1,53 +1,23 @@
 """One behavioural suite for the bridge, run against every host (DESIGN §4, §5, §7, §8).
 
 Each test uses its own endpoint, so one bridge serves the whole module. The ``bridge``
-fixture is parametrised by host: the local host as a real process on 127.0.0.1 with real
+fixture (tests/conftest.py) is parametrised by host: the local host as a real process on 127.0.0.1 with real
 SQLite files, and the Cloudflare adapter on the Workers stand-in when it is available.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from caisey import wire
 from caisey.digest import held_digest
 from tests.bridge_hosts import (
     BridgeUnderTest,
-    LocalBridgeProcess,
     Resp,
     ScriptedRuntime,
     enroll,
     of_type,
 )
-
-HOSTS = ["local"]
-try:  # the Workers stand-in host, when present
-    from tests.workers_host import WorkersBridge  # noqa: F401
-
-    HOSTS.append("workers")
-except ImportError:
-    pass
-
-
-@pytest.fixture(scope="module")
-def local_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBridgeProcess]:
-    bridge = LocalBridgeProcess(tmp_path_factory.mktemp("bridge") / "data", heartbeat_ms=2_000)
-    bridge.start()
-    yield bridge
-    bridge.kill()
-
-
-@pytest.fixture(params=HOSTS)
-def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
-    if request.param == "local":
-        local: BridgeUnderTest = request.getfixturevalue("local_bridge")
-        return local
-    from tests.workers_host import WorkersBridge
-
-    return WorkersBridge()
 
 
 def one_deliver(frames: list[wire.Message]) -> wire.PromptDeliver:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.bridge_hosts import AgentSocket, Resp
+from tests.bridge_hosts import AgentSocket, Resp, parse_body
 from tests.workers_standin.harness import AgentClient, Harness, sha256_hex
 
 ADMIN_TOKEN = "cst_test-admin-token"
@@ -43,7 +43,8 @@ class WorkersBridge:
         if data is not None:
             hdrs.setdefault("content-type", "application/json")
         r = await self.harness.fetch(method, path, headers=hdrs, body=data)
-        return Resp(r.status, r.headers, r.json() if r.body else None)
+        content_type = str({k.lower(): v for k, v in dict(r.headers).items()}.get("content-type", "application/json"))
+        return Resp(r.status, r.headers, parse_body(content_type, r.body) if r.body else None)
 
     async def connect_agent(self, endpoint_id: str, secret: str | None) -> AgentSocket | Resp:
         result = await self.harness.connect_agent(endpoint_id, secret)

@@ -90,7 +90,7 @@ class EndpointKeys:
                 int(r["valid_until_ms"]) if r["valid_until_ms"] is not None else None,
                 r["registered_by"],
             )
-            for r in self.store.execute(f"SELECT * FROM endpoint_keys {where} ORDER BY valid_from_ms, key_id", params)
+            for r in self.store.execute(f"SELECT * FROM endpoint_keys {where} ORDER BY valid_from_ms, rowid", params)
         ]
 
     def history(self) -> list[EndpointKey]:
