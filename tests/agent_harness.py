@@ -217,9 +217,12 @@ elif answer != "none":
 class Agent:
     """``python -m agent`` in a subprocess with its own state dir and presenter program."""
 
-    def __init__(self, tmp: Path, *, presenter: str | None = None, display: str | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *, presenter: str | None = None, display: str | None = None, run_args: tuple[str, ...] = ()
+    ) -> None:
         self.presenter = presenter  # None: the exec program below, answering from a file
         self.display = display  # the X display for the tk presenter
+        self.run_args = run_args  # more ``caisey-agent run`` options (e.g. --unattended)
         self.state = tmp / "state"
         self.presenter_dir = tmp / "presenter"
         self.presenter_dir.mkdir()
@@ -277,6 +280,8 @@ class Agent:
             self.presenter_spec,
             "--log-level",
             "DEBUG",
+            *self.run_args,
+            stdin=asyncio.subprocess.DEVNULL,  # a service: no TTY (the terminal presenter finds no user)
             cwd=ROOT,
             env=_env() | ({"DISPLAY": self.display} if self.display else {}),
             stdout=log,
