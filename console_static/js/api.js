@@ -9,6 +9,8 @@
 // - Creates and re-issues carry an Idempotency-Key that the caller keeps for as long as the
 //   same request may still be retried, so a retry after a lost answer never makes a second
 //   prompt (DESIGN §5).
+// - A file (the audit export) is fetched with the token too — a plain link could not carry
+//   it — and handed back as a Blob for the caller to save.
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -33,6 +35,12 @@ export function newIdempotencyKey() {
   const bytes = new Uint8Array(16);
   crypto.getRandomValues(bytes);
   return "console-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** `attachment; filename="x.jsonl"` → "x.jsonl" (quoted or bare; null when absent). */
+export function attachmentName(header) {
+  const m = /filename\s*=\s*(?:"([^"]*)"|([^;\s]+))/i.exec(header || "");
+  return m ? m[1] ?? m[2] : null;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -87,6 +95,40 @@ export class Api {
     return { status: response.status, body: data, changed: true };
   }
 
+  /**
+   * GET a file with the technician token (a plain link cannot carry it): `{blob, filename}`.
+   * Failures are the same two kinds as `request`'s; a refusal's JSON body is kept.
+   */
+  async download(path) {
+    let response;
+    const sentAt = Date.now();
+    try {
+      response = await fetch(path, { method: "GET", cache: "no-store", headers: { Authorization: `Bearer ${this.token}` } });
+    } catch (exc) {
+      throw new NetworkError(`the bridge did not answer (${exc.message || exc})`);
+    }
+    this.#clock(response, sentAt);
+    if (response.status >= 500) throw new NetworkError(`the bridge answered ${response.status}`, response.status);
+    if (!response.ok) {
+      let data = null;
+      try {
+        data = JSON.parse(await response.text());
+      } catch {
+        data = null;
+      }
+      const err = new ApiError(response.status, data);
+      if (response.status === 401) this.onUnauthorized(err);
+      throw err;
+    }
+    let blob;
+    try {
+      blob = await response.blob();
+    } catch (exc) {
+      throw new NetworkError(`the download broke off (${exc.message || exc})`);
+    }
+    return { blob, filename: attachmentName(response.headers.get("content-disposition")) };
+  }
+
   #clock(response, sentAt) {
     const date = response.headers.get("date");
     if (!date) return;
@@ -125,6 +167,14 @@ export class Api {
 
   endpoints() {
     return this.get("/api/endpoints", { poll: true });
+  }
+  /** The endpoint itself: label, enrollment, signing keys, audit head (DESIGN §10). */
+  endpoint(eid) {
+    return this.get(`/api/endpoints/${encodeURIComponent(eid)}`, { poll: true });
+  }
+  /** The endpoint's audit chain (JSON Lines) as a Blob, for `caisey-audit verify`. */
+  auditExport(eid) {
+    return this.download(`/api/endpoints/${encodeURIComponent(eid)}/audit`);
   }
   prompts(eid, limit = 200) {
     return this.get(`/api/endpoints/${encodeURIComponent(eid)}/prompts?limit=${limit}`, { poll: true });

@@ -1,4 +1,6 @@
-// Plain words for prompt states, outcomes and timeline events (DESIGN §3, §4).
+// Plain words for prompt states, outcomes and timeline events (DESIGN §3, §4), and for the
+// proof behind an answer: the endpoint key that signed it, the endpoint's own cap on
+// unattended answers, refused signatures and the endpoint's key history (DESIGN §10).
 //
 // Pure functions of (prompt object from the API, now in bridge time): no DOM, no fetch,
 // so the tests can call them directly with crafted prompts. `now` is bridge time (the
@@ -128,6 +130,7 @@ export function describePrompt(p, now = Date.now(), ctx = {}) {
       const lag = t(p.synced_at) - t(p.decided_at);
       if (p.synced_at && lag >= SYNC_LAG_NOTICE_MS) headline += ` (synced ${fmtTime(p.synced_at, now)})`;
       if (p.decided_how === "no_user_policy") detail.push(`automatically: no user present (policy: ${p.on_no_user})`);
+      else if (p.decided_how === "endpoint_policy") detail.push(endpointPolicyWords(p));
       else if (p.decided_how) detail.push(p.decided_how === "user" ? "by the user" : `how: ${p.decided_how}`);
       if (p.reason && p.reason.includes("honoured after")) {
         detail.push("answered in time; it reached the bridge after the prompt had been marked " + honouredAfter(p.reason));
@@ -159,7 +162,100 @@ export function describePrompt(p, now = Date.now(), ctx = {}) {
       headline = `State: ${p.state}`;
   }
   if (p.adopted) detail.push("recovered from the endpoint's own copy");
-  return { headline, detail: detail.filter(Boolean).join(" · "), tone, live };
+  return { headline, detail: detail.filter(Boolean).join(" · "), tone, live, proof: describeProof(p) };
+}
+
+/** "ab12cd34…": enough of a key id to tell keys apart at a glance (the full id is 16 hex). */
+export function shortKey(keyId) {
+  return keyId ? `${String(keyId).slice(0, 8)}…` : "";
+}
+
+/**
+ * Whether a decided prompt's answer carries the endpoint's signature (DESIGN §10):
+ * `{signed, keyId, text, short}`, or null for a prompt nobody answered. The bridge commits a
+ * signed answer only after verifying it, so "signed" here means "verified when recorded".
+ */
+export function describeProof(p) {
+  if (p.state !== "approved" && p.state !== "denied") return null;
+  const sig = p.decision_signature;
+  if (sig && sig.key_id) {
+    return { signed: true, keyId: sig.key_id, text: `Signed by the endpoint (key ${shortKey(sig.key_id)})`, short: `signed by the endpoint (key ${shortKey(sig.key_id)})` };
+  }
+  return { signed: false, keyId: null, text: "Unsigned (recorded before signing, or the endpoint has no key)", short: "unsigned" };
+}
+
+/** The endpoint's own cap on unattended answers changed the outcome (agent `--unattended`). */
+export function endpointPolicyWords(p) {
+  const word = p.state === "approved" ? "Approved" : "Denied";
+  const asked = p.on_no_user && p.on_no_user !== (p.decision || "") ? ` (the prompt asked to ${p.on_no_user})` : "";
+  if (p.state === "denied") {
+    return `${word} by the endpoint's own policy: nobody was present, and this endpoint does not allow unattended approval${asked}`;
+  }
+  return `${word} by the endpoint's own policy: nobody was present${asked}`;
+}
+
+/** "If no user: approve" with what an endpoint may make of it (DESIGN §10's cap). */
+export function noUserWords(onNoUser) {
+  if (onNoUser === "approve") {
+    return "approve — unless the endpoint's own policy forbids unattended approval (by default an endpoint answers deny instead, or may keep waiting)";
+  }
+  if (onNoUser === "deny") return "deny";
+  if (onNoUser === "wait") return "wait for a user";
+  return onNoUser || "—";
+}
+
+/** How an answer was made, for the prompt's details. */
+export function howWords(how) {
+  switch (how) {
+    case "user":
+    case null:
+    case undefined:
+      return "by the user";
+    case "no_user_policy":
+      return "automatically: no user present, the prompt's own policy";
+    case "endpoint_policy":
+      return "by the endpoint's own policy: nobody was present";
+    default:
+      return `how: ${how}`;
+  }
+}
+
+/** Why the bridge refused an answer's signature (the `signature_refused` fact's reason). */
+export const REFUSAL_WORDS = {
+  missing_signature: "it carried no signature, and this endpoint signs its answers",
+  unknown_key: "it was signed by a key this endpoint never registered",
+  retired_key: "it was signed by a key that a re-enrollment had retired",
+  bad_signature: "its signature did not verify",
+};
+
+const ANSWER_WORDS = { approve: "'approve'", deny: "'deny'", dismiss: "a dismissal" };
+const REFUSED_BY = { user: "by the user", no_user_policy: "by the no-user policy", endpoint_policy: "by the endpoint's own policy" };
+
+/**
+ * The endpoint's signing keys in words (GET /api/endpoints/{eid}): `{current, summary, keys}`;
+ * each key `{keyId, publicKey, current, rekey, label, validity, by}`, oldest first. Every key
+ * after the first came with a re-enrollment, which retired the one before it.
+ */
+export function describeKeys(info, now = Date.now()) {
+  const keys = (info.keys || []).map((k, i) => {
+    const current = !k.valid_until;
+    const rekey = i > 0;
+    const label = [current ? "current key" : "retired", rekey ? "re-key (registered by a re-enrollment)" : "first key"].join(" · ");
+    const validity = `valid from ${fmtClock(k.valid_from, now)} ${current ? "until now (current)" : `until ${fmtClock(k.valid_until, now)}`}`;
+    return { keyId: k.key_id, publicKey: k.public_key, current, rekey, label, validity, by: k.registered_by || "unknown" };
+  });
+  let summary;
+  if (info.key_id) {
+    summary = `Answers from this endpoint are signed; current key ${info.key_id}`;
+    if (keys.length > 1) summary += ` (${keys.length} keys so far: re-keyed ${keys.length - 1} ${keys.length === 2 ? "time" : "times"})`;
+  } else if (keys.length) {
+    summary = "No current key: every key of this endpoint has been retired";
+  } else if (info.enrolled_at) {
+    summary = "No key: this endpoint was enrolled before signing; its answers are unsigned";
+  } else {
+    summary = "No key yet: no agent has enrolled on this endpoint";
+  }
+  return { current: info.key_id || null, summary, keys };
 }
 
 function honouredAfter(reason) {
@@ -239,6 +335,11 @@ export function bucketOf(state) {
 
 const WHO = { console: "Console", bridge: "Bridge", runtime: "Endpoint" };
 
+function signedNote(d) {
+  if (d.key_id) return ` — signed by the endpoint (key ${shortKey(d.key_id)})`;
+  return "key_id" in d ? " — unsigned" : "";
+}
+
 /** Timeline line: `{source, who, what}` for one event. Times in `detail` (`*_ms`) become clocks. */
 export function describeEvent(e, now = Date.now()) {
   const d = e.detail || {};
@@ -266,10 +367,27 @@ export function describeEvent(e, now = Date.now()) {
       break;
     case "acknowledged":
       what = d.how === "dismissed" ? "User dismissed the dialog without answering" : "Shown to the user";
+      if (d.how === "dismissed") what += signedNote(d);
       break;
-    case "decided":
-      what = `${d.how === "no_user_policy" ? "No user present — policy answered" : "User answered"} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+    case "decided": {
+      const who = {
+        no_user_policy: "No user present — policy answered",
+        endpoint_policy: "Nobody present — the endpoint's own policy answered",
+      };
+      what = `${who[d.how] || "User answered"} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+      if (d.how === "endpoint_policy" && d.decision === "deny") what += " (this endpoint does not allow unattended approval)";
+      what += signedNote(d);
       break;
+    }
+    case "signature_refused": {
+      const why = REFUSAL_WORDS[d.reason] || "its signature did not hold";
+      const answer = ANSWER_WORDS[d.answer] || `'${d.answer}'`;
+      const by = REFUSED_BY[d.how] ? ` ${REFUSED_BY[d.how]}` : "";
+      const when = typeof d.decided_at_ms === "number" ? `, made ${ms(d.decided_at_ms)}` : "";
+      const key = d.key_id ? `, signed with key ${d.key_id}` : ", unsigned";
+      what = `The bridge refused an answer: ${why} (${d.reason}) — ${answer}${by}${when}${key}; not recorded, the prompt's state is unchanged`;
+      break;
+    }
     case "rejected":
       what = `Endpoint refused the prompt: ${d.reason}`;
       break;
@@ -292,4 +410,33 @@ export function describeEvent(e, now = Date.now()) {
       what = `${e.type} ${JSON.stringify(d)}`;
   }
   return { source: e.source, who: WHO[e.source] || e.source, what };
+}
+
+/**
+ * What an exported audit file holds, read back before it is saved: `{ok, header, facts, head,
+ * text}` (`header` false: not this endpoint's caisey.audit file at all).
+ * The file is JSON Lines — a `caisey.audit` header, one line per fact, and the head — and
+ * only `caisey-audit verify` checks its links and signatures; this only names what arrived.
+ */
+export function describeAuditExport(text, eid) {
+  const lines = text.split("\n").filter((l) => l.trim());
+  const parse = (line) => {
+    try {
+      return JSON.parse(line);
+    } catch {
+      return null;
+    }
+  };
+  const header = lines.length ? parse(lines[0]) : null;
+  if (!header || header.type !== "header" || header.format !== "caisey.audit") {
+    return { ok: false, header: false, facts: 0, head: null, text: "the file the bridge sent does not start with a caisey.audit header" };
+  }
+  if (header.endpoint_id !== eid) {
+    return { ok: false, header: false, facts: 0, head: null, text: `the file is the audit of another endpoint (${header.endpoint_id})` };
+  }
+  const last = parse(lines[lines.length - 1]);
+  const head = last && last.type === "head" ? last : null;
+  const facts = head && typeof head.facts === "number" ? head.facts : lines.filter((l) => parse(l)?.type === "fact").length;
+  const tail = head ? `, ending at seq ${head.seq} (head hash ${String(head.hash).slice(0, 12)}…)` : ", with no head line (incomplete?)";
+  return { ok: !!head, header: true, facts, head, text: `${facts} ${facts === 1 ? "fact" : "facts"}${tail}` };
 }

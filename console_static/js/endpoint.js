@@ -1,8 +1,10 @@
 // Endpoint view: the endpoint's line, its prompts newest first (each state in plain words,
-// with Cancel / Re-issue / Timeline), the create form, and its patterns.
+// with Cancel / Re-issue / Timeline), the create form, its signing keys with the audit
+// export (DESIGN §10), and its patterns.
 
+import { ApiError, NetworkError } from "./api.js";
 import { h, setText, setHidden, setAttr, syncKeyed, replaceChildren } from "./dom.js";
-import { describePrompt, fmtAgo, fmtTime, OPEN_STATES, pad2 } from "./describe.js";
+import { describeAuditExport, describeKeys, describePrompt, fmtAgo, fmtTime, OPEN_STATES, pad2 } from "./describe.js";
 import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
 import { patternsPanel } from "./patterns.js";
 
@@ -26,6 +28,8 @@ export class EndpointView {
     this.emptyList = h("p.empty", { hidden: true }, "No prompts yet for this endpoint.");
     this.patterns = h("div", { id: "patterns" });
     this.form = this.buildForm();
+    this.info = null; // GET /api/endpoints/{eid}: keys and audit head
+    this.keysCard = this.buildKeys();
 
     this.el = h(
       "section.view.endpoint",
@@ -48,6 +52,7 @@ export class EndpointView {
           "div.col-side",
           null,
           h("section.card", { "aria-labelledby": "create-h" }, h("h2", { id: "create-h" }, "New prompt"), this.form),
+          this.keysCard,
           h("section.card", { "aria-labelledby": "patterns-h" }, h("h2", { id: "patterns-h" }, "Patterns"), this.patterns),
         ),
       ),
@@ -87,15 +92,114 @@ export class EndpointView {
       h("div.field", null, h("label", { for: "new-expiry" }, "Expires after"), h("div.inline", null, f.expiresIn, f.unit)),
       h(
         "fieldset",
-        null,
+        { "aria-describedby": "no-user-help" },
         h("legend", null, "If no user is signed in"),
         radio("wait", "wait for a user", true),
         radio("deny", "deny"),
         radio("approve", "approve"),
+        h(
+          "p.hint",
+          { id: "no-user-help" },
+          "The endpoint has the last word when nobody is present: by default it answers deny to a prompt that asks to approve unattended (or keeps it waiting, if it is set up so).",
+        ),
       ),
       f.submit,
       f.result,
     );
+  }
+
+  /** "Signing keys": the key history and the audit export (DESIGN §10). */
+  buildKeys() {
+    const k = {};
+    k.summary = h("p.keys-summary", { id: "keys-summary" }, "Loading…");
+    k.list = h("ol.key-list", { id: "key-list", "aria-label": "Key history, oldest first" });
+    k.head = h("p.audit-head", { id: "audit-head" });
+    k.exportBtn = h("button.secondary", { type: "button", id: "export-audit", onclick: () => this.exportAudit() }, "Export audit");
+    k.result = h("div.result", { id: "export-result", role: "status" });
+    this.k = k;
+    return h(
+      "section.card.keys",
+      { id: "keys-card", "aria-labelledby": "keys-h" },
+      h("h2", { id: "keys-h" }, "Signing keys"),
+      k.summary,
+      k.list,
+      h("h3", { id: "audit-h" }, "Audit"),
+      h(
+        "p.hint",
+        { id: "audit-help" },
+        "The audit file holds every fact of this endpoint, hash-chained. Check it offline with ",
+        h("code", null, "caisey-audit verify FILE"),
+        ": it names the first line that was changed, and every answer whose signature does not hold. Note the head below: with ",
+        h("code", null, "--head HASH"),
+        ", the command also fails an export that does not end exactly there (rewritten, added to or cut since).",
+      ),
+      k.head,
+      h("div.actions", null, k.exportBtn),
+      k.result,
+    );
+  }
+
+  renderKeys() {
+    const k = this.k;
+    const info = this.info;
+    if (info.error) {
+      setText(k.summary, `The bridge refused the endpoint's details: ${info.error.detail} (${info.error.status} ${info.error.code})`);
+      return;
+    }
+    const now = this.ctx.now();
+    const d = describeKeys(info, now);
+    setText(k.summary, d.summary);
+    k.summary.className = `keys-summary ${d.current ? "is-signed" : "is-unsigned"}`;
+    setHidden(k.list, d.keys.length === 0);
+    replaceChildren(
+      k.list,
+      d.keys.map((key) =>
+        h(
+          `li.key${key.current ? ".is-current" : ""}`,
+          { dataset: { keyId: key.keyId } },
+          h("p.key-id", null, h("code", null, key.keyId), " ", h("span.key-label", null, key.label)),
+          h("p.key-meta", null, `${key.validity} · registered by ${key.by}`),
+          h("details.key-public", null, h("summary", null, "Public key"), h("code", null, key.publicKey)),
+        ),
+      ),
+    );
+    const head = info.audit_head;
+    replaceChildren(
+      k.head,
+      head && head.hash ? ["Audit head now: seq ", String(head.seq), ", hash ", h("code", { id: "audit-head-hash" }, head.hash)] : "Audit head: no facts yet",
+    );
+  }
+
+  /** Fetch the audit chain with the token, then save it through a temporary link. */
+  async exportAudit() {
+    const k = this.k;
+    const fallback = `caisey-audit-${this.eid}.jsonl`;
+    k.exportBtn.disabled = true;
+    showResult(k.result, { tone: "info", parts: ["Exporting the audit…"] });
+    try {
+      const { blob, filename } = await this.ctx.api.auditExport(this.eid);
+      const name = filename || fallback;
+      const read = describeAuditExport(await blob.text(), this.eid);
+      if (!read.header) {
+        showResult(k.result, { tone: "error", parts: [`Export failed: ${read.text}. Nothing was saved.`] });
+        return;
+      }
+      saveBlob(blob, name);
+      showResult(k.result, {
+        tone: read.ok ? "ok" : "error",
+        parts: [`Exported ${name} — ${read.text}. Check it with `, h("code", null, `caisey-audit verify ${name}`), "."],
+      });
+    } catch (exc) {
+      if (exc instanceof NetworkError) {
+        showResult(k.result, { tone: "error", parts: [`Export failed: could not reach the bridge (${exc.message}). Press the button again to retry.`] });
+      } else if (exc instanceof ApiError) {
+        showResult(k.result, { tone: "error", status: exc.status, parts: [`Export refused — the bridge answered ${exc.status} ${exc.code}: ${exc.detail}`] });
+      } else {
+        throw exc;
+      }
+    } finally {
+      k.exportBtn.disabled = false;
+    }
   }
 
   async submitCreate(ev) {
@@ -128,11 +232,21 @@ export class EndpointView {
       if (!fleet.body.endpoints.some((e) => e.endpoint_id === this.eid)) return;
       this.missing = false;
     }
-    const [fleet, list] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT)]);
+    // The endpoint's own record (keys, audit head): a refusal of it alone is shown in its
+    // card and does not hide the prompts.
+    const details = this.ctx.api.endpoint(this.eid).catch((exc) => {
+      if (exc instanceof ApiError && exc.code !== "unknown_endpoint" && exc.status !== 401) return { error: exc, changed: true };
+      throw exc;
+    });
+    const [fleet, list, info] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT), details]);
     this.ctx.cache.fleet = fleet.body;
     this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
     setText(this.error, "");
     this.renderLine();
+    if (info.changed || this.info === null || this.info.error) {
+      this.info = info.error ? { error: info.error } : info.body;
+      this.renderKeys();
+    }
     if (list.changed || this.prompts === null) {
       this.prompts = list.body.prompts;
       this.render();
@@ -210,7 +324,7 @@ export class EndpointView {
     setText(x.title, p.title);
     setText(x.action, p.action);
     setText(x.state, d.headline);
-    setText(x.detail, d.detail);
+    setText(x.detail, d.proof ? [d.detail, d.proof.short].filter(Boolean).join(" · ") : d.detail);
     li.className = `prompt tone-${d.tone}${d.live ? " is-live" : ""}`;
     setAttr(x.cancel, "aria-label", `Cancel “${p.title}”`);
     setAttr(x.reissue, "aria-label", `Re-issue “${p.title}”`);
@@ -252,6 +366,17 @@ export class EndpointView {
     // "expires in …", "no answer yet for 2 min" move with time; final prompts do not.
     for (const li of this.items.values()) if (li._p && OPEN_STATES.has(li._p.state)) this.updateItem(li, li._p, now);
   }
+}
+
+/** Save a Blob under `name`: a temporary object URL on a temporary link, clicked once. */
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // Revoking at once can cancel the download in some browsers; a minute is plenty.
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 function fieldRow(id, label, control) {

@@ -1,8 +1,9 @@
-// Prompt view: one prompt's state in plain words, its facts, Cancel / Re-issue, and its
-// timeline — every event with its source (console, bridge, endpoint), time and detail.
+// Prompt view: one prompt's state in plain words, the proof behind its answer (signed by the
+// endpoint's key, or unsigned — DESIGN §10), its facts, Cancel / Re-issue, and its timeline:
+// every event with its source (console, bridge, endpoint), time and detail.
 
 import { h, setText, setHidden, replaceChildren } from "./dom.js";
-import { describeEvent, describePrompt, fmtClock } from "./describe.js";
+import { describeEvent, describePrompt, fmtClock, howWords, noUserWords } from "./describe.js";
 import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
 import { showResult } from "./endpoint.js";
 
@@ -21,6 +22,7 @@ export class PromptView {
     this.crumb = h("span", { "aria-current": "page" }, pid);
     this.state = h("p.state.big", { id: "prompt-state" });
     this.detail = h("p.detail", { id: "prompt-detail" });
+    this.proof = h("p.proof", { id: "prompt-proof", hidden: true });
     this.error = h("p.form-error", { role: "alert" });
     this.facts = h("dl.facts", { id: "prompt-facts" });
     this.timeline = h("tbody", { id: "timeline-rows" });
@@ -43,6 +45,7 @@ export class PromptView {
       this.heading,
       this.state,
       this.detail,
+      this.proof,
       this.error,
       h(
         "div.columns",
@@ -140,14 +143,15 @@ export class PromptView {
       ["Message", p.message || "—"],
       ["Created", `${fmtClock(p.created_at, now)} by ${p.created_by}`],
       ["Expires", fmtClock(p.expires_at, now)],
-      ["If no user", p.on_no_user],
+      ["If no user", noUserWords(p.on_no_user)],
       ["Delivery attempts", String(d.attempts ?? 0) + (d.replays ? ` (${d.replays} replayed)` : "")],
       d.last_attempt_at && ["Last attempt", fmtClock(d.last_attempt_at, now)],
       d.next_attempt_at && ["Next attempt", fmtClock(d.next_attempt_at, now)],
       d.last_error && ["Last error", d.last_error],
       ["Received by endpoint", d.received_at ? fmtClock(d.received_at, now) : "not yet"],
       ["Seen by user", d.acknowledged_at ? fmtClock(d.acknowledged_at, now) : "not yet"],
-      p.decision && ["Answer", `${p.decision} (${p.decided_how || "user"})`],
+      p.decision && ["Answer", `${p.decision}, ${howWords(p.decided_how)}`],
+      (p.state === "approved" || p.state === "denied") && ["Signature", signatureFact(p)],
       p.decided_at && ["Answered at", fmtClock(p.decided_at, now)],
       p.synced_at && ["Reached the bridge", fmtClock(p.synced_at, now)],
       p.late_decision && ["Late answer (ignored)", `${p.late_decision.decision}, made ${fmtClock(p.late_decision.decided_at, now)}, arrived ${fmtClock(p.late_decision.synced_at, now)} — ${p.late_decision.why}`],
@@ -191,5 +195,19 @@ export class PromptView {
     setText(this.state, d.headline);
     setText(this.detail, d.detail);
     this.state.className = `state big tone-${d.tone}`;
+    setHidden(this.proof, !d.proof);
+    if (d.proof) {
+      setText(this.proof, d.proof.text);
+      this.proof.className = `proof ${d.proof.signed ? "is-signed" : "is-unsigned"}`;
+    }
   }
+}
+
+/** The details' "Signature" row: the full key id, or why there is none. */
+function signatureFact(p) {
+  const sig = p.decision_signature;
+  if (sig && sig.key_id) {
+    return ["Ed25519 by the endpoint key ", h("code", null, sig.key_id), ", verified by the bridge before it recorded the answer"];
+  }
+  return "none — recorded unsigned (before signing, or the endpoint has no key)";
 }
