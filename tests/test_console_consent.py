@@ -354,6 +354,18 @@ def test_unsigned_answer_from_an_endpoint_without_a_key(page: Any, bridge: Bridg
         "No key: this endpoint was enrolled before signing; its answers are unsigned"
     )
     expect(page.locator("#key-list")).to_be_hidden()
+    # The endpoint's record is polled like the other reads: unchanged, it is a 304.
+    answers: list[tuple[int, str | None]] = []
+    page.on(
+        "response",
+        lambda r: (
+            answers.append((r.status, r.request.headers.get("if-none-match")))
+            if r.url.endswith("/api/endpoints/pc-unsigned")
+            else None
+        ),
+    )
+    page.wait_for_timeout(4_500)
+    assert len(answers) >= 2 and all(status == 304 and etag for status, etag in answers), answers
     item.get_by_role("link", name="Timeline of “Allow remote control?”").click()
     expect(page.locator("#prompt-proof")).to_have_text("Unsigned (recorded before signing, or the endpoint has no key)")
     expect(page.locator("#prompt-proof")).to_have_class("proof is-unsigned")
@@ -410,6 +422,14 @@ def test_key_history_after_rekey_and_audit_export(
         expect(tab.locator(f"li.prompt[data-pid='{pid}'] .detail")).to_contain_text(
             f"signed by the endpoint (key {first.key_id[:8]}…)"
         )
+        # A new fact moves the audit head; the key list is not rebuilt (an open key stays open).
+        current = keys.nth(1).locator("details.key-public")
+        current.locator("summary").click()
+        expect(current).to_have_attribute("open", "")
+        before = tab.locator("#audit-head-hash").text_content()
+        create(bridge, "pc-rekey", "Check the head moves")
+        expect(tab.locator("#audit-head-hash")).not_to_have_text(before or "", timeout=6_000)
+        expect(current).to_have_attribute("open", "")
         head_hash = bridge.ok("GET", "/api/endpoints/pc-rekey")["audit_head"]["hash"]
         expect(tab.locator("#audit-head-hash")).to_have_text(head_hash)
         expect(tab.locator("#audit-help")).to_contain_text("caisey-audit verify FILE")

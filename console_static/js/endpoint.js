@@ -151,18 +151,24 @@ export class EndpointView {
     setText(k.summary, d.summary);
     k.summary.className = `keys-summary ${d.current ? "is-signed" : "is-unsigned"}`;
     setHidden(k.list, d.keys.length === 0);
-    replaceChildren(
-      k.list,
-      d.keys.map((key) =>
-        h(
-          `li.key${key.current ? ".is-current" : ""}`,
-          { dataset: { keyId: key.keyId } },
-          h("p.key-id", null, h("code", null, key.keyId), " ", h("span.key-label", null, key.label)),
-          h("p.key-meta", null, `${key.validity} · registered by ${key.by}`),
-          h("details.key-public", null, h("summary", null, "Public key"), h("code", null, key.publicKey)),
+    // The audit head moves with every fact; the keys rarely do. Rebuild the list only when
+    // they change, so an open "Public key" or the keyboard focus survives the polls.
+    const keysSig = JSON.stringify(d.keys);
+    if (keysSig !== this.keysSig) {
+      this.keysSig = keysSig;
+      replaceChildren(
+        k.list,
+        d.keys.map((key) =>
+          h(
+            `li.key${key.current ? ".is-current" : ""}`,
+            { dataset: { keyId: key.keyId } },
+            h("p.key-id", null, h("code", null, key.keyId), " ", h("span.key-label", null, key.label)),
+            h("p.key-meta", null, `${key.validity} · registered by ${key.by}`),
+            h("details.key-public", null, h("summary", null, "Public key"), h("code", null, key.publicKey)),
+          ),
         ),
-      ),
-    );
+      );
+    }
     const head = info.audit_head;
     replaceChildren(
       k.head,
