@@ -47,7 +47,7 @@ from caisey.clock import OffsetEstimator, offset_sample
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError, UsageError
 from caisey.ids import IdSource
-from caisey.signing import b64encode, decision_message, prompt_sha256
+from caisey.signing import answer_message, b64encode
 from caisey.wire import (
     MAX_OPEN_PROMPTS,
     MAX_TEXT_CHARS,
@@ -716,21 +716,7 @@ class AgentCore:
         """``(key_id, sig)`` of an answer to ``prompt`` as it was delivered (DESIGN §10)."""
         if self.signer is None:
             return None, None
-        message = decision_message(
-            endpoint_id=self.endpoint_id,
-            prompt_id=prompt.prompt_id,
-            decision=answer,
-            how=how,
-            decided_at_ms=decided_at_ms,
-            prompt_hash=prompt_sha256(
-                title=prompt.title,
-                message=prompt.message,
-                action=prompt.action,
-                expires_at_ms=prompt.expires_at_ms,
-                requested_by=prompt.requested_by,
-                on_no_user=prompt.on_no_user,
-            ),
-        )
+        message = answer_message(self.endpoint_id, prompt, answer, how, decided_at_ms)
         return self.signer.key_id, b64encode(self.signer.sign(message))
 
     @staticmethod

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from caisey.errors import ProtocolError
 from caisey.facts import Created
+from caisey.wire import PromptCopy
 
 PROMPT_TAG = "caisey/prompt/v1"
 DECISION_TAG = "caisey/decision/v1"
@@ -67,6 +68,30 @@ def created_sha256(created: Created) -> str:
         expires_at_ms=created.expires_at_ms,
         requested_by=created.by,
         on_no_user=created.on_no_user.value,
+    )
+
+
+def copy_sha256(copy: PromptCopy) -> str:
+    """The hash of a prompt as the runtime holds it (what it showed)."""
+    return prompt_sha256(
+        title=copy.title,
+        message=copy.message,
+        action=copy.action,
+        expires_at_ms=copy.expires_at_ms,
+        requested_by=copy.requested_by,
+        on_no_user=copy.on_no_user,
+    )
+
+
+def answer_message(endpoint_id: str, copy: PromptCopy, answer: str, how: str, decided_at_ms: int) -> bytes:
+    """What a runtime signs to answer the prompt it holds (``decided_at_ms`` 0 for a dismissal)."""
+    return decision_message(
+        endpoint_id=endpoint_id,
+        prompt_id=copy.prompt_id,
+        decision=answer,
+        how=how,
+        decided_at_ms=decided_at_ms,
+        prompt_hash=copy_sha256(copy),
     )
 
 
@@ -119,8 +144,10 @@ __all__ = [
     "SIGNATURE_BYTES",
     "SIGNED_ANSWERS",
     "SignatureClaim",
+    "answer_message",
     "b64decode",
     "b64encode",
+    "copy_sha256",
     "created_sha256",
     "decision_message",
     "key_id",

@@ -23,7 +23,8 @@ from caisey.ids import IdSource
 from caisey.prompt import PromptView, reconcile, runtime_status
 from sim.run import run_seed
 from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
-from worker.endpoint import SCHEMA_VERSION, EndpointBridge
+from worker.endpoint import EndpointBridge
+from worker.endpoint_schema import SCHEMA_VERSION
 from worker.host import Entropy, Row
 from worker.sqlite_store import SqliteStore
 

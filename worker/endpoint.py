@@ -37,7 +37,6 @@ from caisey.facts import (
     Cancelled,
     Created,
     Decided,
-    Decision,
     DeliveryAttempted,
     Entry,
     Fact,
@@ -46,7 +45,6 @@ from caisey.facts import (
     NoDecisionHeld,
     NoUserPolicy,
     Received,
-    Rejected,
     Replayed,
     SignatureRefused,
     Superseded,
@@ -55,7 +53,7 @@ from caisey.facts import (
 )
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
-from caisey.signing import SignatureClaim, prompt_sha256
+from caisey.signing import SignatureClaim
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -67,9 +65,11 @@ from worker.api import (
     route_for_actor,
     with_etag,
 )
-from worker.audit_chain import AuditChain, backfill
+from worker.audit_chain import AuditChain
 from worker.endpoint_keys import REFUSALS, EndpointKeys, parse_public_key, signed_answer
+from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.host import Effects, Entropy, Row, SqlStore
+from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -110,58 +110,6 @@ class BridgeConfig:
     list_max: int = 200
 
 
-SCHEMA_VERSION = 4
-
-# A migration step is a statement, or a function of the store for what SQL alone cannot do.
-Migration = str | Callable[[SqlStore], None]
-
-# Migrations only add (STYLE: schema on every wake, versioned, additive).
-MIGRATIONS: dict[int, list[Migration]] = {
-    1: [
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
-        """CREATE TABLE IF NOT EXISTS prompts (
-            prompt_id TEXT PRIMARY KEY, created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL,
-            deliver_id TEXT NOT NULL, state TEXT NOT NULL, final INTEGER NOT NULL,
-            final_at_ms INTEGER, next_moment_ms INTEGER)""",
-        "CREATE INDEX IF NOT EXISTS prompts_open ON prompts (final, next_moment_ms)",
-        """CREATE TABLE IF NOT EXISTS facts (
-            seq INTEGER PRIMARY KEY, prompt_id TEXT NOT NULL, at_ms INTEGER NOT NULL,
-            kind TEXT NOT NULL, fields TEXT NOT NULL, event_id TEXT)""",
-        "CREATE INDEX IF NOT EXISTS facts_by_prompt ON facts (prompt_id, seq)",
-        """CREATE TABLE IF NOT EXISTS outbox (
-            event_id TEXT PRIMARY KEY, prompt_id TEXT NOT NULL, kind TEXT NOT NULL, frame TEXT NOT NULL,
-            attempts INTEGER NOT NULL, next_attempt_at_ms INTEGER NOT NULL)""",
-        "CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL)",
-        """CREATE TABLE IF NOT EXISTS idempotency (
-            key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, purge_at_ms INTEGER NOT NULL)""",
-        """CREATE TABLE IF NOT EXISTS enrollments (
-            token_hash TEXT PRIMARY KEY, expires_at_ms INTEGER NOT NULL, used_at_ms INTEGER)""",
-    ],
-    # The fleet line's last outcome is read after every event: without this index that read
-    # sorted every final prompt the endpoint ever had, so each event cost O(history).
-    2: ["CREATE INDEX IF NOT EXISTS prompts_final_at ON prompts (final, final_at_ms, prompt_id)"],
-    # What the runtime holds of each prompt (``runtime_status`` of its view, '' for nothing),
-    # stored by ``_refresh`` so a heartbeat's digest is one read instead of a reconcile per open
-    # prompt. A final prompt holds nothing, ever; NULL (an open prompt from before this
-    # migration) is derived from its facts when read, and stored at its next refresh.
-    3: [
-        "ALTER TABLE prompts ADD COLUMN runtime_status TEXT",
-        "UPDATE prompts SET runtime_status = '' WHERE final = 1",
-    ],
-    # Consent you can prove (DESIGN §10): the endpoint's signing keys, who issued each
-    # enrollment, and the hash chain over every fact (rows from before it linked once here).
-    4: [
-        "ALTER TABLE facts ADD COLUMN hash TEXT",
-        """CREATE TABLE IF NOT EXISTS endpoint_keys (
-            key_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, valid_from_ms INTEGER NOT NULL,
-            valid_until_ms INTEGER, registered_by TEXT NOT NULL)""",
-        "ALTER TABLE enrollments ADD COLUMN created_by TEXT",
-        "ALTER TABLE enrollments ADD COLUMN rekey INTEGER NOT NULL DEFAULT 0",
-        backfill,
-    ],
-}
-
-
 def secret_hash(secret: str) -> str:
     """Secrets and tokens are stored as SHA-256 hex; they are high-entropy, so no salt/KDF."""
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -179,28 +127,6 @@ def enrollment_endpoint(token: str) -> str | None:
     if not token.startswith(ENROLLMENT_PREFIX) or ENROLLMENT_SEPARATOR not in token:
         return None
     return token[len(ENROLLMENT_PREFIX) :].rpartition(ENROLLMENT_SEPARATOR)[0] or None
-
-
-def migrate(store: SqlStore, migrations: dict[int, list[Migration]]) -> None:
-    """Apply the migrations newer than the stored schema version, each in one transaction."""
-    store.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    rows = store.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-    current = int(rows[0]["value"]) if rows else 0
-    for version in sorted(v for v in migrations if v > current):
-
-        def step(version: int = version) -> None:
-            for step_ in migrations[version]:
-                if isinstance(step_, str):
-                    store.execute(step_)
-                else:
-                    step_(store)
-            store.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(version),),
-            )
-
-        store.transaction(step)
 
 
 class EndpointBridge:
@@ -821,10 +747,10 @@ class EndpointBridge:
             return []
         answers: list[tuple[str, Fact, Created | None]] = []
         if isinstance(message, wire.PromptUpdate):
-            answers.append((message.prompt_id, _update_fact(message), None))
+            answers.append((message.prompt_id, update_fact(message), None))
         elif isinstance(message, wire.StateReport):
             for held in message.prompts:
-                answers.extend((held.prompt.prompt_id, f, _adopted(held.prompt)) for f in _report_facts(held))
+                answers.extend((held.prompt.prompt_id, f, adopted_created(held.prompt)) for f in report_facts(held))
         claims = []
         for prompt_id, fact, adopted in answers:
             answer = signed_answer(fact)
@@ -997,7 +923,7 @@ class EndpointBridge:
         self._runtime_fact(msg.id, msg.prompt_id, Received(runtime_at_ms=msg.received_at_ms), now_ms, effects)
 
     def _on_update(self, msg: wire.PromptUpdate, now_ms: int, effects: Effects) -> None:
-        self._runtime_fact(msg.id, msg.prompt_id, _update_fact(msg), now_ms, effects)
+        self._runtime_fact(msg.id, msg.prompt_id, update_fact(msg), now_ms, effects)
 
     def _runtime_fact(self, event_id: str, prompt_id: str, fact: Fact, now_ms: int, effects: Effects) -> None:
         """Commit a runtime fact once (dedup by event id, then by news) and ack it."""
@@ -1047,7 +973,7 @@ class EndpointBridge:
     def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> str | None:
         """Commit a runtime fact if it is news; the refusal reason when its signature fails."""
         view = self._view(prompt_id, now_ms)
-        refreshed = _is_news(view, fact)
+        refreshed = is_news(view, fact)
         refusal = self._signature_refusal(prompt_id, fact) if refreshed else None
         if refusal is not None:
             self._record_refusal(prompt_id, fact, refusal, now_ms, event_id)
@@ -1096,7 +1022,7 @@ class EndpointBridge:
                 if not self._known(prompt_id):
                     self._adopt(held, now_ms)
                 self._relearn_withdrawal(held, now_ms)
-                for fact in _report_facts(held):
+                for fact in report_facts(held):
                     refusal = self._apply_runtime_fact(prompt_id, fact, now_ms, None)
                     if refusal is not None:
                         refused.append((prompt_id, refusal))
@@ -1138,7 +1064,7 @@ class EndpointBridge:
             self._ids.new(now_ms),
         )
         self._facts[copy.prompt_id] = []  # a new prompt: no facts to read back
-        self._append(copy.prompt_id, now_ms, _adopted(copy))
+        self._append(copy.prompt_id, now_ms, adopted_created(copy))
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
         """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""
@@ -1333,83 +1259,6 @@ def _earliest(*times: int | None) -> int | None:
 
 
 # --- runtime facts from frames ---------------------------------------------------------------
-
-
-def _adopted(copy: wire.PromptCopy) -> Created:
-    """R6: the created fact rebuilt from the runtime's copy; the endpoint's signatures cover
-    that copy as it holds it, whose hash is kept."""
-    return Created(
-        title=copy.title,
-        message=copy.message,
-        action=copy.action,
-        expires_at_ms=copy.expires_at_ms,
-        on_no_user=NoUserPolicy(copy.on_no_user),
-        by=copy.requested_by or "unknown",
-        adopted=True,
-        delivered_sha256=prompt_sha256(
-            title=copy.title,
-            message=copy.message,
-            action=copy.action,
-            expires_at_ms=copy.expires_at_ms,
-            requested_by=copy.requested_by,
-            on_no_user=copy.on_no_user,
-        ),
-    )
-
-
-def _update_fact(msg: wire.PromptUpdate) -> Fact:
-    if msg.status == "acknowledged":
-        return Acknowledged(how=msg.how or "shown", key_id=msg.key_id, sig=msg.sig)
-    if msg.status == "decided":
-        assert msg.decision is not None and msg.decided_at_ms is not None  # checked by wire
-        return Decided(
-            decision=Decision(msg.decision),
-            decided_at_ms=msg.decided_at_ms,
-            how=msg.how or "user",
-            key_id=msg.key_id,
-            sig=msg.sig,
-        )
-    if msg.status == "closed":
-        return NoDecisionHeld(detail=msg.detail or "closed")
-    return Rejected(reason=msg.detail or "rejected")
-
-
-def _report_facts(held: wire.HeldPrompt) -> list[Fact]:
-    """The facts a report line implies, oldest first; ``_is_news`` drops what is known."""
-    facts: list[Fact] = [Received(runtime_at_ms=held.prompt.created_at_ms)]
-    if held.status == "rejected":
-        return [Rejected(reason=held.how or "rejected")]
-    if held.status == "acknowledged":
-        facts.append(Acknowledged(how=held.how or "shown", key_id=held.key_id, sig=held.sig))
-    if held.decision is not None and held.decided_at_ms is not None:
-        facts.append(
-            Decided(
-                decision=Decision(held.decision),
-                decided_at_ms=held.decided_at_ms,
-                how=held.how or "user",
-                key_id=held.key_id,
-                sig=held.sig,
-            )
-        )
-    if held.status == "closed":
-        facts.append(NoDecisionHeld(detail=held.how or "closed"))
-    return facts
-
-
-def _is_news(view: PromptView, fact: Fact) -> bool:
-    """Whether a runtime fact adds anything to the view (dedup beyond event ids)."""
-    if isinstance(fact, Received):
-        return view.received_at_ms is None
-    if isinstance(fact, Acknowledged):
-        return view.acknowledged_at_ms is None
-    if isinstance(fact, Decided):
-        late = view.late_decision
-        return view.decision != fact.decision and not (late is not None and late.decision == fact.decision)
-    if isinstance(fact, NoDecisionHeld):
-        return not view.runtime_holds_no_decision
-    if isinstance(fact, Rejected):
-        return view.state.value == "pending"
-    return True
 
 
 _FRAME_HANDLERS: dict[type, Callable[[EndpointBridge, Any, int, Effects], None]] = {

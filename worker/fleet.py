@@ -13,7 +13,8 @@ from typing import Any
 
 from caisey.clock import to_rfc3339
 from worker.api import NAME_RE, ApiError, ApiRequest, ApiResponse, Route, route_for_actor, with_etag
-from worker.endpoint import migrate, same_secret, secret_hash
+from worker.endpoint import same_secret, secret_hash
+from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
 
 TECHNICIAN_TOKEN_PREFIX = "cst_"
