@@ -21,7 +21,9 @@ with aiohttp, doing what the console does) and the socket proxies live in the te
 - ``ChaosWorld`` — wires them up, records every API observation of every prompt (pollers plus
   the technicians' own answers, each with the times the request left and the answer came
   back), injects the faults, and checks DESIGN §9 the way ``sim/run.py`` does, against the
-  bridge's API and each agent's store (opened read-only) instead of in-process objects.
+  bridge's API and each agent's store (opened read-only) instead of in-process objects;
+  then takes every endpoint's audit export through the API and verifies it (DESIGN §10), with
+  ``caisey-audit verify`` as a real process on a few of them.
 """
 
 from __future__ import annotations
@@ -1096,6 +1098,70 @@ class ChaosWorld:
             if info["outbox"] != 0 or not info["running"] or cli != store:
                 raise ChaosError(f"status --json of {agent.endpoint_id} disagrees: {info} vs {store}")
 
+    async def check_audit_exports(self, cli_sample: int = 2) -> dict[str, Any]:
+        """DESIGN §10 after the chaos: every endpoint's audit export, taken through the API,
+        verifies offline — every link, every answer signed by the key valid when it was
+        committed, every decision on the API signed by its endpoint (the agents enroll with
+        keys). ``caisey-audit verify``, the console script as a real process, passes on the
+        saved files of a few endpoints (the busiest, a seeded sample and a never-connected
+        one; each run costs half a second of imports, so not all fifty)."""
+        from caisey.audit import verify_export
+        from worker.ed25519_local import verify
+
+        assert self.session is not None
+        started = time.monotonic()
+        folder = self.tmp / "audit-exports"
+        folder.mkdir(exist_ok=True)
+        problems: list[str] = []
+        files: dict[str, Path] = {}
+        signed: dict[str, int] = {}
+        for eid in self.endpoint_ids:
+            headers = {"Authorization": f"Bearer {self.bridge.admin_token}"}
+            async with self.session.get(f"{self.bridge.url}/api/endpoints/{eid}/audit", headers=headers) as r:
+                raw = await r.read()
+            if r.status != 200:
+                problems.append(f"audit export of {eid}: {r.status} {raw[:200]!r}")
+                continue
+            files[eid] = folder / f"{eid}.jsonl"
+            files[eid].write_bytes(raw)
+            report = verify_export(raw.decode("utf-8").splitlines(), verify)
+            if not report.ok:
+                bad = [p.verdict for p in report.prompts if not p.ok]
+                problems.append(f"audit export of {eid} does not verify: {report.problems[:3]} {bad[:3]}")
+            unsigned = [p.prompt_id for p in report.prompts if p.decision is not None and p.signed_by is None]
+            if unsigned:
+                problems.append(f"{eid}: decisions not signed by the endpoint: {unsigned[:5]}")
+            signed[eid] = sum(1 for p in report.prompts if p.signed_by is not None)
+        busiest = max(signed, key=lambda eid: (signed[eid], eid), default=None)
+        rng = random.Random(f"{self.seed}:audit")
+        sample = [eid for eid in [busiest, *rng.sample(sorted(files), min(cli_sample, len(files)))] if eid is not None]
+        sample = list(dict.fromkeys([*sample, *self.dark[:1]]))  # the busiest first, no repeats
+        for eid in sample:
+            proc = await asyncio.create_subprocess_exec(
+                *audit_command(),
+                "verify",
+                str(files[eid]),
+                cwd=ROOT,
+                env=_env(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            if proc.returncode != 0:
+                tail = out.decode(errors="replace").splitlines()[-5:]
+                problems.append(f"caisey-audit verify {files[eid]} exited {proc.returncode}: {tail} {err[-500:]!r}")
+        if problems:
+            raise ChaosError(f"{len(problems)} audit problems (seed {self.seed}):\n  " + "\n  ".join(problems[:20]))
+        self.log(
+            f"{len(files)} audit exports verify ({sum(signed.values())} signed decisions); caisey-audit verify "
+            f"passes on {sample}; {time.monotonic() - started:.1f} s"
+        )
+        return {
+            "audit_exports": len(files),
+            "audit_signed_decisions": sum(signed.values()),
+            "audit_cli_verified": len(sample),
+        }
+
     async def run(self) -> dict[str, Any]:
         """Setup, storm with faults, convergence, every expiry, the checks; returns the summary."""
         plan = self.plan
@@ -1134,6 +1200,7 @@ class ChaosWorld:
         await self.stop_polling()
         results = await self.check_invariants(await self.final_views())
         await self.check_status_cli(random.Random(self.seed).sample(self.agents, min(3, len(self.agents))))
+        results |= await self.check_audit_exports()
         return self.summary(
             setup_s=round(setup_s, 2),
             storm_s=plan.storm_s,
@@ -1211,6 +1278,12 @@ def write_summary(name: str, summary: dict[str, Any]) -> Path:
     path = ARTIFACTS / name
     path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def audit_command() -> list[str]:
+    """``caisey-audit`` as installed next to this interpreter (``pip install -e .``), else the module."""
+    script = Path(sys.executable).parent / "caisey-audit"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "worker.audit_cli"]
 
 
 def chaos_seed() -> int:

@@ -71,7 +71,8 @@ async def test_chaos_storm_of_prompts_with_faults_converges_in_seconds(tmp_path:
     that last fault — measured 1.5–2.2 s on a 2-core machine; the bound leaves room for an
     agent still in reconnect backoff after the last bridge outage (``ChaosWorld.fault_schedule``).
     Seconds, not minutes. Within 20 s of the last expiry every prompt is final and they still
-    agree (measured 0.1–0.2 s). I1–I5 and I7 hold (``ChaosWorld.check_invariants``). About
+    agree (measured 0.1–0.2 s). I1–I5 and I7 hold (``ChaosWorld.check_invariants``), and
+    every endpoint's audit export verifies (``ChaosWorld.check_audit_exports``). About
     2 minutes, most of it the storm and waiting for the last expiry.
     """
     world = ChaosWorld(tmp_path, ChaosPlan(), chaos_seed())
@@ -80,6 +81,9 @@ async def test_chaos_storm_of_prompts_with_faults_converges_in_seconds(tmp_path:
     assert summary["settle_after_last_expiry_s"] <= world.plan.settle_bound_s
     assert summary["faults"]["bridge_kill9"] == 2 and summary["creates_retried"] > 0
     assert summary["decided_by_agents"] > 0 and summary["states"].get("superseded", 0) > 0
+    # DESIGN §10: every endpoint's export verifies offline (caisey-audit verify on a few, as a process).
+    assert summary["audit_exports"] == summary["agents"] + summary["dark_endpoints"]
+    assert summary["audit_signed_decisions"] > 0 and summary["audit_cli_verified"] >= 3
 
 
 @pytest.mark.slow
