@@ -311,6 +311,7 @@ def test_signed_answer_refused_signature_and_endpoint_policy(
     expect(page.locator("#prompt-proof")).to_have_text(f"Signed by the endpoint (key {short})")
     expect(page.locator("#prompt-proof")).to_have_class("proof is-signed")
     expect(page.locator("#prompt-facts")).to_contain_text(f"Ed25519 by the endpoint key {key.key_id}")
+    expect(page.locator("#prompt-facts")).to_contain_text("it is the endpoint's current key")
     rows = page.locator("#timeline-rows tr")
     expect(rows.filter(has_text="User answered 'approve'")).to_contain_text(f"signed by the endpoint (key {short})")
 
@@ -465,6 +466,14 @@ def test_key_history_after_rekey_and_audit_export(
         )
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert verified.stdout.strip().splitlines()[-1].startswith("OK"), verified.stdout
+
+        # The answer signed before the re-key: still signed, by a key retired since.
+        tab.locator(f"li.prompt[data-pid='{pid}']").get_by_role(
+            "link", name="Timeline of “Allow remote control?”"
+        ).click()
+        expect(tab.locator("#prompt-proof")).to_have_text(f"Signed by the endpoint (key {first.key_id[:8]}…)")
+        expect(tab.locator("#prompt-facts")).to_contain_text("a re-enrollment retired it at", timeout=6_000)
+        expect(tab.locator("#prompt-facts")).to_contain_text("it was the current key when this answer was recorded")
     finally:
         tab.context.close()
 

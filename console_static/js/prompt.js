@@ -2,6 +2,7 @@
 // endpoint's key, or unsigned — DESIGN §10), its facts, Cancel / Re-issue, and its timeline:
 // every event with its source (console, bridge, endpoint), time and detail.
 
+import { ApiError } from "./api.js";
 import { h, setText, setHidden, replaceChildren } from "./dom.js";
 import { describeEvent, describePrompt, fmtClock, howWords, noUserWords } from "./describe.js";
 import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
@@ -17,6 +18,7 @@ export class PromptView {
     this.title = "Prompt";
     this.p = null;
     this.sig = null;
+    this.keys = null; // the endpoint's key history, once a signed answer needs it
 
     this.heading = h("h1", { id: "prompt-h", tabindex: "-1" }, "Prompt");
     this.crumb = h("span", { "aria-current": "page" }, pid);
@@ -95,8 +97,19 @@ export class PromptView {
     }
     const res = await this.ctx.api.prompt(this.eid, this.pid);
     setText(this.error, "");
+    // A signed answer: say whether its key is still the endpoint's current one (a 304 when not).
+    let keysChanged = false;
+    if (res.body.decision_signature) {
+      try {
+        const info = await this.ctx.api.endpoint(this.eid);
+        keysChanged = info.changed || this.keys === null;
+        this.keys = info.body.keys || [];
+      } catch (exc) {
+        if (!(exc instanceof ApiError)) throw exc; // only the wording of one detail depends on it
+      }
+    }
     const sig = JSON.stringify(res.body);
-    if (sig !== this.sig) {
+    if (sig !== this.sig || keysChanged) {
       this.sig = sig;
       this.p = res.body;
       this.render();
@@ -151,7 +164,7 @@ export class PromptView {
       ["Received by endpoint", d.received_at ? fmtClock(d.received_at, now) : "not yet"],
       ["Seen by user", d.acknowledged_at ? fmtClock(d.acknowledged_at, now) : "not yet"],
       p.decision && ["Answer", `${p.decision}, ${howWords(p.decided_how)}`],
-      (p.state === "approved" || p.state === "denied") && ["Signature", signatureFact(p)],
+      (p.state === "approved" || p.state === "denied") && ["Signature", signatureFact(p, this.keys, now)],
       p.decided_at && ["Answered at", fmtClock(p.decided_at, now)],
       p.synced_at && ["Reached the bridge", fmtClock(p.synced_at, now)],
       p.late_decision && ["Late answer (ignored)", `${p.late_decision.decision}, made ${fmtClock(p.late_decision.decided_at, now)}, arrived ${fmtClock(p.late_decision.synced_at, now)} — ${p.late_decision.why}`],
@@ -203,11 +216,15 @@ export class PromptView {
   }
 }
 
-/** The details' "Signature" row: the full key id, or why there is none. */
-function signatureFact(p) {
+/** The details' "Signature" row: the full key id and where it stands now, or why there is none. */
+function signatureFact(p, keys, now) {
   const sig = p.decision_signature;
   if (sig && sig.key_id) {
-    return ["Ed25519 by the endpoint key ", h("code", null, sig.key_id), ", verified by the bridge before it recorded the answer"];
+    const key = (keys || []).find((k) => k.key_id === sig.key_id);
+    let standing = "";
+    if (key && !key.valid_until) standing = "; it is the endpoint's current key";
+    else if (key) standing = `; a re-enrollment retired it at ${fmtClock(key.valid_until, now)} (it was the current key when this answer was recorded)`;
+    return ["Ed25519 by the endpoint key ", h("code", null, sig.key_id), `, verified by the bridge before it recorded the answer${standing}`];
   }
   return "none — recorded unsigned (before signing, or the endpoint has no key)";
 }
