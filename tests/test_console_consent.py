@@ -337,7 +337,10 @@ def test_signed_answer_refused_signature_and_endpoint_policy(
     expect(rows.filter(has_text="the endpoint's own policy answered 'deny'")).to_have_count(1)
 
 
-def test_unsigned_answer_from_an_endpoint_without_a_key(page: Any, bridge: Bridge, tech_token: str, loop: Loop) -> None:
+def test_unsigned_answer_from_an_endpoint_without_a_key(
+    page: Any, console: ConsoleLog, bridge: Bridge, tech_token: str, loop: Loop
+) -> None:
+    console.allow(r"Failed to load resource: the server responded with a status of (403|503)")
     ep = Endpoint(bridge, loop, enroll(bridge, "pc-unsigned", "Old kiosk", None), None)
     pid = create(bridge, "pc-unsigned", "Allow remote control?")
     try:
@@ -367,6 +370,22 @@ def test_unsigned_answer_from_an_endpoint_without_a_key(page: Any, bridge: Bridg
     )
     page.wait_for_timeout(4_500)
     assert len(answers) >= 2 and all(status == 304 and etag for status, etag in answers), answers
+
+    # An export the bridge refuses, or cannot serve, saves nothing and says why.
+    downloads: list[Any] = []
+    page.on("download", lambda d: downloads.append(d))
+    refusal = {"error": {"code": "forbidden", "message": "not for you"}}
+    page.route("**/api/endpoints/pc-unsigned/audit", lambda r: r.fulfill(status=403, json=refusal))
+    page.click("#export-audit")
+    expect(page.locator("#export-result")).to_contain_text(
+        "Export refused — the bridge answered 403 forbidden: not for you"
+    )
+    page.unroute("**/api/endpoints/pc-unsigned/audit")
+    page.route("**/api/endpoints/pc-unsigned/audit", lambda r: r.fulfill(status=503, body="busy"))
+    page.click("#export-audit")
+    expect(page.locator("#export-result")).to_contain_text("Export failed: the bridge answered 503. Nothing was saved")
+    page.unroute("**/api/endpoints/pc-unsigned/audit")
+    assert downloads == []
     item.get_by_role("link", name="Timeline of “Allow remote control?”").click()
     expect(page.locator("#prompt-proof")).to_have_text("Unsigned (recorded before signing, or the endpoint has no key)")
     expect(page.locator("#prompt-proof")).to_have_class("proof is-unsigned")

@@ -197,7 +197,7 @@ export class EndpointView {
       });
     } catch (exc) {
       if (exc instanceof NetworkError) {
-        showResult(k.result, { tone: "error", parts: [`Export failed: could not reach the bridge (${exc.message}). Press the button again to retry.`] });
+        showResult(k.result, { tone: "error", parts: [`Export failed: ${exc.message}. Nothing was saved; press the button again to retry.`] });
       } else if (exc instanceof ApiError) {
         showResult(k.result, { tone: "error", status: exc.status, parts: [`Export refused — the bridge answered ${exc.status} ${exc.code}: ${exc.detail}`] });
       } else {
