@@ -1,7 +1,8 @@
 """``python -m bench`` (also ``./scripts/bench``): every benchmark, its baseline, one table.
 
 Runs, in one process tree and one sitting so each figure has its baseline from the same run:
-floor → actor CPU per event → prompt round trip → storm → recovery → fleet tiers. Prints a
+floor → actor CPU per event → signing → prompt round trip (signed, then unsigned) → storm →
+recovery → fleet tiers. Prints a
 table and the JSON; writes the JSON to ``bench/results/latest.json`` and, with
 ``--write-results``, ``bench/RESULTS.md`` (the committed copy). ``--quick`` is a short smoke
 run (about two minutes); ``--only NAME,…`` runs a subset.
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actor_cpu, fleet, floor, recovery, roundtrip, storm
+from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, storm
 from bench.harness import ROOT, machine
 from bench.report import evaluate, render_markdown, render_table
 
@@ -29,6 +30,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 FULL: dict[str, Any] = {
     "floor": {"n": 2000},
     "actor_cpu": {"prompts": 500, "heartbeats": 2000, "history": 50},
+    "signing": {"n": 2000},
     "roundtrip": {"prompts": 1000},
     "storm": {"endpoints": 1000, "duration_s": 20.0, "clients": 2, "concurrency": 64},
     "recovery": {"endpoints": 1000, "clients": 2},
@@ -38,12 +40,13 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     "floor": {"n": 300},
     "actor_cpu": {"prompts": 100, "heartbeats": 300, "history": 20},
+    "signing": {"n": 200},
     "roundtrip": {"prompts": 150},
     "storm": {"endpoints": 200, "duration_s": 5.0, "clients": 2, "concurrency": 32},
     "recovery": {"endpoints": 200, "clients": 2},
     "fleet": {"tiers": [500], "window_s": 15.0, "heartbeat_ms": 15_000, "clients": 2},
 }
-ORDER = ("floor", "actor_cpu", "roundtrip", "storm", "recovery", "fleet")
+ORDER = ("floor", "actor_cpu", "signing", "roundtrip", "storm", "recovery", "fleet")
 
 
 def run_all(
@@ -61,6 +64,8 @@ def run_all(
             results[name] = floor.measure(data, c["n"])
         elif name == "actor_cpu":
             results[name] = actor_cpu.measure(c["prompts"], c["heartbeats"], c["history"])
+        elif name == "signing":
+            results[name] = signing.measure(c["n"])
         elif name == "roundtrip":
             results[name] = asyncio.run(roundtrip.run(data, c["prompts"], profile_dir=profile_dir))
         elif name == "storm":

@@ -151,9 +151,15 @@ def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 
 async def enroll_many(
-    url: str, endpoint_ids: Sequence[str], *, concurrency: int = 8, known: dict[str, str] | None = None
+    url: str,
+    endpoint_ids: Sequence[str],
+    *,
+    concurrency: int = 8,
+    known: dict[str, str] | None = None,
+    keys: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Register and enroll each endpoint through the API; ``{endpoint_id: agent_secret}``."""
+    """Register and enroll each endpoint through the API; ``{endpoint_id: agent_secret}``.
+    ``keys``: endpoint id → ``agent.identity.EndpointKey`` registered in the exchange."""
     secrets = dict(known or {})
     todo = [eid for eid in endpoint_ids if eid not in secrets]
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -169,9 +175,10 @@ async def enroll_many(
                 body = await r.json()
                 if r.status != 201:
                     raise RuntimeError(f"enrollment of {eid}: {r.status} {body}")
-            async with session.post(
-                url + "/api/agent/enroll", json={"enrollment_token": body["enrollment_token"]}
-            ) as r:
+            exchange = {"enrollment_token": body["enrollment_token"]}
+            if keys is not None:
+                exchange["public_key"] = keys[eid].public_key_b64
+            async with session.post(url + "/api/agent/enroll", json=exchange) as r:
                 answer = await r.json()
                 if r.status != 200:
                     raise RuntimeError(f"agent enroll of {eid}: {r.status} {answer}")

@@ -40,6 +40,17 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": ratio <= 3.0,
                 }
             )
+    if rt and fl and "unsigned" in rt:
+        for path in ("receipt", "decision"):
+            floor_ms = fl["paths"][path]["floor_ms"]
+            signed, unsigned = rt[path]["p99_ms"] / floor_ms, rt["unsigned"][path]["p99_ms"] / floor_ms
+            checks.append(
+                {
+                    "target": f"signed answers: create → {path} p99 ratio to the floor ≤ 10% worse than unsigned",
+                    "value": f"{signed:.2f}× signed vs {unsigned:.2f}× unsigned ({(signed / unsigned - 1) * 100:+.0f}%)",
+                    "met": signed <= unsigned * 1.10,
+                }
+            )
     st = results.get("storm")
     if st:
         full = st["endpoints"] >= 1000
@@ -114,18 +125,32 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     f"EndpointBridge alone, {ac['history_prompts']} prompts of history",
                 )
             )
+    sg = r.get("signing")
+    if sg:
+        for key, label, note in (
+            ("sign", "agent: sign one answer", "encoding + Ed25519 sign + base64 (cryptography)"),
+            ("verify", "bridge: verify one answer", "Ed25519 verify (cryptography)"),
+            ("claims", "bridge: rebuild the signed bytes", "EndpointBridge.signature_claims on a decided frame"),
+            ("update_signed", "actor: one decided update, signed", "claims + verify + commit + ack, :memory:"),
+            ("update_unsigned", "actor: one decided update, unsigned", "baseline: a keyless endpoint"),
+        ):
+            f = sg[key]
+            rows.append(("signing", label, f"p50 {f['p50_us']:.0f} / p99 {f['p99_us']:.0f} µs", note))
     rt = r.get("roundtrip")
     if rt and fl:
-        for path in ("receipt", "decision"):
-            s, floor_ms = rt[path], fl["paths"][path]["floor_ms"]
-            rows.append(
-                (
-                    "round trip",
-                    f"create → {path} " + ("committed" if path == "receipt" else "visible (GET approved)"),
-                    f"p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms",
-                    f"{s['p50_ms'] / floor_ms:.1f}× / {s['p95_ms'] / floor_ms:.1f}× / {s['p99_ms'] / floor_ms:.1f}× floor",
+        for variant, prefix in ((rt, ""), (rt.get("unsigned"), "unsigned: ")):
+            if not variant:
+                continue
+            for path in ("receipt", "decision"):
+                s, floor_ms = variant[path], fl["paths"][path]["floor_ms"]
+                rows.append(
+                    (
+                        "round trip",
+                        prefix + f"create → {path} " + ("committed" if path == "receipt" else "visible (GET approved)"),
+                        f"p50 {s['p50_ms']:.2f} / p95 {s['p95_ms']:.2f} / p99 {s['p99_ms']:.2f} ms",
+                        f"{s['p50_ms'] / floor_ms:.1f}× / {s['p95_ms'] / floor_ms:.1f}× / {s['p99_ms'] / floor_ms:.1f}× floor",
+                    )
                 )
-            )
     st = r.get("storm")
     if st:
         rows.append(

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.identity import EndpointKey
 from bench.clients import Tracker
 from bench.harness import ADMIN_TOKEN, PROMPT_BODY, BridgeProcess, Profile, endpoint_ids, enroll_many, summary_ms
 from bench.simagent import Disk, SimAgent
@@ -28,18 +29,41 @@ from bench.simagent import Disk, SimAgent
 async def run(
     data: Path, prompts: int, endpoints: int = 4, warmup: int = 20, profile_dir: Path | None = None
 ) -> dict[str, Any]:
+    """Signed answers (what the product does), then the same with unsigned answers from keyless
+    endpoints on a fresh bridge: the cost of signing, measured in the same run (DESIGN §10)."""
+    result = await _run(data / "signed", prompts, endpoints, warmup, profile_dir, signed=True)
+    unsigned = await _run(data / "unsigned", prompts, endpoints, warmup, None, signed=False)
+    result["unsigned"] = {"receipt": unsigned["receipt"], "decision": unsigned["decision"]}
+    return result
+
+
+async def _run(
+    data: Path, prompts: int, endpoints: int, warmup: int, profile_dir: Path | None, *, signed: bool
+) -> dict[str, Any]:
+    data.mkdir(parents=True, exist_ok=True)
     bridge = BridgeProcess(data / "roundtrip")
     bridge.start()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
     disk = Disk(data / "roundtrip-agents.sqlite3")
     try:
-        secrets = await enroll_many(bridge.url, endpoint_ids(endpoints, "rt"))
+        ids = endpoint_ids(endpoints, "rt")
+        keys = {eid: EndpointKey.generate() for eid in ids} if signed else None
+        secrets = await enroll_many(bridge.url, ids, keys=keys)
         tracker = Tracker()
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         async with aiohttp.ClientSession() as agent_session, aiohttp.ClientSession() as http:
             agents = [
-                SimAgent(bridge.url, eid, secret, agent_session, listener=tracker, disk=disk, rng=random.Random(i))
+                SimAgent(
+                    bridge.url,
+                    eid,
+                    secret,
+                    agent_session,
+                    listener=tracker,
+                    disk=disk,
+                    key=keys[eid] if keys else None,
+                    rng=random.Random(i),
+                )
                 for i, (eid, secret) in enumerate(sorted(secrets.items()))
             ]
             tasks = [asyncio.ensure_future(a.run(stop)) for a in agents]
@@ -66,6 +90,7 @@ async def run(
                     shown = await r.json()
                 t_visible = time.monotonic()
                 assert shown["state"] == "approved", shown["state"]
+                assert (shown["decision_signature"] is not None) == signed, shown["decision_signature"]
                 if i >= warmup:
                     receipt.append(tracker.receipt_at[pid] - t0)
                     decision.append(t_visible - t0)

@@ -36,11 +36,13 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.identity import EndpointKey
 from caisey import wire
 from caisey.backoff import Reconnect
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError
 from caisey.ids import IdSource
+from caisey.signing import answer_message, b64encode
 
 AGENT_VERSION = "caisey-bench-sim/1"
 # Unacked receipts/updates are resent this long after their last send (the real agent: 2 s
@@ -107,6 +109,8 @@ class Held:
     decision: str | None = None
     decided_at_ms: int | None = None
     final_acked: bool = False
+    key_id: str | None = None
+    sig: str | None = None
 
 
 @dataclass(slots=True)
@@ -137,6 +141,7 @@ class SimAgent:
     answer: str | None = "approve"  # None: hold prompts open (received only)
     answer_delay_s: tuple[float, float] = (0.0, 0.0)  # think time before the answer, uniform
     disk: Disk | None = None
+    key: EndpointKey | None = None  # signs answers as the real agent does (DESIGN §10); None: unsigned
     rng: random.Random = field(default_factory=random.Random)
     stats: Stats = field(default_factory=Stats)
     held: dict[str, Held] = field(default_factory=dict)
@@ -311,7 +316,9 @@ class SimAgent:
 
     async def _report(self) -> None:
         lines = tuple(
-            wire.HeldPrompt(h.copy, h.status, h.decision, h.decided_at_ms, "user" if h.decision else None)
+            wire.HeldPrompt(
+                h.copy, h.status, h.decision, h.decided_at_ms, "user" if h.decision else None, h.key_id, h.sig
+            )
             for h in self.held.values()
             if not h.final_acked
         )[: wire.MAX_OPEN_PROMPTS]
@@ -352,8 +359,18 @@ class SimAgent:
         if self.disk is not None:  # a decision is fsynced before it is reported
             self.disk.commit(prompt_id, decision)
         held.status, held.decision, held.decided_at_ms = "decided", decision, decided_at_ms
+        if self.key is not None:
+            message = answer_message(self.endpoint_id, held.copy, decision, "user", decided_at_ms)
+            held.key_id, held.sig = self.key.key_id, b64encode(self.key.sign(message))
         update = wire.PromptUpdate(
-            self._new_id(), prompt_id, "decided", how="user", decision=decision, decided_at_ms=decided_at_ms
+            self._new_id(),
+            prompt_id,
+            "decided",
+            how="user",
+            decision=decision,
+            decided_at_ms=decided_at_ms,
+            key_id=held.key_id,
+            sig=held.sig,
         )
         await self._queue(update, "update")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import actor_cpu, fleet, floor, recovery, roundtrip, storm
+from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, storm
 from bench.__main__ import main as bench_main
 from bench.report import evaluate, render_markdown, render_table
 
@@ -60,6 +60,10 @@ def test_bridge_benchmarks_run_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     rt = asyncio.run(roundtrip.run(tmp_path, prompts=5, endpoints=2, warmup=2))
     assert rt["receipt"]["n"] == 5 and rt["decision"]["n"] == 5
     assert rt["decision"]["p50_ms"] >= rt["receipt"]["p50_ms"] > 0
+    assert rt["unsigned"]["decision"]["n"] == 5  # the baseline of signing, same run
+
+    sg = signing.measure(5)
+    assert sg["update_signed"]["p50_us"] > 0 and sg["update_unsigned"]["p50_us"] > 0 and sg["verify"]["p50_us"] > 0
 
     st = asyncio.run(storm.run(tmp_path, endpoints=6, duration_s=1.0, clients=1, concurrency=4))
     assert st["completed"] > 0 and st["errors"] == {} and st["bridge_cpu_cores"] > 0
@@ -72,7 +76,7 @@ def test_bridge_benchmarks_run_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     assert "error" not in tier, tier
     assert tier["reconnected"] == 4 and tier["steady_cpu_cores"] >= 0 and tier["rss_mib"] > 0
 
-    results = {"roundtrip": rt, "storm": st, "recovery": rc, "fleet": {"tiers": [tier]}}
+    results = {"roundtrip": rt, "signing": sg, "storm": st, "recovery": rc, "fleet": {"tiers": [tier]}}
     verdicts = evaluate({**results, "floor": floor.measure(tmp_path, 10)})
     # Tiny sizes are never judged against the full-size targets, only shaped like them.
     assert [v["met"] for v in verdicts if "round trips/s" in v["target"] or "10,000" in v["target"]] == [None, None]

@@ -763,8 +763,13 @@ class EndpointBridge:
         return claims
 
     def _created(self, prompt_id: str) -> Created | None:
-        entries = self._entries(prompt_id)
-        first = entries[0].fact if entries else None
+        """The prompt's first fact: what was delivered (one row read, unless the event has them)."""
+        entries = self._facts.get(prompt_id)
+        if entries is not None:
+            first: Fact | None = entries[0].fact if entries else None
+        else:
+            rows = self._q("SELECT kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq LIMIT 1", prompt_id)
+            first = fact_from_record(rows[0]["kind"], json.loads(rows[0]["fields"])) if rows else None
         return first if isinstance(first, Created) else None
 
     def agent_frame(self, raw: str | bytes, now_ms: int, verified: Collection[SignatureClaim] = ()) -> Effects:

@@ -124,10 +124,17 @@ class EndpointKeys:
         return new, previous
 
     def claim(
-        self, endpoint_id: str, prompt_id: str, created: Created, fact: Decided | Acknowledged, answer: str
+        self,
+        endpoint_id: str,
+        prompt_id: str,
+        created: Created,
+        fact: Decided | Acknowledged,
+        answer: str,
+        current: EndpointKey | None = None,
     ) -> SignatureClaim | None:
-        """The claim a signed answer makes under the current key (None: nothing to verify)."""
-        current = self.current()
+        """The claim a signed answer makes under the current key (None: nothing to verify).
+        ``current``: the current key when the caller has already read it."""
+        current = current or self.current()
         if current is None or fact.sig is None or fact.key_id != current.key_id:
             return None
         try:
@@ -162,7 +169,7 @@ class EndpointKeys:
             return "unknown_key"
         if known.valid_until_ms is not None:
             return "retired_key"
-        claim = self.claim(endpoint_id, prompt_id, created, fact, answer)
+        claim = self.claim(endpoint_id, prompt_id, created, fact, answer, current=known)
         if claim is None or claim not in verified:
             return "bad_signature"
         return None
