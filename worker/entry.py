@@ -36,9 +36,9 @@ from pyodide.ffi import JsException, to_js
 from workers import DurableObject, Response, WorkerEntrypoint
 
 from worker import gateway
-from worker.api import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
+from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge
-from worker.fleet import SUMMARY_PATH, FleetIndex
+from worker.fleet import DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
 from worker.host import Effects, Entropy, Row, SqlValue
 
 try:
@@ -111,11 +111,13 @@ async def to_api_request(request: Any) -> ApiRequest:
         raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
     method = str(request.method)
     body = b"" if method in ("GET", "HEAD") else await request.bytes()
-    return ApiRequest(method, url.path, headers, body, dict(parse_qsl(url.query)))
+    # Blank values kept, as aiohttp keeps them: "?limit=" is a bad limit on both hosts.
+    return ApiRequest(method, url.path, headers, body, dict(parse_qsl(url.query, keep_blank_values=True)))
 
 
 def to_response(api: ApiResponse) -> Response:
-    headers = dict(api.headers)
+    # The API's security headers (issue 11); the console's come from console_static/_headers.
+    headers = dict(api.headers, **API_SECURITY_HEADERS)
     if api.body is None:
         return Response(None, status=api.status, headers=headers or None)
     headers["content-type"] = "application/json"
@@ -124,7 +126,11 @@ def to_response(api: ApiResponse) -> Response:
 
 async def from_response(response: Any) -> ApiResponse:
     text = await response.text()
-    headers = {k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")}
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k not in ("content-type", "content-length") and k not in API_SECURITY_HEADERS
+    }
     return ApiResponse(response.status, json.loads(text) if text else None, headers)
 
 
@@ -299,8 +305,13 @@ class FleetIndexObject(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         admin_hash = getattr(env, "ADMIN_TOKEN_SHA256", None)
+        # The optional var MAX_ENDPOINTS does what the local host's --max-endpoints does.
+        max_endpoints = str(getattr(env, "MAX_ENDPOINTS", "") or "")
         self.index = FleetIndex(
-            DurableSql(ctx.storage), Entropy(), str(admin_hash).strip().lower() if admin_hash else None
+            DurableSql(ctx.storage),
+            Entropy(),
+            str(admin_hash).strip().lower() if admin_hash else None,
+            int(max_endpoints) if max_endpoints.isascii() and max_endpoints.isdigit() else DEFAULT_MAX_ENDPOINTS,
         )
 
     async def fetch(self, request: Any) -> Response:
