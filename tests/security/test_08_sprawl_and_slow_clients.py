@@ -229,3 +229,16 @@ async def test_the_cap_counts_anonymous_connections_not_agent_sockets(tmp_path: 
         for runtime in runtimes:
             await runtime.close()
         bridge.kill()
+
+
+async def test_open_prompts_per_endpoint_are_bounded(bridge: BridgeUnderTest) -> None:
+    """Sprawl within one endpoint was already bounded (README, design change 4); pinned here."""
+    from caisey.wire import MAX_OPEN_PROMPTS
+
+    ep = await enroll(bridge, eid())
+    body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
+    path = f"/api/endpoints/{ep.endpoint_id}/prompts"
+    for _ in range(MAX_OPEN_PROMPTS):
+        assert (await bridge.request("POST", path, token=bridge.admin_token, body=body)).status == 201
+    r = await bridge.request("POST", path, token=bridge.admin_token, body=body)
+    assert r.status == 429 and r.body["error"]["code"] == "too_many_open_prompts", r.body
