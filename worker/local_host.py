@@ -568,12 +568,12 @@ def secure_data_dir(data: Path) -> None:
     """
     os.umask(0o077)
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for directory in (data, data / "endpoints"):
+    for directory in (data.resolve(), data.resolve() / "endpoints"):  # a symlinked data dir: its target
         if not directory.exists():
             continue
         info = directory.lstat()
         if not stat.S_ISDIR(info.st_mode):
-            raise UnsafeDataDir(f"{directory} is not a directory (a symlink is refused too)")
+            raise UnsafeDataDir(f"{directory} is not a directory")
         if info.st_mode & 0o022:
             raise UnsafeDataDir(
                 f"{directory} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
