@@ -107,7 +107,7 @@ async def to_api_request(request: Any) -> ApiRequest:
     url = urlsplit(request.url)
     headers = {str(k).lower(): str(v) for k, v in request.headers.items()}
     length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:  # "²".isdigit() too
         raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
     method = str(request.method)
     body = b"" if method in ("GET", "HEAD") else await request.bytes()
@@ -157,7 +157,7 @@ def is_websocket_upgrade(request: Any) -> bool:
 def bridge_config(env: Any) -> BridgeConfig:
     """The optional ``HEARTBEAT_MS`` var does what the local host's ``--heartbeat-ms`` does."""
     heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
-    if heartbeat.isdigit() and int(heartbeat) > 0:
+    if heartbeat.isascii() and heartbeat.isdigit() and int(heartbeat) > 0:
         return BridgeConfig(heartbeat_ms=int(heartbeat), liveness_ms=3 * int(heartbeat))
     return BridgeConfig()
 

@@ -105,3 +105,14 @@ async def test_a_refused_first_enrollment_leaves_no_endpoint_file(local_bridge: 
     )
     assert r.status == 400 and _error(r.body) == "invalid_field"
     assert not list((local_bridge.data / "endpoints").glob(f"{endpoint_id}*"))
+
+
+async def test_a_superscript_content_length_is_not_a_500_on_the_worker() -> None:
+    """The Worker read Content-Length with ``str.isdigit`` too ("²" passes, ``int`` refuses)."""
+    from tests.workers_host import WorkersBridge
+
+    bridge = WorkersBridge()
+    r = await bridge.harness.fetch(
+        "POST", "/api/enrollments", headers={"authorization": f"Bearer {bridge.admin_token}", "content-length": "²"}
+    )
+    assert r.status < 500, r.status
