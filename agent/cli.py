@@ -32,6 +32,7 @@ from agent.presenters import make_presenter
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
+from caisey.text import neutralise
 from caisey.wire import check_id
 
 log = logging.getLogger("caisey.agent.cli")
@@ -285,6 +286,11 @@ def status_info(state_dir: Path) -> dict[str, Any]:
         store.close()
 
 
+def _printable(value: object) -> str:
+    """``value`` as text safe for a terminal (``caisey.text.neutralise``)."""
+    return neutralise(str(value))
+
+
 def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
     info = status_info(_state_dir(args))
     if args.json:
@@ -294,8 +300,9 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
         out.write(f"not enrolled (state dir {info['state_dir']}): run `caisey-agent enroll`\n")
         return 1
     state = "online" if info["online"] else ("running, offline" if info["running"] else "not running")
+    safe = _printable  # texts come from the bridge: no escape sequence reaches the terminal
     out.write(
-        f"endpoint   {info['endpoint_id']}\nbridge     {info['bridge']}\nagent      {state}\n"
+        f"endpoint   {safe(info['endpoint_id'])}\nbridge     {safe(info['bridge'])}\nagent      {state}\n"
         f"key        {info['key_id'] or 'none (enrolled before signing: answers unsigned)'}\n"
         f"unattended {info['unattended']} (the most a prompt may do when nobody is present)\n"
         f"connected  {info['connected_at'] or '-'}\nlast seen  {info['last_seen'] or '-'}\n"
@@ -305,8 +312,9 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
     prompts = info["prompts"]
     out.write(f"prompts    {info['open_prompts']} open, {len(prompts)} held\n")
     for p in prompts[:50]:
-        outcome = p["decision"] or p["detail"] or p["how"] or ""
-        out.write(f"  {p['prompt_id']}  {p['status']:<12} {outcome:<10} expires {p['expires_at']}  {p['title'][:40]}\n")
+        outcome = safe(p["decision"] or p["detail"] or p["how"] or "")
+        title = safe(p["title"][:40])
+        out.write(f"  {safe(p['prompt_id'])}  {p['status']:<12} {outcome:<10} expires {p['expires_at']}  {title}\n")
     return 0
 
 

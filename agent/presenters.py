@@ -31,6 +31,7 @@ from typing import ClassVar, Literal, Protocol, TextIO
 
 from agent.core import Show
 from caisey.clock import to_rfc3339
+from caisey.text import neutralise
 
 log = logging.getLogger("caisey.agent.presenter")
 
@@ -53,14 +54,17 @@ class Presenter(Protocol):
 
 
 def prompt_json(show: Show) -> dict[str, object]:
-    """The prompt as an ``exec:`` program (and the tk dialog) receive it on stdin."""
+    """The prompt as an ``exec:`` program (and the tk dialog) receive it on stdin.
+
+    Texts are neutralised (``caisey.text``): the bridge refuses control characters, but a
+    malicious or older bridge can still send them, and a program may print what it gets."""
     p = show.prompt
     return {
         "prompt_id": p.prompt_id,
-        "title": p.title,
-        "message": p.message,
-        "action": p.action,
-        "requested_by": p.requested_by,
+        "title": neutralise(p.title),
+        "message": neutralise(p.message, multiline=True),
+        "action": neutralise(p.action),
+        "requested_by": neutralise(p.requested_by),
         "on_no_user": p.on_no_user,
         "created_at": to_rfc3339(p.created_at_ms),
         "expires_at": to_rfc3339(p.expires_at_ms),
@@ -329,9 +333,12 @@ class TerminalPresenter:
                 return "none"
         p = show.prompt
         left_s = max(0, (show.expires_at_local_ms - int(time.time() * 1000)) // 1000)
-        by = f"  requested by {p.requested_by}\n" if p.requested_by else ""
+        # Neutralised: an escape sequence in a text must not act on the user's terminal (hide
+        # the "requested by" line, retitle the window, write the clipboard).
+        title, message, action = neutralise(p.title), neutralise(p.message, multiline=True), neutralise(p.action)
+        by = f"  requested by {neutralise(p.requested_by)}\n" if p.requested_by else ""
         self._write(
-            f"\n=== Approval requested: {p.title} ===\n{p.message}\n  action: {p.action}\n{by}"
+            f"\n=== Approval requested: {title} ===\n{message}\n  action: {action}\n{by}"
             f"  time left: {left_s // 60}m {left_s % 60:02d}s\n"
             "Approve? [a]pprove / [d]eny / [x] dismiss: "
         )

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from caisey import text, wire
+
 # A create is a few KiB at most (title 200, message 2000 characters); 64 KiB leaves room for
 # any sane client and keeps a hostile body from costing memory before it is refused.
 MAX_BODY_BYTES = 64 * 1024
@@ -26,6 +28,58 @@ ROLE_HEADER = "x-caisey-role"
 
 ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+# Device names Windows reserves in every directory, with any extension ("nul.sqlite3" is
+# the null device there): an endpoint's file on the local host is "<endpoint_id>.sqlite3".
+RESERVED_DEVICE_NAMES = frozenset(
+    ["con", "prn", "aux", "nul"] + [f"com{i}" for i in range(10)] + [f"lpt{i}" for i in range(10)]
+)
+
+# Security headers (issue 11 item 4), the same on both hosts. The API answers JSON only:
+# nothing in it may run, be framed or be cached (bodies carry tokens, secrets and prompts).
+API_SECURITY_HEADERS: dict[str, str] = {
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+# The console: its own scripts, styles, images and API calls only; never framed (a framed
+# console could be clickjacked into cancelling or re-issuing prompts). Kept in step with
+# console_static/_headers, which Cloudflare applies to the static assets (a test checks).
+CONSOLE_SECURITY_HEADERS: dict[str, str] = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def endpoint_id_problem(endpoint_id: object) -> str | None:
+    """Why ``endpoint_id`` cannot name a new endpoint, or None when it can.
+
+    Ids are compared case-insensitively (a file system may be), so the case is kept but
+    never makes an id distinct; the fleet index refuses a second id differing only in case.
+    """
+    if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
+        return "endpoint_id must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    if endpoint_id.split(".", 1)[0].lower() in RESERVED_DEVICE_NAMES:
+        return f"endpoint_id {endpoint_id!r} is a reserved device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9)"
+    return None
+
+
+def label_problem(label: object) -> str | None:
+    """Why ``label`` cannot be an endpoint's label, or None when it can (one line, no controls)."""
+    if not isinstance(label, str) or len(label) > wire.MAX_NAME_CHARS:
+        return f"label must be a string of at most {wire.MAX_NAME_CHARS} characters"
+    return text.check(label, "label")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass(slots=True)
@@ -53,7 +107,8 @@ class ApiRequest:
         if not self.body.strip():
             return {}
         try:
-            value = json.loads(self.body)
+            # NaN and ±Infinity are not JSON (RFC 8259), though Python's parser takes them.
+            value = json.loads(self.body, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
         if not isinstance(value, dict):
@@ -107,6 +162,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "get_endpoint", "technician"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/audit$"), "endpoint", "export_audit", "technician"),
+    ("GET", re.compile(r"^/api/limits$"), "fleet", "get_limits", "technician"),
+    ("PUT", re.compile(r"^/api/limits$"), "fleet", "set_limits", "admin"),
     ("POST", re.compile(r"^/api/enrollments$"), "endpoint", "create_enrollment", "technician"),
     ("POST", re.compile(r"^/api/agent/enroll$"), "endpoint", "agent_enroll", "enrollment_token"),
     ("POST", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts$"), "endpoint", "create_prompt", "technician"),

@@ -54,6 +54,7 @@ from caisey.facts import (
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
+from caisey.text import check as text_problem
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -62,6 +63,7 @@ from worker.api import (
     ApiRequest,
     ApiResponse,
     Route,
+    label_problem,
     route_for_actor,
     with_etag,
 )
@@ -82,6 +84,10 @@ AGENT_SECRET_PREFIX = "csa_"
 ENROLLMENT_SEPARATOR = "~"  # not in endpoint ids nor in URL-safe base64
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
+
+# expires_in beyond this is refused before any arithmetic (a float's * 1000 overflows to inf,
+# and int(inf) raises); the lifetime bounds in BridgeConfig then apply. 10**12 s ≈ 31,700 years.
+MAX_EXPIRES_IN_S = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +123,7 @@ def secret_hash(secret: str) -> str:
 
 def same_secret(stored_hash: str | None, presented: str | None) -> bool:
     """Constant-time comparison of a presented secret with a stored hash."""
-    if not stored_hash or not presented:
+    if not stored_hash or not presented or not presented.isascii():  # every secret is ASCII
         return False
     return hmac.compare_digest(stored_hash, secret_hash(presented))
 
@@ -319,10 +325,14 @@ class EndpointBridge:
     ) -> ApiResponse:
         body = req.json()
         label = body.get("label", "")
-        if not isinstance(label, str) or len(label) > wire.MAX_NAME_CHARS:
-            raise ApiError(400, "invalid_field", f"label must be a string of at most {wire.MAX_NAME_CHARS} characters")
+        problem = label_problem(label)
+        if problem is not None:
+            raise ApiError(400, "invalid_field", problem)
         endpoint_id = route.endpoint_id
         assert endpoint_id is not None, "the gateway routes enrollments by the body's endpoint_id"
+        registered = self.endpoint_id
+        if registered is not None and registered != endpoint_id:  # same file, another case (issue 11)
+            raise ApiError(409, "endpoint_id_conflict", f"this actor holds endpoint {registered!r}; ids ignore case")
         rekey = self._meta("agent_secret_hash") is not None
         if rekey and req.header(ROLE_HEADER) != "admin":
             # DESIGN §10: re-enrolling an endpoint that has an agent replaces its secret and
@@ -468,7 +478,7 @@ class EndpointBridge:
         body = req.json()
         fields = self._prompt_fields(body, now_ms)
         supersedes = body.get("supersedes")
-        if supersedes is not None and (not isinstance(supersedes, str) or not self._known(supersedes)):
+        if supersedes is not None and (not _is_prompt_id(supersedes) or not self._known(supersedes)):
             raise ApiError(
                 404, "unknown_prompt", f"supersedes names no prompt of this endpoint: {str(supersedes)[:80]!r}"
             )
@@ -497,7 +507,7 @@ class EndpointBridge:
         """The route's prompt id, or 404 when the endpoint or the prompt is unknown."""
         self._require_registered(route.endpoint_id)
         prompt_id = route.prompt_id or ""
-        if not self._known(prompt_id):
+        if not _is_prompt_id(prompt_id) or not self._known(prompt_id):
             raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
         return prompt_id
 
@@ -510,6 +520,9 @@ class EndpointBridge:
                 raise ApiError(400, "invalid_field", f"{name} must be a non-empty string")
             if len(value) > limit:
                 raise ApiError(400, "field_too_long", f"{name} has {len(value)} characters; the limit is {limit}")
+            problem = text_problem(value, name, multiline=name == "message")  # controls, lone surrogates
+            if problem is not None:
+                raise ApiError(400, "invalid_field", problem)
             return value
 
         title = text("title", wire.MAX_TITLE_CHARS, required=True)
@@ -531,6 +544,8 @@ class EndpointBridge:
             seconds = body.get("expires_in", self.config.default_expires_in_ms // 1000)
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
                 raise ApiError(400, "invalid_field", "expires_in must be a number of seconds")
+            if not -MAX_EXPIRES_IN_S <= seconds <= MAX_EXPIRES_IN_S:  # also NaN, ±Infinity, 1e308
+                raise ApiError(400, "invalid_expiry", "expires_in must be a finite number of seconds")
             expires_at_ms = now_ms + int(seconds * 1000)
         lifetime = expires_at_ms - now_ms
         if not self.config.min_expires_in_ms <= lifetime <= self.config.max_expires_in_ms:
@@ -696,7 +711,8 @@ class EndpointBridge:
     ) -> ApiResponse:
         self._require_registered(route.endpoint_id)
         raw_limit = req.query.get("limit", str(self.config.list_default))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= self.config.list_max:
+        # ASCII digits only: str.isdigit() takes "²", which int() refuses.
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= self.config.list_max:
             raise ApiError(400, "invalid_limit", f"limit must be between 1 and {self.config.list_max}")
         rows = self._q("SELECT prompt_id FROM prompts ORDER BY prompt_id DESC LIMIT ?", int(raw_limit))
         prompts = [self._api_view(self._view(r["prompt_id"], now_ms)) for r in rows]
@@ -1256,6 +1272,16 @@ class _Steady:
     digest: str  # the runtime's held digest, equal to ours then
     stored_last_seen_ms: int  # last_seen_ms as stored then
     work_alarm_ms: int | None  # the rows' next work then (the alarm, liveness aside)
+
+
+def _is_prompt_id(value: object) -> bool:
+    """Whether ``value`` can name a prompt (checked before it is bound in SQL: a lone
+    surrogate cannot be encoded and would fail the statement)."""
+    try:
+        wire.check_id(value, "prompt_id")  # type: ignore[arg-type]
+    except ProtocolError:
+        return False
+    return True
 
 
 def _earliest(*times: int | None) -> int | None:

@@ -37,9 +37,9 @@ from workers import DurableObject, Response, WorkerEntrypoint
 
 from caisey.signing import SignatureClaim
 from worker import gateway
-from worker.api import MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
+from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
 from worker.endpoint import BridgeConfig, EndpointBridge
-from worker.fleet import SUMMARY_PATH, FleetIndex
+from worker.fleet import DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
 from worker.host import Effects, Entropy, Row, SqlValue
 
 try:
@@ -128,15 +128,17 @@ async def to_api_request(request: Any) -> ApiRequest:
     url = urlsplit(request.url)
     headers = {str(k).lower(): str(v) for k, v in request.headers.items()}
     length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+    if length.isascii() and length.isdigit() and int(length) > MAX_BODY_BYTES:  # "²".isdigit() too
         raise ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
     method = str(request.method)
     body = b"" if method in ("GET", "HEAD") else await request.bytes()
-    return ApiRequest(method, url.path, headers, body, dict(parse_qsl(url.query)))
+    # Blank values kept, as aiohttp keeps them: "?limit=" is a bad limit on both hosts.
+    return ApiRequest(method, url.path, headers, body, dict(parse_qsl(url.query, keep_blank_values=True)))
 
 
 def to_response(api: ApiResponse) -> Response:
-    headers = dict(api.headers)
+    # The API's security headers (issue 11); the console's come from console_static/_headers.
+    headers = dict(api.headers, **API_SECURITY_HEADERS)
     if api.text is not None:
         return Response(api.text, status=api.status, headers=headers)
     if api.body is None:
@@ -150,9 +152,13 @@ async def from_response(response: Any) -> ApiResponse:
     content_type = str(response.headers.get("content-type") or "")
     if text and not content_type.startswith("application/json"):
         # Not JSON (the audit export): passed on as it is, with its type.
-        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        headers = {k: v for k, v in response.headers.items() if k != "content-length" and k not in API_SECURITY_HEADERS}
         return ApiResponse(response.status, None, headers, text=text)
-    headers = {k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")}
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k not in ("content-type", "content-length") and k not in API_SECURITY_HEADERS
+    }
     return ApiResponse(response.status, json.loads(text) if text else None, headers)
 
 
@@ -179,7 +185,7 @@ def is_websocket_upgrade(request: Any) -> bool:
 def bridge_config(env: Any) -> BridgeConfig:
     """The optional ``HEARTBEAT_MS`` var does what the local host's ``--heartbeat-ms`` does."""
     heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
-    if heartbeat.isdigit() and int(heartbeat) > 0:
+    if heartbeat.isascii() and heartbeat.isdigit() and int(heartbeat) > 0:
         return BridgeConfig(heartbeat_ms=int(heartbeat), liveness_ms=3 * int(heartbeat))
     return BridgeConfig()
 
@@ -328,8 +334,13 @@ class FleetIndexObject(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         admin_hash = getattr(env, "ADMIN_TOKEN_SHA256", None)
+        # The optional var MAX_ENDPOINTS does what the local host's --max-endpoints does.
+        max_endpoints = str(getattr(env, "MAX_ENDPOINTS", "") or "")
         self.index = FleetIndex(
-            DurableSql(ctx.storage), Entropy(), str(admin_hash).strip().lower() if admin_hash else None
+            DurableSql(ctx.storage),
+            Entropy(),
+            str(admin_hash).strip().lower() if admin_hash else None,
+            int(max_endpoints) if max_endpoints.isascii() and max_endpoints.isdigit() else DEFAULT_MAX_ENDPOINTS,
         )
 
     async def fetch(self, request: Any) -> Response:

@@ -12,7 +12,16 @@ import json
 from typing import Any
 
 from caisey.clock import to_rfc3339
-from worker.api import NAME_RE, ApiError, ApiRequest, ApiResponse, Route, route_for_actor, with_etag
+from worker.api import (
+    NAME_RE,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    Route,
+    endpoint_id_problem,
+    route_for_actor,
+    with_etag,
+)
 from worker.endpoint import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
@@ -20,9 +29,20 @@ from worker.host import Entropy, SqlStore
 TECHNICIAN_TOKEN_PREFIX = "cst_"
 ROLES = ("admin", "technician")
 ADMIN_NAME = "admin"
+# Names a token may not take, compared case-insensitively: audit trails (``created_by``,
+# ``cancelled_by``, event ``detail.by``) must never show a technician as the built-in admin
+# ("Admin", "ADMIN") or as one of the names the bridge itself writes there.
+RESERVED_NAMES = frozenset({ADMIN_NAME, "unknown", "system", "bridge", "console", "runtime", "agent", "root"})
+# How many endpoints a deployment may register (issue 11: a technician could create them
+# without limit). Generous for an MSP — the benchmarks run 10,000 agents on one process —
+# yet a runaway script stops here instead of filling the disk. Hosts set the default
+# (``--max-endpoints``, the Worker var ``MAX_ENDPOINTS``); an admin may change it at run time.
+DEFAULT_MAX_ENDPOINTS = 10_000
+MAX_ENDPOINTS_CEILING = 1_000_000
 # Internal calls, reachable only from the gateway and the endpoint actors (never routed from outside).
 AUTHENTICATE_PATH = "/internal/authenticate"
 SUMMARY_PATH = "/internal/endpoint-summary"
+CLAIM_PATH = "/internal/claim-endpoint"
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -33,20 +53,35 @@ MIGRATIONS: dict[int, list[str]] = {
             endpoint_id TEXT PRIMARY KEY, label TEXT NOT NULL, online INTEGER NOT NULL,
             last_seen_ms INTEGER, open_prompts INTEGER NOT NULL, last_outcome TEXT, updated_at_ms INTEGER NOT NULL)""",
     ],
+    # Ids and names compare case-insensitively (issue 11): not UNIQUE, so a deployment that
+    # already holds two ids differing only in case still migrates; new ones are refused.
+    2: [
+        "CREATE INDEX IF NOT EXISTS endpoints_nocase ON endpoints (endpoint_id COLLATE NOCASE)",
+        "CREATE INDEX IF NOT EXISTS tokens_nocase ON tokens (name COLLATE NOCASE)",
+    ],
 }
 
 
 class FleetIndex:
-    def __init__(self, store: SqlStore, entropy: Entropy, admin_token_hash: str | None) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        entropy: Entropy,
+        admin_token_hash: str | None,
+        default_max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
+    ) -> None:
         self.store = store
         self.entropy = entropy
         self.admin_token_hash = admin_token_hash
+        self.default_max_endpoints = default_max_endpoints
         migrate(store, MIGRATIONS)
 
     def authenticate(self, token: str | None, need_role: str) -> tuple[str, str]:
         """``(name, role)`` of the technician presenting ``token``, or ``ApiError`` 401/403."""
         if not token:
             raise ApiError(401, "missing_token", "Authorization: Bearer <technician token> is required")
+        if not isinstance(token, str) or not token.isascii():  # tokens are ASCII; a header may not be
+            raise ApiError(401, "invalid_token", "the token is unknown or was revoked")
         if same_secret(self.admin_token_hash, token):
             return ADMIN_NAME, "admin"
         rows = self.store.execute(
@@ -69,6 +104,8 @@ class FleetIndex:
             if req.path == SUMMARY_PATH:
                 self.update_endpoint(req.json(), now_ms)
                 return ApiResponse(204)
+            if req.path == CLAIM_PATH:
+                return self._claim_endpoint(req.json(), now_ms)
             return self.http(route_for_actor(req), req, now_ms)
         except ApiError as exc:
             return exc.response()
@@ -81,6 +118,10 @@ class FleetIndex:
                 return self._revoke_token(route.name or "")
             if route.op == "list_endpoints":
                 return self._list_endpoints(req)
+            if route.op == "get_limits":
+                return ApiResponse(200, self._limits())
+            if route.op == "set_limits":
+                return self._set_limits(req)
             raise ApiError(404, "not_found", f"the fleet index has no operation {route.op!r}")
         except ApiError as exc:
             return exc.response()
@@ -88,14 +129,22 @@ class FleetIndex:
     def _create_token(self, req: ApiRequest, now_ms: int) -> ApiResponse:
         body = req.json()
         name, role = body.get("name"), body.get("role", "technician")
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == ADMIN_NAME:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ApiError(400, "invalid_field", "name must be 1-64 letters, digits, '.', '_', '@' or '-'")
+        if name.lower() in RESERVED_NAMES:
             raise ApiError(
-                400, "invalid_field", "name must be 1-64 letters, digits, '.', '_', '@' or '-' (not 'admin')"
+                400, "reserved_name", f"{name!r} is reserved (in any case): {', '.join(sorted(RESERVED_NAMES))}"
             )
         if role not in ROLES:
             raise ApiError(400, "invalid_field", f"role must be one of {', '.join(ROLES)}")
-        if self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
-            raise ApiError(409, "token_exists", f"a token named {name!r} exists; revoke it first")
+        existing = self.store.execute("SELECT name FROM tokens WHERE name = ? COLLATE NOCASE", (name,))
+        if existing:
+            # "bob" and "Bob" would read as one person in an audit trail.
+            raise ApiError(
+                409,
+                "token_exists",
+                f"a token named {existing[0]['name']!r} exists (names ignore case); revoke it first",
+            )
         token = self.entropy.token(TECHNICIAN_TOKEN_PREFIX)
         self.store.execute(
             "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by) VALUES (?, ?, ?, ?, ?)",
@@ -105,10 +154,66 @@ class FleetIndex:
         return ApiResponse(201, {"name": name, "role": role, "token": token, "created_at": to_rfc3339(now_ms)})
 
     def _revoke_token(self, name: str) -> ApiResponse:
-        if not self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
+        if not NAME_RE.fullmatch(name) or not self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
             raise ApiError(404, "unknown_token", f"no token named {name[:64]!r}")
         self.store.execute("DELETE FROM tokens WHERE name = ?", (name,))
         return ApiResponse(200, {"name": name, "revoked": True})
+
+    # --- endpoint ids and the endpoint quota ----------------------------------------------------
+
+    def max_endpoints(self) -> int:
+        rows = self.store.execute("SELECT value FROM meta WHERE key = 'max_endpoints'")
+        return int(rows[0]["value"]) if rows else self.default_max_endpoints
+
+    def _endpoint_count(self) -> int:
+        return int(self.store.execute("SELECT COUNT(*) AS n FROM endpoints")[0]["n"])
+
+    def _limits(self) -> dict[str, Any]:
+        return {"max_endpoints": self.max_endpoints(), "endpoints": self._endpoint_count()}
+
+    def _set_limits(self, req: ApiRequest) -> ApiResponse:
+        value = req.json().get("max_endpoints")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ENDPOINTS_CEILING:
+            raise ApiError(400, "invalid_field", f"max_endpoints must be an integer from 1 to {MAX_ENDPOINTS_CEILING}")
+        self.store.execute(
+            "INSERT INTO meta (key, value) VALUES ('max_endpoints', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(value),),
+        )
+        return ApiResponse(200, self._limits())
+
+    def _claim_endpoint(self, body: dict[str, Any], now_ms: int) -> ApiResponse:
+        """Before an enrollment reaches an endpoint's actor: the id is new (within the quota)
+        or exactly one already registered, never one differing only in case (issue 11).
+
+        A new id gets its fleet line now, in the fleet's own order, so two racing claims
+        cannot both pass and the quota counts it at once; the actor's line replaces it."""
+        endpoint_id = body.get("endpoint_id")
+        problem = endpoint_id_problem(endpoint_id)
+        if problem is not None:
+            raise ApiError(400, "invalid_endpoint_id", problem)
+        assert isinstance(endpoint_id, str)
+        rows = self.store.execute(
+            "SELECT endpoint_id FROM endpoints WHERE endpoint_id = ? COLLATE NOCASE", (endpoint_id,)
+        )
+        if any(r["endpoint_id"] == endpoint_id for r in rows):
+            return ApiResponse(200, {"endpoint_id": endpoint_id, "new": False})
+        if rows:
+            # One file on a case-insensitive file system; one person reading "LAPTOP" and "laptop".
+            raise ApiError(
+                409,
+                "endpoint_id_conflict",
+                f"endpoint {rows[0]['endpoint_id']!r} exists; ids ignore case, so {endpoint_id!r} would be the same one",
+            )
+        limit = self.max_endpoints()
+        if self._endpoint_count() >= limit:
+            raise ApiError(
+                429,
+                "endpoint_quota_exceeded",
+                f"this deployment may register {limit} endpoints; an admin can raise it (PUT /api/limits)",
+            )
+        self.update_endpoint({"endpoint_id": endpoint_id, "label": "", "online": False}, now_ms)
+        return ApiResponse(200, {"endpoint_id": endpoint_id, "new": True})
 
     def all_offline(self, now_ms: int) -> None:
         """The local host (re)started: no agent is connected (each actor rewrites its line as it opens)."""

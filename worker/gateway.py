@@ -3,7 +3,9 @@
 Both hosts call ``dispatch``; they differ only in how they reach an actor (in-process on
 the local host, ``stub.fetch`` to a Durable Object on Cloudflare), which ``Actors`` hides.
 Steps: strip client-sent internal headers → route → authenticate the technician with the
-fleet index → find the endpoint a body names (enrollments) → forward.
+fleet index → find the endpoint a body names (enrollments; a new id is validated and
+claimed at the fleet index first: case-insensitively unique, within the endpoint quota)
+→ forward.
 The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
 """
 
@@ -20,10 +22,12 @@ from worker.api import (
     ApiError,
     ApiRequest,
     ApiResponse,
+    endpoint_id_problem,
+    label_problem,
     match,
 )
 from worker.endpoint import enrollment_endpoint
-from worker.fleet import AUTHENTICATE_PATH
+from worker.fleet import AUTHENTICATE_PATH, CLAIM_PATH
 
 
 class Actors(Protocol):
@@ -55,12 +59,24 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
             req.headers[ROLE_HEADER] = answer.body["role"]
         endpoint_id = route.endpoint_id
         if route.op == "create_enrollment":
-            endpoint_id = req.json().get("endpoint_id")
-            if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
-                raise ApiError(400, "invalid_endpoint_id", "endpoint_id must be 1-64 letters, digits, '.', '_' or '-'")
+            body = req.json()
+            endpoint_id = body.get("endpoint_id")
+            problem = endpoint_id_problem(endpoint_id)
+            if problem is not None:
+                raise ApiError(400, "invalid_endpoint_id", problem)
+            # Refused here, before any actor (or, on the local host, its file) exists for it.
+            problem = label_problem(body.get("label", ""))
+            if problem is not None:
+                raise ApiError(400, "invalid_field", problem)
+            claim = await actors.fleet(
+                ApiRequest("POST", CLAIM_PATH, body=json.dumps({"endpoint_id": endpoint_id}).encode())
+            )
+            if claim.status != 200:
+                return claim
         elif route.op == "agent_enroll":
             token = req.json().get("enrollment_token")
-            endpoint_id = enrollment_endpoint(token) if isinstance(token, str) else None
+            # Tokens are ASCII; anything else (a lone surrogate) could not even be hashed.
+            endpoint_id = enrollment_endpoint(token) if isinstance(token, str) and token.isascii() else None
             if endpoint_id is None or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
                 raise ApiError(
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"

@@ -12,6 +12,14 @@ from its rows and armed, so one that fell due while the bridge was down fires at
 Endpoint files are opened through a ``StorePool`` bounded by the open-files limit, and commit
 through an ``OutputGate``: no frame or response leaves before the writes behind it are fsynced,
 and the commits that queue up meanwhile share one round of fsyncs (group commit).
+
+Hardening (issue 11, SECURITY.md): the data directory is 0700 and every file in it 0600
+(the process umask is 077, so SQLite's -wal/-shm are born 0600); a group- or world-writable
+data directory is refused at start. Every response carries the security headers of
+``worker.api``. A ``ConnectionGuard`` caps the connections one remote address may hold
+before they become an authenticated agent socket, and answers a request whose headers are
+not complete within the header timeout with 408; idle keep-alive connections close after
+``KEEPALIVE_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import resource
+import stat
 import sys
 import time
 from pathlib import Path
@@ -31,10 +41,18 @@ from aiohttp import WSMsgType, web
 
 from caisey import wire
 from worker import gateway
-from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
+from worker.api import (
+    API_SECURITY_HEADERS,
+    CONSOLE_SECURITY_HEADERS,
+    ENDPOINT_ID_RE,
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    match,
+)
 from worker.ed25519_local import verified
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
-from worker.fleet import AUTHENTICATE_PATH, FleetIndex
+from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, FleetIndex
 from worker.host import Effects, Entropy
 from worker.output_gate import OutputGate
 from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
@@ -53,6 +71,19 @@ FLEET_FLUSH_S = 0.1
 # in their handshake), the fleet index, logs. Agent sockets are counted as they come and go.
 FD_RESERVE = 2048
 MIN_OPEN_STORES = 16
+# Slow and idle clients (issue 11: 671 idle sockets from one address made the API time out
+# under a 600-fd limit; aiohttp held each for ~80 s). Connections one remote address may hold
+# before they become an authenticated agent socket: a console is a few (browsers open at most
+# 6 per origin), an office of technicians behind one NAT some tens. Agent sockets do not count
+# (each is one endpoint's, bounded by the endpoint quota), so a whole site of endpoints behind
+# one NAT is never refused by this.
+MAX_CONNECTIONS_PER_ADDRESS = 128
+# A request's headers must be complete this long after the connection opened (a slowloris
+# client sends them a byte at a time); 408 then. Idle keep-alive connections close after
+# KEEPALIVE_TIMEOUT_S (the console polls every few seconds and reuses its connection).
+HEADER_TIMEOUT_S = 10.0
+KEEPALIVE_TIMEOUT_S = 15.0
+SERVER_HEADER = "caisey"  # not "Python/3.11 aiohttp/3.x": no versions for an attacker to match
 
 
 def now_ms() -> int:
@@ -119,13 +150,19 @@ class LocalEndpoint:
 class LocalBridge:
     """All actors of one data directory, and the aiohttp application serving them."""
 
-    def __init__(self, data: Path, admin_token_hash: str, config: BridgeConfig | None = None) -> None:
+    def __init__(
+        self,
+        data: Path,
+        admin_token_hash: str,
+        config: BridgeConfig | None = None,
+        max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
+    ) -> None:
         self.data = data
         self.config = config or BridgeConfig()
         self.entropy = Entropy()
-        (data / "endpoints").mkdir(parents=True, exist_ok=True)
+        (data / "endpoints").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fleet_store = SqliteStore(data / "fleet.sqlite3")
-        self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash)
+        self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash, max_endpoints)
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
@@ -179,15 +216,19 @@ class LocalBridge:
     def endpoint(self, endpoint_id: str, *, create: bool = False) -> LocalEndpoint | None:
         """The actor for ``endpoint_id``; None when it was never registered (no file is made).
 
+        Actors are keyed by the id's lower case: on a case-insensitive file system "LAPTOP"
+        and "laptop" name one file, which must never be open in two actors. The actor found
+        answers only for the id it holds (any other case is 404 ``unknown_endpoint``).
+
         The first time an actor opens in this process it is started: its alarm is armed from
         its rows (a due one fires at once) and its fleet line is rewritten offline — no agent
         can be connected to an actor that was not open."""
-        actor = self.endpoints.get(endpoint_id)
+        actor = self.endpoints.get(endpoint_id.lower())
         if actor is None:
             if not ENDPOINT_ID_RE.fullmatch(endpoint_id) or not (create or self._path(endpoint_id).exists()):
                 return None
             actor = LocalEndpoint(self, endpoint_id, self._path(endpoint_id))
-            self.endpoints[endpoint_id] = actor
+            self.endpoints[endpoint_id.lower()] = actor
             now = now_ms()
             actor.arm(actor.actor.next_alarm_ms(now, False))
             summary = actor.actor._fleet_summary(now, False, force=True)
@@ -246,7 +287,18 @@ class LocalBridge:
             return ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
         response, effects = actor.actor.handle(req, now_ms(), actor.connected)
         await actor.perform(effects)
+        if actor.actor.endpoint_id is None:
+            self._discard(actor)  # a refused first enrollment leaves no file behind
         return response
+
+    def _discard(self, actor: LocalEndpoint) -> None:
+        """Close and delete the file of an actor that registered nothing."""
+        actor.arm(None)
+        actor.store.close()
+        self.endpoints.pop(actor.endpoint_id.lower(), None)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{actor.store.path}{suffix}")
 
     # --- aiohttp -------------------------------------------------------------------------------
 
@@ -287,6 +339,9 @@ class LocalBridge:
         assert actor is not None
         ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=None)
         await ws.prepare(request)
+        guard = request.app.get(GUARD_KEY)
+        if guard is not None:
+            guard.release(request.protocol)  # an authenticated agent: no longer an anonymous connection
         self.agent_sockets += 1
         self.stores.trim()  # a socket more: fewer files may stay open
         try:
@@ -311,6 +366,7 @@ class LocalBridge:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 + 1024)
+        app.on_response_prepare.append(_security_headers)
         app.router.add_route("GET", "/api/endpoints/{eid}/agent", self.api)
         app.router.add_route("*", "/api/{tail:.*}", self.api)
         if CONSOLE_DIR.is_dir():
@@ -341,6 +397,195 @@ class _Actors:
 
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(CONSOLE_DIR / "index.html")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response: the API's or the console's security headers, and no version banner."""
+    wanted = API_SECURITY_HEADERS if request.path.startswith("/api/") else CONSOLE_SECURITY_HEADERS
+    for name, value in wanted.items():
+        response.headers[name] = value
+    response.headers["Server"] = SERVER_HEADER
+
+
+# --- slow and idle clients --------------------------------------------------------------------
+
+
+class ConnectionGuard:
+    """Per remote address, a cap on connections that are not an authenticated agent socket,
+    and a deadline for a connection's first request headers (issue 11, item 8).
+
+    Installed on aiohttp's ``Server`` (its ``connection_made``/``connection_lost`` hooks, which
+    every connection passes). A connection over the cap is answered ``429
+    too_many_connections`` and closed at once, before it costs a parser or a task; one whose
+    first request has not been parsed by the deadline gets ``408 header_timeout``. Later
+    requests on a kept-alive connection are bounded by aiohttp's keep-alive timeout.
+    """
+
+    def __init__(self, max_per_address: int, header_timeout_s: float) -> None:
+        self.max_per_address = max_per_address
+        self.header_timeout_s = header_timeout_s
+        self.counts: dict[str, int] = {}
+        self._address: dict[Any, str] = {}  # RequestHandler → the address it is counted for
+        self.refused = 0
+        self.timed_out = 0
+
+    def install(self, server: Any) -> None:
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            made(handler, transport)
+            self.made(handler, transport)
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            self.release(handler)
+            lost(handler, exc)
+
+        server.connection_made, server.connection_lost = connection_made, connection_lost
+
+    def made(self, handler: Any, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        count = self.counts.get(address, 0)
+        if count >= self.max_per_address:
+            self.refused += 1
+            _refuse_raw(
+                transport,
+                429,
+                "Too Many Requests",
+                "too_many_connections",
+                f"at most {self.max_per_address} connections per address; close some and retry",
+            )
+            return
+        self.counts[address] = count + 1
+        self._address[handler] = address
+        if self.header_timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.header_timeout_s, self._deadline, handler, transport)
+
+    def release(self, handler: Any) -> None:
+        """The connection closed, or became an agent socket: it no longer counts."""
+        address = self._address.pop(handler, None)
+        if address is None:
+            return
+        left = self.counts.get(address, 1) - 1
+        if left > 0:
+            self.counts[address] = left
+        else:
+            self.counts.pop(address, None)
+
+    def _deadline(self, handler: Any, transport: asyncio.Transport) -> None:
+        # aiohttp counts the requests it has parsed on a connection; it has no public name for it.
+        if transport.is_closing() or getattr(handler, "_request_count", 1) > 0:
+            return
+        self.timed_out += 1
+        _refuse_raw(
+            transport,
+            408,
+            "Request Timeout",
+            "header_timeout",
+            f"the request headers were not complete within {self.header_timeout_s:g} s",
+        )
+
+
+def _refuse_raw(transport: asyncio.Transport, status: int, reason: str, code: str, message: str) -> None:
+    """Answer on the raw transport (no request was parsed) and close."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    head += ["Connection: close", f"Server: {SERVER_HEADER}"]
+    head += [f"{name}: {value}" for name, value in API_SECURITY_HEADERS.items()]
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        transport.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    transport.close()
+
+
+GUARD_KEY = web.AppKey("caisey_connection_guard", ConnectionGuard)
+
+
+class _GuardedRunner(web.AppRunner):
+    """``AppRunner`` whose server passes every connection through a ``ConnectionGuard``."""
+
+    def __init__(self, app: web.Application, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = guard
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        self.guard.install(server)
+        return server
+
+
+def run(app: web.Application, host: str, port: int, guard: ConnectionGuard, access_log: bool = False) -> None:
+    """``web.run_app`` with the guard installed: serve until SIGTERM/SIGINT, then shut down
+    gracefully (close sockets, cancel timers, close files)."""
+    app[GUARD_KEY] = guard
+
+    async def main() -> None:
+        runner = _GuardedRunner(
+            app,
+            guard,
+            handle_signals=True,
+            shutdown_timeout=5,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            # A line per request costs the event loop about as much as a receipt; opt in.
+            access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            while True:
+                await asyncio.sleep(3600)
+        finally:
+            await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main())
+    try:
+        loop.run_until_complete(task)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+# --- data at rest -------------------------------------------------------------------------------
+
+
+class UnsafeDataDir(Exception):
+    """The data directory could be written by other users: refuse to start."""
+
+
+def secure_data_dir(data: Path) -> None:
+    """Make ``data`` private to this user (issue 11, item 5), or raise ``UnsafeDataDir``.
+
+    Prompt texts, technician names and token hashes live here. The directory becomes 0700
+    and every file in it 0600 (an older install made them 0755/0644), and from now on the
+    process creates files private (umask 077; SQLite creates -wal/-shm with the database's
+    mode). A directory another user can write to is refused rather than repaired: whoever
+    could write there may already have planted a file or a symlink.
+    """
+    os.umask(0o077)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for directory in (data.resolve(), data.resolve() / "endpoints"):  # a symlinked data dir: its target
+        if not directory.exists():
+            continue
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafeDataDir(f"{directory} is not a directory")
+        if info.st_mode & 0o022:
+            raise UnsafeDataDir(
+                f"{directory} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"fix it (chmod 700 {directory}) and check its files"
+            )
+        os.chmod(directory, 0o700)
+        for entry in directory.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                os.chmod(entry, 0o600)
 
 
 def _to_aiohttp(response: ApiResponse) -> web.Response:
@@ -376,23 +621,24 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(data: Path, host: str, port: int, config: BridgeConfig | None = None, access_log: bool = False) -> None:
+def serve(
+    data: Path,
+    host: str,
+    port: int,
+    config: BridgeConfig | None = None,
+    access_log: bool = False,
+    guard: ConnectionGuard | None = None,
+    max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
+) -> None:
     _raise_fd_limit()
+    secure_data_dir(data)
     token_hash, new_token = admin_token(data)
-    bridge = LocalBridge(data, token_hash, config)
+    bridge = LocalBridge(data, token_hash, config, max_endpoints)
     if new_token is not None:
         print(f"admin token (shown once, also in {data / 'admin-token'}): {new_token}", flush=True)
     print(f"caisey bridge on http://{host}:{port}/ data={data}", flush=True)
-    web.run_app(
-        bridge.app(),
-        host=host,
-        port=port,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=5,
-        # A line per request costs the event loop about as much as a receipt; opt in.
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
-    )
+    guard = guard or ConnectionGuard(MAX_CONNECTIONS_PER_ADDRESS, HEADER_TIMEOUT_S)
+    run(bridge.app(), host, port, guard, access_log)
 
 
 DEMO_ENDPOINT = "demo-laptop"
@@ -449,6 +695,7 @@ async def _start_demo_agent(app: web.Application, data: Path, url: str, admin: s
 def demo(data: Path, host: str, port: int) -> None:
     """``serve`` plus a demo endpoint whose real agent answers through a pretend user."""
     _raise_fd_limit()
+    secure_data_dir(data)
     token_hash, new_token = admin_token(data)
     admin = os.environ.get("CAISEY_ADMIN_TOKEN") or (data / "admin-token").read_text().strip()
     bridge = LocalBridge(data, token_hash)
@@ -470,7 +717,7 @@ def demo(data: Path, host: str, port: int) -> None:
     print(f"demo endpoint: {DEMO_ENDPOINT} (its agent answers with a pretend user after a few seconds)", flush=True)
     if new_token is not None:
         print(f"(the admin token is also in {data / 'admin-token'}, mode 0600)", flush=True)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5)
+    run(app, host, port, ConnectionGuard(MAX_CONNECTIONS_PER_ADDRESS, HEADER_TIMEOUT_S))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,15 +731,38 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--port", type=int, default=8787)
     serve_cmd.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve_cmd.add_argument("--heartbeat-ms", type=int, default=None, help="agent heartbeat interval")
+    serve_cmd.add_argument(
+        "--max-endpoints",
+        type=int,
+        default=DEFAULT_MAX_ENDPOINTS,
+        help="endpoint quota until an admin changes it (PUT /api/limits)",
+    )
+    serve_cmd.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=MAX_CONNECTIONS_PER_ADDRESS,
+        help="connections one remote address may hold, agent sockets aside",
+    )
+    serve_cmd.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        help="seconds a new connection has to complete its request headers",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM and SIGINT → aiohttp's graceful shutdown (closes sockets, cancels timers, closes files).
-    if args.command == "demo":
-        demo(args.data, args.host, args.port)
-        return 0
-    heartbeat = args.heartbeat_ms
-    config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
-    serve(args.data, args.host, args.port, config, access_log=args.access_log)
+    try:
+        if args.command == "demo":
+            demo(args.data, args.host, args.port)
+            return 0
+        heartbeat = args.heartbeat_ms
+        config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
+        guard = ConnectionGuard(args.max_connections_per_address, args.header_timeout_s)
+        serve(args.data, args.host, args.port, config, args.access_log, guard, args.max_endpoints)
+    except UnsafeDataDir as exc:
+        print(f"caisey-bridge: refusing to start: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -157,13 +157,45 @@ class Stub(JsProxy):
 
 
 class Assets(JsProxy):
-    """``env.ASSETS``: the ``[assets]`` directory."""
+    """``env.ASSETS``: the ``[assets]`` directory, with its ``_headers`` rules (a subset:
+    exact paths and one ``*`` splat; ``#`` comments; the file itself is never served)."""
+
+    HEADERS_FILE = "_headers"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.header_rules = self._parse_headers(directory / self.HEADERS_FILE)
+
+    @staticmethod
+    def _parse_headers(path: Path) -> list[tuple[str, list[tuple[str, str]]]]:
+        rules: list[tuple[str, list[tuple[str, str]]]] = []
+        if not path.is_file():
+            return rules
+        for line in path.read_text().splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if not line[0].isspace():
+                rules.append((line.strip(), []))
+            elif rules:
+                name, _, value = line.strip().partition(":")
+                rules[-1][1].append((name.strip(), value.strip()))
+        return rules
+
+    def headers_for(self, path: str) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for pattern, pairs in self.header_rules:
+            prefix, star, suffix = pattern.partition("*")
+            matched = (path.startswith(prefix) and path.endswith(suffix)) if star else path == pattern
+            if matched:
+                for name, value in pairs:
+                    key = name.lower()
+                    headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        return headers
 
     def lookup(self, path: str) -> Path | None:
         rel = path.lstrip("/")
+        if rel == self.HEADERS_FILE:
+            return None  # parsed, never served
         candidates = (
             [rel + "index.html"] if rel == "" or rel.endswith("/") else [rel, rel + ".html", rel + "/index.html"]
         )
@@ -178,7 +210,8 @@ class Assets(JsProxy):
         if target is None:
             return workers.Response(None, status=404)
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return workers.Response(target.read_bytes(), status=200, headers={"content-type": ctype})
+        headers = {"content-type": ctype, **self.headers_for(path)}
+        return workers.Response(target.read_bytes(), status=200, headers=headers)
 
     async def fetch(self, resource: Any, **init: Any) -> workers.Response:
         url = resource.url if isinstance(resource, workers.Request) else str(resource)
