@@ -91,6 +91,13 @@ async def _run(
                 t_visible = time.monotonic()
                 assert shown["state"] == "approved", shown["state"]
                 assert (shown["decision_signature"] is not None) == signed, shown["decision_signature"]
+                receipt_deadline = time.monotonic() + 10
+                while pid not in tracker.receipt_at:
+                    # A delivery retried (full jitter may retry within milliseconds) gets a fresh
+                    # receipt, whose ack can come after the decision's.
+                    if time.monotonic() > receipt_deadline:
+                        raise RuntimeError(f"no receipt ack for {pid}")
+                    await asyncio.sleep(0.001)
                 if i >= warmup:
                     receipt.append(tracker.receipt_at[pid] - t0)
                     decision.append(t_visible - t0)
