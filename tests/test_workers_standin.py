@@ -391,3 +391,40 @@ def test_importing_the_real_entry_in_a_fresh_process_uses_no_entropy() -> None:
     code = "from tests.workers_standin.harness import Harness; Harness(); print('ok')"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# --- WebCrypto Ed25519 (WORKERS_RUNTIME.md, "Production runtime, WebCrypto Ed25519") -----------
+
+
+async def test_webcrypto_ed25519_verifies_and_has_the_runtimes_pitfalls() -> None:
+    from js import crypto
+
+    from agent.identity import EndpointKey
+
+    key = EndpointKey.generate()
+    message, signature = b"caisey", key.sign(b"caisey")
+    public = await crypto.subtle.importKey("raw", to_js(key.public_key), "Ed25519", False, to_js(["verify"]))
+    assert await crypto.subtle.verify("Ed25519", public, to_js(signature), to_js(message)) is True
+    assert await crypto.subtle.verify({"name": "Ed25519"}, public, to_js(signature), to_js(b"other")) is False
+    # Raw bytes are not a BufferSource, a Python list is not an Array: both raise.
+    with pytest.raises(JsException, match="BufferSource"):
+        await crypto.subtle.verify("Ed25519", public, signature, to_js(message))
+    with pytest.raises(JsException, match="parameter 5 is not of type 'Array'"):
+        await crypto.subtle.importKey("raw", to_js(key.public_key), "Ed25519", False, ["verify"])
+    # A wrong length raises instead of answering false.
+    with pytest.raises(JsException, match="signature length 63"):
+        await crypto.subtle.verify("Ed25519", public, to_js(signature[:63]), to_js(message))
+    with pytest.raises(JsException, match="exactly 32-bytes"):
+        await crypto.subtle.importKey("raw", to_js(key.public_key[:31]), "Ed25519", False, to_js(["verify"]))
+
+
+async def test_the_worker_counts_a_raising_signature_check_as_unverified() -> None:
+    from agent.identity import EndpointKey
+    from caisey.signing import SignatureClaim
+    from worker.entry import webcrypto_verified
+
+    key = EndpointKey.generate()
+    good = SignatureClaim(key.public_key, b"m", key.sign(b"m"))
+    forged = SignatureClaim(key.public_key, b"m", EndpointKey.generate().sign(b"m"))
+    short = SignatureClaim(key.public_key, b"m", key.sign(b"m")[:63])
+    assert await webcrypto_verified([good, forged, short]) == [good]

@@ -37,8 +37,11 @@ def _buffer(value: Any, parameter: int) -> bytes:
 
 
 def _algorithm_name(algorithm: Any) -> str:
+    """The runtime takes the name, a dict or a JS object with ``name`` (WORKERS_RUNTIME.md)."""
     if isinstance(algorithm, str):
         return algorithm
+    if isinstance(algorithm, dict):
+        return str(algorithm.get("name", ""))
     return str(getattr(algorithm, "name", ""))
 
 
