@@ -9,15 +9,12 @@ re-enrollment retires the old one. What is signed is ``caisey.signing``'s encodi
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.store import StoreError
+from agent.store import StoreError, read_private, write_private
 from caisey.signing import b64encode, key_id
 
 KEY_FILE = "endpoint_key"
@@ -49,33 +46,14 @@ class EndpointKey:
 
     def write(self, path: Path) -> Path:
         """Write the private seed readable by this user only (0600), atomically."""
-        tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)
-            os.write(fd, base64.b64encode(self._seed()) + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, base64.b64encode(self._seed()) + b"\n")
         return path
 
     @classmethod
     def read(cls, path: Path) -> EndpointKey:
+        raw = read_private(path, MAX_KEY_FILE_BYTES, "an endpoint key", "run `caisey-agent enroll` again")
         try:
-            info = path.stat()
-        except FileNotFoundError:
-            raise StoreError(f"no endpoint key at {path}: run `caisey-agent enroll` again") from None
-        if sys.platform != "win32" and info.st_mode & 0o077:
-            raise StoreError(f"{path} is readable by others (mode {info.st_mode & 0o777:o}); chmod 600 it")
-        if info.st_size > MAX_KEY_FILE_BYTES:
-            raise StoreError(f"{path} is too large to be an endpoint key")
-        try:
-            seed = base64.b64decode(path.read_bytes().strip(), validate=True)
-            return cls(Ed25519PrivateKey.from_private_bytes(seed))
+            return cls(Ed25519PrivateKey.from_private_bytes(base64.b64decode(raw.strip(), validate=True)))
         except ValueError:
             raise StoreError(f"{path} does not hold an Ed25519 key") from None
 

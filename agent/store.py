@@ -105,6 +105,35 @@ class StoreError(Exception):
     """The state directory cannot be used (missing enrollment, bad permissions, locked)."""
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only this user can read (0600), atomically and durably: secrets, keys."""
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # the umask cannot widen it, but an odd FS might
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_private(path: Path, max_bytes: int, what: str, missing_hint: str) -> bytes:
+    """Read a private file; refuse one others can read, or one too large to be ``what``."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise StoreError(f"no {what} at {path}: {missing_hint}") from None
+    if sys.platform != "win32" and info.st_mode & 0o077:
+        raise StoreError(f"{path} is readable by others (mode {info.st_mode & 0o777:o}); chmod 600 it")
+    if info.st_size > max_bytes:
+        raise StoreError(f"{path} is too large to be {what}")
+    return path.read_bytes()
+
+
 @dataclass(frozen=True, slots=True)
 class PromptRow:
     """One prompt as the runtime holds it."""
@@ -477,28 +506,10 @@ class Store:
     def write_secret(self, secret: str) -> Path:
         """Write the agent secret readable by this user only (mode 0600), atomically."""
         path = self._secret_path()
-        tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)  # the umask cannot widen it, but an odd FS might
-            os.write(fd, secret.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_private(path, secret.encode("utf-8"))
         return path
 
     def read_secret(self) -> str:
         path = self._secret_path()
-        try:
-            info = path.stat()
-        except FileNotFoundError:
-            raise StoreError(f"no agent secret at {path}: run `caisey-agent enroll` first") from None
-        if sys.platform != "win32" and info.st_mode & 0o077:
-            raise StoreError(f"{path} is readable by others (mode {info.st_mode & 0o777:o}); chmod 600 it")
-        if info.st_size > MAX_SECRET_BYTES:
-            raise StoreError(f"{path} is too large to be an agent secret")
-        return path.read_text(encoding="utf-8").strip()
+        raw = read_private(path, MAX_SECRET_BYTES, "an agent secret", "run `caisey-agent enroll` first")
+        return raw.decode("utf-8").strip()

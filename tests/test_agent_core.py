@@ -16,7 +16,7 @@ from agent.core import AgentConfig, Show, Withdraw
 from agent.store import DB_FILE, Store
 from caisey.digest import held_digest
 from caisey.errors import UsageError
-from caisey.signing import SignatureClaim, b64decode, decision_message, prompt_sha256
+from caisey.signing import SignatureClaim, answer_message, b64decode
 from caisey.wire import (
     MAX_FRAME_BYTES,
     Ack,
@@ -497,21 +497,7 @@ def _signature_holds(h: CoreHarness, update: PromptUpdate | HeldPrompt, answer: 
     assert prompt is not None and h.signer is not None and update.sig is not None
     assert update.key_id == h.signer.key_id
     copy = prompt.prompt
-    message = decision_message(
-        endpoint_id=h.endpoint_id,
-        prompt_id=copy.prompt_id,
-        decision=answer,
-        how=update.how or "",
-        decided_at_ms=update.decided_at_ms or 0,
-        prompt_hash=prompt_sha256(
-            title=copy.title,
-            message=copy.message,
-            action=copy.action,
-            expires_at_ms=copy.expires_at_ms,
-            requested_by=copy.requested_by,
-            on_no_user=copy.on_no_user,
-        ),
-    )
+    message = answer_message(h.endpoint_id, copy, answer, update.how or "", update.decided_at_ms or 0)
     return verify(SignatureClaim(h.signer.public_key, message, b64decode(update.sig, 64, "sig")))
 
 

@@ -25,7 +25,7 @@ from agent.identity import EndpointKey
 from caisey import wire
 from caisey.audit import link
 from caisey.ids import IdSource
-from caisey.signing import b64encode, decision_message, prompt_sha256
+from caisey.signing import answer_message, b64encode
 from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
 from worker.audit_cli import MAX_SHOWN_CHARS, main
 from worker.ed25519_local import verified
@@ -102,21 +102,7 @@ class Endpoint:
     def sign(self, key: EndpointKey, prompt_id: str, answer: str, how: str, decided_at_ms: int) -> str:
         """As ``agent.core.AgentCore._sign`` does, over the prompt as delivered."""
         copy = self.copies[prompt_id]
-        message = decision_message(
-            endpoint_id=ENDPOINT,
-            prompt_id=prompt_id,
-            decision=answer,
-            how=how,
-            decided_at_ms=decided_at_ms,
-            prompt_hash=prompt_sha256(
-                title=copy.title,
-                message=copy.message,
-                action=copy.action,
-                expires_at_ms=copy.expires_at_ms,
-                requested_by=copy.requested_by,
-                on_no_user=copy.on_no_user,
-            ),
-        )
+        message = answer_message(ENDPOINT, copy, answer, how, decided_at_ms)
         return b64encode(key.sign(message))
 
     def decide(self, key: EndpointKey, prompt_id: str, decision: str) -> list[str]:

@@ -18,7 +18,7 @@ import pytest
 from agent.identity import EndpointKey
 from caisey import wire
 from caisey.audit import verify_export
-from caisey.signing import b64encode, decision_message, prompt_sha256
+from caisey.signing import answer_message, b64encode
 from tests.bridge_hosts import BridgeUnderTest, Enrolled, Resp, ScriptedRuntime, of_type
 from tests.test_bridge_behaviour import create, eid, one_deliver
 from worker.ed25519_local import verify
@@ -46,21 +46,7 @@ class Signed:
         copy: wire.PromptCopy | None = None,
     ) -> str:
         copy = copy or self.copies[prompt_id]
-        message = decision_message(
-            endpoint_id=endpoint_id or self.endpoint.endpoint_id,
-            prompt_id=prompt_id,
-            decision=answer,
-            how=how,
-            decided_at_ms=decided_at_ms,
-            prompt_hash=prompt_sha256(
-                title=copy.title,
-                message=copy.message,
-                action=copy.action,
-                expires_at_ms=copy.expires_at_ms,
-                requested_by=copy.requested_by,
-                on_no_user=copy.on_no_user,
-            ),
-        )
+        message = answer_message(endpoint_id or self.endpoint.endpoint_id, copy, answer, how, decided_at_ms)
         return b64encode((key or self.key).sign(message))
 
     def decided(self, prompt_id: str, decision: str = "approve", **overrides: Any) -> wire.PromptUpdate:

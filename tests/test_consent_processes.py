@@ -21,7 +21,7 @@ import pytest
 
 from agent.identity import load_key
 from caisey import wire
-from caisey.signing import b64encode, decision_message, prompt_sha256
+from caisey.signing import answer_message, b64encode
 from tests.agent_harness import Agent
 from tests.bridge_hosts import Enrolled, LocalBridgeProcess, ScriptedRuntime
 
@@ -171,21 +171,7 @@ async def test_a_technician_cannot_take_over_an_online_endpoint_and_an_admin_re_
     await runtime.receipt(deliver)
     at = bridge.now_ms()
     copy = deliver.prompt
-    message = decision_message(
-        endpoint_id=endpoint_id,
-        prompt_id=pid3,
-        decision="approve",
-        how="user",
-        decided_at_ms=at,
-        prompt_hash=prompt_sha256(
-            title=copy.title,
-            message=copy.message,
-            action=copy.action,
-            expires_at_ms=copy.expires_at_ms,
-            requested_by=copy.requested_by,
-            on_no_user=copy.on_no_user,
-        ),
-    )
+    message = answer_message(endpoint_id, copy, "approve", "user", at)
     stale = wire.PromptUpdate(
         id=runtime.new_id(),
         prompt_id=pid3,

@@ -27,7 +27,7 @@ import pytest
 
 from agent.identity import EndpointKey
 from caisey import wire
-from caisey.signing import b64encode, decision_message, prompt_sha256
+from caisey.signing import answer_message, b64encode
 from tests import test_console
 from tests.bridge_hosts import Enrolled, LocalBridgeProcess, ScriptedRuntime, of_type
 from tests.test_console import ADMIN_TOKEN, Bridge, ConsoleLog, expect, open_page, prompt_item, shot, sign_in
@@ -135,21 +135,7 @@ class Endpoint:
         decided_at_ms = self.runtime.bridge.now_ms()
         key_id = sig = None
         if sign and self.key is not None:
-            message = decision_message(
-                endpoint_id=self.runtime.endpoint.endpoint_id,
-                prompt_id=prompt_id,
-                decision=decision,
-                how=how,
-                decided_at_ms=decided_at_ms,
-                prompt_hash=prompt_sha256(
-                    title=copy.title,
-                    message=copy.message,
-                    action=copy.action,
-                    expires_at_ms=copy.expires_at_ms,
-                    requested_by=copy.requested_by,
-                    on_no_user=copy.on_no_user,
-                ),
-            )
+            message = answer_message(self.runtime.endpoint.endpoint_id, copy, decision, how, decided_at_ms)
             key_id, sig = self.key.key_id, b64encode((signer or self.key).sign(message))
         update = wire.PromptUpdate(
             id=self.runtime.new_id(),
