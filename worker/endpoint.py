@@ -53,6 +53,7 @@ from caisey.facts import (
 )
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
+from worker import adoption
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -865,6 +866,9 @@ class EndpointBridge:
             effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
             return
 
+        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects):
+            return  # not acked: nothing was committed
+
         def commit() -> list[str]:
             self._apply_runtime_fact(prompt_id, fact, now_ms, event_id)
             self._q("INSERT INTO seen_events (event_id, at_ms) VALUES (?, ?)", event_id, now_ms)
@@ -872,6 +876,14 @@ class EndpointBridge:
 
         effects.send.extend(self._atomically(commit))
         effects.send.append(self._ack(event_id, now_ms))
+
+    def _refuse_decision(self, prompt_id: str, fact: Fact, event_id: str | None, now_ms: int, effects: Effects) -> bool:
+        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe."""
+        refusal = self._decision_refusal(prompt_id, fact)
+        if refusal is None:
+            return False
+        effects.send.append(self._error_frame("invalid_decided_at", refusal, event_id, now_ms))
+        return True
 
     def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> None:
         view = self._view(prompt_id, now_ms)
@@ -896,10 +908,12 @@ class EndpointBridge:
             for held in msg.prompts:
                 prompt_id = held.prompt.prompt_id
                 reported.add(prompt_id)
-                if not self._known(prompt_id):
-                    self._adopt(held, now_ms)
+                if not self._known(prompt_id) and not self._adopt(held, now_ms, effects):
+                    continue
                 self._relearn_withdrawal(held, now_ms)
                 for fact in _report_facts(held):
+                    if self._refuse_decision(prompt_id, fact, None, now_ms, effects):
+                        continue
                     self._apply_runtime_fact(prompt_id, fact, now_ms, None)
             if msg.scope == "open" and not self._awaiting_history(now_ms):
                 self._reconcile_absent(reported, now_ms)
@@ -926,15 +940,37 @@ class EndpointBridge:
         by = f"the runtime's copy ({held.how}; the bridge's record was lost)"
         self._withdraw(held.prompt.prompt_id, Cancelled(by=by), now_ms)
 
-    def _adopt(self, held: wire.HeldPrompt, now_ms: int) -> None:
-        """R6: the runtime holds a prompt we have no record of; rebuild it from its copy."""
+    def _adopt(self, held: wire.HeldPrompt, now_ms: int, effects: Effects) -> bool:
+        """R6: the runtime holds a prompt we have no record of; rebuild it from its copy.
+
+        The copy is the runtime's claim (``worker.adoption``): the id must be one we could
+        have made, creation comes from the id, the expiry is clamped to the create bounds, the
+        requester shows as claimed by the endpoint, and the open limit holds. False (with an
+        ``error`` frame) when the line is refused; nothing is written then."""
         copy = held.prompt
+        config = self.config
+        refusal = adoption.id_refusal(
+            copy.prompt_id,
+            now_ms,
+            config.reconcile.skew_ms,
+            config.max_expires_in_ms + config.seen_event_retention_ms,
+        )
+        created_at_ms, expires_at_ms = (0, 0)
+        if refusal is None:
+            created_at_ms, expires_at_ms = adoption.adopted_times(copy, now_ms, config.max_expires_in_ms)
+            if adoption.stays_open(held, expires_at_ms, now_ms) and self._open_count() >= wire.MAX_OPEN_PROMPTS:
+                refusal = f"the endpoint already has {wire.MAX_OPEN_PROMPTS} open prompts"
+        if refusal is not None:
+            effects.send.append(
+                self._error_frame("adoption_refused", f"prompt {copy.prompt_id} not adopted: {refusal}", None, now_ms)
+            )
+            return False
         self._q(
             "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
             "VALUES (?, ?, ?, ?, 'pending', 0)",
             copy.prompt_id,
-            copy.created_at_ms,
-            copy.expires_at_ms,
+            created_at_ms,
+            expires_at_ms,
             self._ids.new(now_ms),
         )
         self._append(
@@ -944,11 +980,26 @@ class EndpointBridge:
                 title=copy.title,
                 message=copy.message,
                 action=copy.action,
-                expires_at_ms=copy.expires_at_ms,
+                expires_at_ms=expires_at_ms,
                 on_no_user=NoUserPolicy(copy.on_no_user),
-                by=copy.requested_by or "unknown",
+                by=adoption.adopted_requester(copy.requested_by),
                 adopted=True,
             ),
+        )
+        return True
+
+    def _open_count(self) -> int:
+        return int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"])
+
+    def _decision_refusal(self, prompt_id: str, fact: Fact) -> str | None:
+        """Why a runtime's decision cannot be committed (``worker.adoption``), or None."""
+        if not isinstance(fact, Decided):
+            return None
+        rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
+        if not rows:
+            return None
+        return adoption.decision_time_refusal(
+            fact.decided_at_ms, int(rows[0]["created_at_ms"]), self.config.reconcile.skew_ms
         )
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
