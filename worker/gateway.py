@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from worker import admission
 from worker.api import (
     ENDPOINT_HEADER,
     ENDPOINT_ID_RE,
@@ -22,7 +23,6 @@ from worker.api import (
     ApiResponse,
     match,
 )
-from worker.endpoint import enrollment_endpoint
 from worker.fleet import AUTHENTICATE_PATH
 
 
@@ -43,6 +43,9 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
         if route.op == "agent_connect":
             raise ApiError(426, "upgrade_required", "the agent endpoint needs a WebSocket upgrade")
         if route.auth in ("admin", "technician"):
+            refusal = admission.technician_bearer_shape(req)  # no bearer: no object is reached
+            if refusal is not None:
+                return refusal
             auth_request = ApiRequest(
                 "POST",
                 AUTHENTICATE_PATH,
@@ -59,9 +62,9 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
             if not isinstance(endpoint_id, str) or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
                 raise ApiError(400, "invalid_endpoint_id", "endpoint_id must be 1-64 letters, digits, '.', '_' or '-'")
         elif route.op == "agent_enroll":
-            token = req.json().get("enrollment_token")
-            endpoint_id = enrollment_endpoint(token) if isinstance(token, str) else None
-            if endpoint_id is None or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
+            # A token that cannot be one the bridge made reaches no object (issue 11 item 7).
+            endpoint_id = admission.enrollment_token_shape(req.json().get("enrollment_token"))
+            if endpoint_id is None:
                 raise ApiError(
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 )

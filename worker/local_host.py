@@ -30,8 +30,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from caisey import wire
-from worker import gateway
-from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match
+from worker import admission, gateway
+from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, match, route_for_actor
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
 from worker.fleet import AUTHENTICATE_PATH, FleetIndex
 from worker.host import Effects, Entropy
@@ -243,6 +243,12 @@ class LocalBridge:
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 ).response()
             return ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+        try:
+            refusal = admission.request_refusal(actor.actor.store, route_for_actor(req), req, now_ms())  # reads only
+        except ApiError as exc:
+            refusal = exc.response()
+        if refusal is not None:
+            return refusal
         response, effects = actor.actor.handle(req, now_ms(), actor.connected)
         await actor.perform(effects)
         return response
@@ -274,13 +280,16 @@ class LocalBridge:
 
     async def agent_socket(self, request: web.Request) -> web.StreamResponse:
         endpoint_id = request.match_info.get("eid", "")
-        actor = self.endpoint(endpoint_id)
         secret = ApiRequest("GET", request.path, {k.lower(): v for k, v in request.headers.items()}).bearer()
-        refusal = (
-            actor.actor.authorize_agent(endpoint_id, secret)
-            if actor is not None
-            else ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
-        )
+        # The request alone first, then reads only (``worker.admission``), as on Cloudflare.
+        refusal = admission.agent_secret_shape(secret)
+        actor = self.endpoint(endpoint_id) if refusal is None else None
+        if refusal is None:
+            refusal = (
+                admission.agent_refusal(actor.actor.store, endpoint_id, secret)
+                if actor is not None
+                else ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+            )
         if refusal is not None:
             return _to_aiohttp(refusal)
         assert actor is not None
