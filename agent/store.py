@@ -304,6 +304,35 @@ class Store:
         rows = self._db.execute("SELECT * FROM prompts WHERE status IN ('received', 'acknowledged') ORDER BY seq")
         return [_row_to_prompt(r) for r in rows]
 
+    def count_prompts(self) -> int:
+        return int(self._db.execute("SELECT count(*) AS n FROM prompts").fetchone()["n"])
+
+    def forget_oldest_final_acked(self, n: int) -> int:
+        """Forget up to ``n`` prompts final and acked (oldest first, none with frames owed):
+        what a full store gives up first. Returns how many went."""
+        # One statement, atomic on its own; when nothing qualifies it writes (and syncs) nothing.
+        return int(
+            self._db.execute(
+                "DELETE FROM prompts WHERE prompt_id IN (SELECT prompt_id FROM prompts WHERE final_acked = 1 "
+                "AND prompt_id NOT IN (SELECT prompt_id FROM outbox) ORDER BY seq LIMIT ?)",
+                (n,),
+            ).rowcount
+        )
+
+    def trim_seen(self, keep: int) -> None:
+        """Keep the newest ``keep`` processed frame ids (a bound against floods)."""
+        self._trim("seen_events", keep)
+
+    def trim_tombstones(self, keep: int) -> None:
+        self._trim("tombstones", keep)
+
+    def _trim(self, table: str, keep: int) -> None:
+        # rowid order is insertion order here (rows are never updated in these tables).
+        self._db.execute(
+            f"DELETE FROM {table} WHERE rowid <= (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+            (keep,),
+        )
+
     def count_open(self) -> int:
         row = self._db.execute("SELECT count(*) AS n FROM prompts WHERE status IN ('received', 'acknowledged')")
         return int(row.fetchone()["n"])

@@ -339,7 +339,8 @@ def test_local_expiry_uses_the_measured_offset(tmp_path: Path, offset_ms: int) -
     h.start()
     h.connect()
     expires_at = T0 + 10 * MINUTE + offset_ms  # bridge time
-    h.ack_all(h.deliver(make_prompt("P1", expires_at_ms=expires_at)))
+    # Created (bridge time) when it was delivered: a prompt never outlives its lifetime locally.
+    h.ack_all(h.deliver(make_prompt("P1", expires_at_ms=expires_at, created_at_ms=T0 + offset_ms)))
     local_expiry = expires_at - h.core.offset_ms
     assert h.core.next_deadline_ms() is not None
     h.run_until(local_expiry - 1)
