@@ -435,13 +435,14 @@ async def _start_demo_agent(app: web.Application, data: Path, url: str, admin: s
             "enroll",
             "--bridge",
             url,
-            "--token",
-            token,
+            "--token-file",
+            "-",  # from stdin: a token on the command line shows in `ps`
             "--state-dir",
             str(state),
             env=env,
+            stdin=asyncio.subprocess.PIPE,
         )
-        await enroll.wait()
+        await enroll.communicate(token.encode())
     presenter = f"exec:{sys.executable} -m agent.demo_user"
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "run", "--presenter", presenter, "--state-dir", str(state), env=env
