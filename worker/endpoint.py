@@ -665,18 +665,6 @@ class EndpointBridge:
 
     # --- agent connection ----------------------------------------------------------------------
 
-    def authorize_agent(self, endpoint_id: str, secret: str | None) -> ApiResponse | None:
-        """None when ``secret`` opens this endpoint's agent socket, else the refusal."""
-        try:
-            self._require_registered(endpoint_id)
-        except ApiError as exc:
-            return exc.response()
-        if not secret:
-            return ApiError(401, "missing_token", "Authorization: Bearer <agent_secret> is required").response()
-        if not same_secret(self._meta("agent_secret_hash"), secret):
-            return ApiError(401, "invalid_agent_secret", "the agent secret does not open this endpoint").response()
-        return None
-
     def agent_opened(self, now_ms: int) -> Effects:
         """A socket was accepted. Nothing is sent until the agent's ``hello``."""
         effects = Effects()
