@@ -369,7 +369,7 @@ class AgentCore:
         if held is not None:
             self._on_duplicate_deliver(message, held, now_ms)
             return
-        if not self._room_for_a_prompt():
+        if not self._room_for_a_prompt(now_ms):
             self._refuse_unstored(message, now_ms)
             return
         expired = self.local_expiry_ms(prompt, now_ms) <= now_ms
@@ -396,14 +396,14 @@ class AgentCore:
         self._send_new(prompt.prompt_id, now_ms)
         self._pump(now_ms)
 
-    def _room_for_a_prompt(self) -> bool:
+    def _room_for_a_prompt(self, now_ms: int) -> bool:
         """Whether the store may take one more prompt (``MAX_STORED_PROMPTS``), making room by
-        forgetting the oldest final-and-acked ones first."""
+        forgetting final-and-acked ones (expired first, then the oldest)."""
         cap = self.config.max_stored_prompts
         held = self.store.count_prompts()
         if held < cap:
             return True
-        forgotten = self.store.forget_oldest_final_acked(held - cap + 1)
+        forgotten = self.store.forget_oldest_final_acked(held - cap + 1, self.bridge_time(now_ms))
         if forgotten:
             log.info("store full (%d prompts): forgot the %d oldest final and acked", held, forgotten)
         return held - forgotten < cap

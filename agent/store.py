@@ -307,17 +307,24 @@ class Store:
     def count_prompts(self) -> int:
         return int(self._db.execute("SELECT count(*) AS n FROM prompts").fetchone()["n"])
 
-    def forget_oldest_final_acked(self, n: int) -> int:
-        """Forget up to ``n`` prompts final and acked (oldest first, none with frames owed):
-        what a full store gives up first. Returns how many went."""
-        # One statement, atomic on its own; when nothing qualifies it writes (and syncs) nothing.
-        return int(
-            self._db.execute(
+    def forget_oldest_final_acked(self, n: int, expired_by_ms: int) -> int:
+        """Forget up to ``n`` prompts final and acked, none with frames owed: what a full store
+        gives up first. Those whose ``expires_at_ms`` (bridge time) is at or before
+        ``expired_by_ms`` go first — a redelivery of one is closed on arrival, never shown
+        again — then the oldest of the rest. Returns how many went."""
+        forgotten = 0
+        for expired_only in (True, False):
+            if forgotten >= n:
+                break
+            # One statement each, atomic on its own; when nothing qualifies it writes nothing.
+            forgotten += self._db.execute(
                 "DELETE FROM prompts WHERE prompt_id IN (SELECT prompt_id FROM prompts WHERE final_acked = 1 "
-                "AND prompt_id NOT IN (SELECT prompt_id FROM outbox) ORDER BY seq LIMIT ?)",
-                (n,),
+                "AND prompt_id NOT IN (SELECT prompt_id FROM outbox) "
+                + ("AND json_extract(copy_json, '$.expires_at_ms') <= ? " if expired_only else "AND ? IS NOT NULL ")
+                + "ORDER BY seq LIMIT ?)",
+                (expired_by_ms, n - forgotten),
             ).rowcount
-        )
+        return forgotten
 
     def trim_seen(self, keep: int) -> None:
         """Keep the newest ``keep`` processed frame ids (a bound against floods)."""
