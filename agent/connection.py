@@ -43,6 +43,9 @@ MAX_TIMER_SLEEP_S = 5.0
 # with frames that each need an answer — drop the connection (our own backlog goes out in
 # steps of ``agent.core.MAX_FRAMES_PER_STEP``, so it never fills this).
 MAX_SEND_QUEUE = 1024
+# The same queue bounded in characters: a bridge asking for a full report (up to
+# ``MAX_FRAME_BYTES`` each) hundreds of times at once would otherwise queue hundreds of MB.
+MAX_SEND_QUEUE_CHARS = 16 * MAX_FRAME_BYTES
 # After an overflow the next attempt waits at least this long (and the session does not count
 # as served): a flooding bridge used to get a silent reconnect loop, 37 sessions in 25 s.
 OVERFLOW_BACKOFF_MIN_MS = 5_000
@@ -113,6 +116,7 @@ class AgentRunner:
         self._presenting: dict[str, asyncio.Task[None]] = {}
         self._session_ready = False
         self._overflowed = False  # this session's send queue overflowed
+        self._queued_chars = 0  # characters in the send queue
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # sessions opened, for status and tests
 
@@ -138,10 +142,11 @@ class AgentRunner:
         for text in effects.send:
             if self._send_queue is None:
                 continue  # not connected: the outbox resends after the next hello
-            if self._send_queue.full():
+            if self._send_queue.full() or self._queued_chars + len(text) > MAX_SEND_QUEUE_CHARS:
                 self._overflow()
                 break
             self._send_queue.put_nowait(text)
+            self._queued_chars += len(text)
         if self.core.ready:
             self._session_ready = True
         for command in effects.display:
@@ -162,9 +167,10 @@ class AgentRunner:
         if not self._overflowed:
             self._overflowed = True
             log.warning(
-                "send queue full (%d frames waiting): the bridge floods us with frames to answer or the "
-                "socket is stuck; dropping the connection and waiting at least %.0f s before the next",
-                MAX_SEND_QUEUE,
+                "send queue full (%d frames, %d characters waiting): the bridge floods us with frames to "
+                "answer or the socket is stuck; dropping the connection and waiting at least %.0f s before the next",
+                self._send_queue.qsize() if self._send_queue is not None else 0,
+                self._queued_chars,
                 OVERFLOW_BACKOFF_MIN_MS / 1000,
             )
         self._close("send queue full")
@@ -279,7 +285,7 @@ class AgentRunner:
             self.connections += 1
             log.info("connected to %s", self.url)
             queue: asyncio.Queue[str] = asyncio.Queue(MAX_SEND_QUEUE)
-            self._ws, self._send_queue = ws, queue
+            self._ws, self._send_queue, self._queued_chars = ws, queue, 0
             loop = asyncio.get_running_loop()
             writer = loop.create_task(self._writer(ws, queue), name="agent-writer")
             stopper = loop.create_task(self._close_on(stop, ws), name="agent-stopper")
@@ -309,6 +315,7 @@ class AgentRunner:
     async def _writer(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[str]) -> None:
         while True:
             text = await queue.get()
+            self._queued_chars -= len(text)
             try:
                 await ws.send_str(text)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:

@@ -170,6 +170,36 @@ async def test_a_bridge_flooding_frames_to_answer_gets_a_logged_backoff(
     assert 1 <= bridge.connections <= 3, bridge.connections
 
 
+async def _flood_state_requests(bridge: HostileBridge, ws: web.WebSocketResponse) -> None:
+    if bridge.connections > 1:
+        return
+    now = bridge.now_ms()
+    for i in range(wire.MAX_OPEN_PROMPTS):  # a full report is then ~230,000 characters
+        copy = wire.PromptCopy(
+            bridge.ids.new(now), f"Big {i}", "m" * wire.MAX_MESSAGE_CHARS, "x", now, now + HOUR_MS, "wait", "mallory"
+        )
+        await bridge.send(ws, wire.PromptDeliver(bridge.ids.new(now), copy))
+    await asyncio.sleep(2)  # stored
+    for _ in range(80):  # 80 full reports at once: ~18 M characters, far under 1,024 frames
+        await bridge.send(ws, wire.StateRequest(bridge.ids.new(now), "again"))
+
+
+async def test_a_bridge_asking_for_reports_without_end_cannot_fill_the_agents_memory(
+    tmp_path: Path, hostile: Callable[..., HostileBridge]
+) -> None:
+    bridge = hostile(_flood_state_requests)
+    await bridge.start()
+    state = tmp_path / "state"
+    enrolled_state(state, bridge.url).close()
+    runtime = AgentProcess(state, tmp_path / "agent.log")
+    runtime.start()
+    try:
+        overflowed = await _until(lambda: "send queue full" in runtime.output(), 20)
+    finally:
+        runtime.stop()
+    assert overflowed, runtime.output()[-2_000:]  # bounded in characters too, not only in frames
+
+
 async def test_an_outbox_larger_than_the_send_queue_goes_out_without_a_reconnect_loop(
     tmp_path: Path, hostile: Callable[..., HostileBridge]
 ) -> None:
