@@ -1,6 +1,6 @@
 """``caisey-agent``: enroll this endpoint, run the agent, show its state (DESIGN §6).
 
-    caisey-agent enroll --bridge URL --token TOKEN [--state-dir DIR]
+    caisey-agent enroll --bridge URL --token-file FILE|- [--state-dir DIR]
     caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--unattended deny|approve|wait] [--state-dir DIR]
     caisey-agent status [--json] [--state-dir DIR]
 
@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from agent.connection import AgentRunner, agent_url
+from agent.connection import AgentRunner, agent_url, plaintext_warning
 from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
 from agent.identity import EndpointKey, key_path, load_key
 from agent.presenters import make_presenter
@@ -37,6 +37,8 @@ from caisey.wire import check_id
 
 log = logging.getLogger("caisey.agent.cli")
 
+# An enrollment token is well under this (``cse_<endpoint id>~<32 chars>``); a longer file is not one.
+MAX_TOKEN_FILE_CHARS = 4096
 # An enroll answer is two short strings; a larger body is not our bridge.
 MAX_ENROLL_RESPONSE_BYTES = 64 * 1024
 ENROLL_TIMEOUT_S = 30.0
@@ -93,15 +95,39 @@ async def _exchange_token(bridge: str, token: str, public_key: str) -> tuple[str
     return endpoint_id, secret
 
 
+def _enrollment_token(args: argparse.Namespace, stdin: IO[str]) -> str:
+    """The token from ``--token-file`` (``-``: stdin), or from ``--token`` with a warning: a
+    command line is visible to every user of the machine (``ps``) while the command runs."""
+    if args.token is not None:
+        log.warning("--token puts the enrollment token in the process list; prefer --token-file FILE or -")
+        return str(args.token).strip()
+    try:
+        if args.token_file == "-":
+            text = stdin.read(MAX_TOKEN_FILE_CHARS + 1)
+        else:
+            with open(args.token_file, encoding="utf-8") as f:
+                text = f.read(MAX_TOKEN_FILE_CHARS + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the enrollment token from {args.token_file}: {exc.strerror or exc}") from None
+    token = text.strip()
+    if len(text) > MAX_TOKEN_FILE_CHARS or not token or any(c.isspace() for c in token):
+        raise CliError(f"{args.token_file} does not hold one enrollment token")
+    return token
+
+
 def cmd_enroll(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         agent_url(args.bridge, "probe")  # validates the scheme before we spend the token
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    warning = plaintext_warning(args.bridge)
+    if warning:
+        log.warning(warning)
+    token = _enrollment_token(args, sys.stdin)
     # A new endpoint key for every enrollment (DESIGN §10): its public half is registered in
     # the exchange; the private half never leaves this machine.
     key = EndpointKey.generate()
-    endpoint_id, secret = asyncio.run(_exchange_token(args.bridge, args.token, key.public_key_b64))
+    endpoint_id, secret = asyncio.run(_exchange_token(args.bridge, token, key.public_key_b64))
     store = Store.open(_state_dir(args))
     try:
         previous = store.meta_get("endpoint_id")
@@ -193,6 +219,9 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
                 url = agent_url(bridge, endpoint_id)
             except ValueError as exc:
                 raise CliError(str(exc)) from None
+            warning = plaintext_warning(bridge)
+            if warning:
+                log.warning(warning)
             secret = store.read_secret()
             if args.unattended is not None:
                 store.meta_set("unattended", args.unattended)  # kept for later runs (DESIGN §10)
@@ -329,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     enroll = sub.add_parser("enroll", parents=[common], help="exchange an enrollment token for this endpoint's secret")
     enroll.add_argument("--bridge", required=True, help="bridge base URL, e.g. https://caisey.example.com")
-    enroll.add_argument("--token", required=True, help="one-time enrollment token from the console")
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the one-time enrollment token from FILE, or from stdin with '-' (keeps it out of `ps`)",
+    )
+    source.add_argument("--token", help="the token on the command line (visible to other users in `ps`; avoid)")
     run = sub.add_parser("run", parents=[common], help="connect to the bridge and show prompts")
     run.add_argument("--presenter", default="auto", help="auto | tk | terminal | exec:PROGRAM (default: auto)")
     run.add_argument("--bridge", help="override the bridge URL stored at enrollment")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import sqlite3
@@ -38,8 +39,16 @@ MAX_WS_MESSAGE_BYTES = 8 * MAX_FRAME_BYTES
 # The timer re-reads the wall clock at least this often, so a laptop waking from sleep (when
 # the monotonic clock may have stood still) expires prompts and detects the dead socket soon.
 MAX_TIMER_SLEEP_S = 5.0
-# Frames queued for the socket writer; more means the socket is stuck — drop the connection.
+# Frames queued for the socket writer; more means the socket is stuck or the bridge floods us
+# with frames that each need an answer — drop the connection (our own backlog goes out in
+# steps of ``agent.core.MAX_FRAMES_PER_STEP``, so it never fills this).
 MAX_SEND_QUEUE = 1024
+# The same queue bounded in characters: a bridge asking for a full report (up to
+# ``MAX_FRAME_BYTES`` each) hundreds of times at once would otherwise queue hundreds of MB.
+MAX_SEND_QUEUE_CHARS = 16 * MAX_FRAME_BYTES
+# After an overflow the next attempt waits at least this long (and the session does not count
+# as served): a flooding bridge used to get a silent reconnect loop, 37 sessions in 25 s.
+OVERFLOW_BACKOFF_MIN_MS = 5_000
 CONNECT_TIMEOUT_S = 20.0
 # A peer the core declared dead will not answer our close frame; do not wait long for it.
 CLOSE_TIMEOUT_S = 3.0
@@ -47,6 +56,27 @@ CLOSE_TIMEOUT_S = 3.0
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def plaintext_warning(bridge_url: str) -> str | None:
+    """A loud warning when ``bridge_url`` sends the agent secret and the prompts unencrypted to
+    another machine (``http://`` / ``ws://`` to a host that is not loopback), else None."""
+    parts = urlsplit(bridge_url)
+    if parts.scheme.lower() not in ("http", "ws"):
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"INSECURE: the bridge {bridge_url} is plain {parts.scheme}:// to a host that is not this machine; "
+        "the agent secret, the prompts and the user's answers cross the network unencrypted and "
+        "anyone on the path can read or change them. Use https://"
+    )
 
 
 def agent_url(bridge_url: str, endpoint_id: str) -> str:
@@ -85,6 +115,8 @@ class AgentRunner:
         self._send_queue: asyncio.Queue[str] | None = None
         self._presenting: dict[str, asyncio.Task[None]] = {}
         self._session_ready = False
+        self._overflowed = False  # this session's send queue overflowed
+        self._queued_chars = 0  # characters in the send queue
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # sessions opened, for status and tests
 
@@ -110,10 +142,11 @@ class AgentRunner:
         for text in effects.send:
             if self._send_queue is None:
                 continue  # not connected: the outbox resends after the next hello
-            if self._send_queue.full():
-                self._close("send queue full")
+            if self._send_queue.full() or self._queued_chars + len(text) > MAX_SEND_QUEUE_CHARS:
+                self._overflow()
                 break
             self._send_queue.put_nowait(text)
+            self._queued_chars += len(text)
         if self.core.ready:
             self._session_ready = True
         for command in effects.display:
@@ -128,6 +161,19 @@ class AgentRunner:
             log.warning("closing the connection: %s", effects.close)
             self._close(effects.close)
         self._wake.set()
+
+    def _overflow(self) -> None:
+        """The send queue is full: drop the connection, say so once, and back off (``run``)."""
+        if not self._overflowed:
+            self._overflowed = True
+            log.warning(
+                "send queue full (%d frames, %d characters waiting): the bridge floods us with frames to "
+                "answer or the socket is stuck; dropping the connection and waiting at least %.0f s before the next",
+                self._send_queue.qsize() if self._send_queue is not None else 0,
+                self._queued_chars,
+                OVERFLOW_BACKOFF_MIN_MS / 1000,
+            )
+        self._close("send queue full")
 
     def _close(self, reason: str) -> None:
         ws = self._ws
@@ -200,7 +246,7 @@ class AgentRunner:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT_S)) as session:
                 while not stop.is_set():
-                    self._session_ready = False
+                    self._session_ready = self._overflowed = False
                     try:
                         await self._serve(session, stop)
                     except aiohttp.WSServerHandshakeError as exc:
@@ -210,11 +256,13 @@ class AgentRunner:
                             log.warning("bridge refused the WebSocket: %s %s", exc.status, exc.message)
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach the bridge at %s: %s", self.url, exc or type(exc).__name__)
-                    if self._session_ready:
+                    if self._session_ready and not self._overflowed:
                         reconnect.served()
                     if stop.is_set():
                         break
                     delay_ms = reconnect.failed(self._rng.random)
+                    if self._overflowed:
+                        delay_ms = max(delay_ms, OVERFLOW_BACKOFF_MIN_MS)
                     log.info("reconnecting in %.1f s", delay_ms / 1000)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay_ms / 1000)
@@ -237,7 +285,7 @@ class AgentRunner:
             self.connections += 1
             log.info("connected to %s", self.url)
             queue: asyncio.Queue[str] = asyncio.Queue(MAX_SEND_QUEUE)
-            self._ws, self._send_queue = ws, queue
+            self._ws, self._send_queue, self._queued_chars = ws, queue, 0
             loop = asyncio.get_running_loop()
             writer = loop.create_task(self._writer(ws, queue), name="agent-writer")
             stopper = loop.create_task(self._close_on(stop, ws), name="agent-stopper")
@@ -267,6 +315,7 @@ class AgentRunner:
     async def _writer(self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[str]) -> None:
         while True:
             text = await queue.get()
+            self._queued_chars -= len(text)
             try:
                 await ws.send_str(text)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:

@@ -43,7 +43,7 @@ from typing import Literal, Protocol
 from agent.store import OutboxRow, PromptRow, Store
 from caisey import __version__
 from caisey.backoff import Backoff
-from caisey.clock import OffsetEstimator, offset_sample
+from caisey.clock import MAX_OFFSET_MS, OffsetEstimator, OffsetSample, bounded_offset, offset_sample
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError, UsageError
 from caisey.ids import IdSource
@@ -80,6 +80,26 @@ ANSWERS: tuple[str, ...] = ("approve", "deny", "dismiss")
 MAX_PENDING_HEARTBEATS = 8
 # Error frames from the bridge kept for ``status`` and tests; a hostile bridge cannot grow it.
 MAX_ERRORS_KEPT = 32
+# Prompts the store holds at most, whatever their status (issue 11 item 10: a flooding bridge
+# made it store 3,000 prompts, 14 MB). Five times the open limit leaves room for the open
+# prompts and the recent final ones a bridge may ask back after a storage loss; when full, the
+# oldest final-and-acked prompts go first, and a deliver that still finds no room is answered
+# ``rejected`` without being stored.
+MAX_STORED_PROMPTS = 5 * MAX_OPEN_PROMPTS
+# Frame ids remembered (deduplication) and prompts remembered as cancelled before they arrived:
+# a bridge sending cancels for ever new ids would otherwise grow both tables without end. The
+# oldest go first; forgetting one costs at most a harmless second processing.
+MAX_SEEN_EVENTS = 20 * MAX_STORED_PROMPTS
+MAX_TOMBSTONES = 2 * MAX_STORED_PROMPTS
+# Own frames sent in one step (the flush after hello.ok, or one tick's resends); the rest stay
+# due and go on the next tick. Well under the host's send queue (``agent.connection``), so our
+# own backlog can never overflow it and cost the connection.
+MAX_FRAMES_PER_STEP = 256
+# The longest a prompt stays open here, counted on the local clock from its receipt: a create
+# asks at most 7 days (``BridgeConfig.max_expires_in_ms``). Together with the bound on the
+# clock offset (``caisey.clock.MAX_OFFSET_MS``) a bridge cannot keep a prompt open for ever
+# by claiming another time or ``expires_at`` 9999-12-31.
+MAX_PROMPT_LIFETIME_MS = 7 * 24 * 3600 * 1000
 
 
 # What the endpoint's own policy lets an unattended prompt do (``run --unattended``, DESIGN
@@ -135,6 +155,7 @@ class AgentConfig:
     # ``last_seen`` is written at most this often (each write is an fsync).
     last_seen_write_ms: int = 5_000
     max_open_prompts: int = MAX_OPEN_PROMPTS
+    max_stored_prompts: int = MAX_STORED_PROMPTS
     # The endpoint's cap on unattended answers (``UNATTENDED_CAPS``).
     unattended: str = "deny"
 
@@ -199,7 +220,7 @@ class AgentCore:
         self._rng: Rng = rng if rng is not None else random.SystemRandom()
         self._ids = IdSource(self._rng.getrandbits)
         self._uniform: Callable[[], float] = self._rng.random
-        self._estimator = OffsetEstimator(store.meta_int("offset_ms") or 0)
+        self._estimator = OffsetEstimator(bounded_offset(store.meta_int("offset_ms") or 0))
         self._out = Effects()
         self._started = False
         # connection (memory only: a new connection starts from hello)
@@ -219,6 +240,7 @@ class AgentCore:
         self._parked: dict[str, int | None] = {}  # prompt_id → retry at (None: not this session)
         self._next_housekeeping_ms = 0
         self.errors_received: deque[Error] = deque(maxlen=MAX_ERRORS_KEPT)
+        self._refused = 0  # delivers refused unstored (store full), for the log
 
     # --- read-only views ---------------------------------------------------------------------
 
@@ -244,8 +266,18 @@ class AgentCore:
     def bridge_time(self, now_ms: int) -> int:
         return now_ms + self.offset_ms
 
-    def local_expiry_ms(self, prompt: PromptCopy) -> int:
-        return prompt.expires_at_ms - self.offset_ms
+    def local_expiry_ms(self, prompt: PromptCopy, received_at_ms: int | None = None) -> int:
+        """When ``prompt`` expires on the local clock: at ``expires_at`` (bridge time through the
+        offset), and never later than its lifetime counted from the local receipt, whatever a
+        bridge claims about its clock or the expiry (capped at ``MAX_PROMPT_LIFETIME_MS``)."""
+        by_offset = prompt.expires_at_ms - self.offset_ms
+        if received_at_ms is None:
+            return by_offset
+        lifetime = min(max(0, prompt.expires_at_ms - prompt.created_at_ms), MAX_PROMPT_LIFETIME_MS)
+        return min(by_offset, received_at_ms + lifetime)
+
+    def _expires_by(self, row: PromptRow) -> int:
+        return self.local_expiry_ms(row.prompt, row.received_at_ms)
 
     def digest(self) -> str:
         """``caisey.digest.held_digest`` of the prompts held open and undecided."""
@@ -333,8 +365,7 @@ class AgentCore:
         if not self._connected or message.in_reply_to != self._hello_id or self._ready:
             log.info("ignoring hello.ok for %s (ours: %s)", message.in_reply_to, self._hello_id)
             return
-        sample = offset_sample(self._hello_sent_ms, message.received_at_ms, message.sent_at_ms, now_ms)
-        self._estimator.add(sample)
+        self._add_sample(offset_sample(self._hello_sent_ms, message.received_at_ms, message.sent_at_ms, now_ms))
         with self.store.transaction():
             self.store.meta_set("offset_ms", self.offset_ms)
             self.store.meta_set("connected_at_ms", now_ms)
@@ -348,17 +379,35 @@ class AgentCore:
         self._flush_outbox(now_ms)
         self._pump(now_ms)
 
+    def _add_sample(self, sample: OffsetSample) -> None:
+        """One offset measurement, unless it is beyond ``MAX_OFFSET_MS`` (a bridge claiming
+        1970 would otherwise make every prompt live for ever here): refused, loudly."""
+        if abs(sample.offset_ms) > MAX_OFFSET_MS:
+            log.error(
+                "the bridge's clock is %.1f h away from ours (more than the %d h accepted): offset refused, "
+                "keeping %d ms; fix this computer's clock or the bridge's",
+                sample.offset_ms / 3_600_000,
+                MAX_OFFSET_MS // 3_600_000,
+                self.offset_ms,
+            )
+            return
+        self._estimator.add(sample)
+
     def _on_deliver(self, message: PromptDeliver, now_ms: int) -> None:
         prompt = message.prompt
         held = self.store.get_prompt(prompt.prompt_id)
         if held is not None:
             self._on_duplicate_deliver(message, held, now_ms)
             return
-        expired = prompt.expires_at_ms <= self.bridge_time(now_ms)
+        if not self._room_for_a_prompt(now_ms):
+            self._refuse_unstored(message, now_ms)
+            return
+        expired = self.local_expiry_ms(prompt, now_ms) <= now_ms
         tombstone = self.store.tombstone(prompt.prompt_id)
         full = self.store.count_open() >= self.config.max_open_prompts
         with self.store.transaction():
             self.store.mark_seen(message.id, PromptDeliver.TYPE, prompt.prompt_id, now_ms)
+            self.store.trim_seen(MAX_SEEN_EVENTS)
             if full and not expired and tombstone is None:
                 detail = f"the endpoint already holds {self.config.max_open_prompts} open prompts"
                 self.store.insert_prompt(prompt, message.id, now_ms, "rejected")
@@ -376,6 +425,33 @@ class AgentCore:
                     self._close_expired(prompt.prompt_id, now_ms)
         self._send_new(prompt.prompt_id, now_ms)
         self._pump(now_ms)
+
+    def _room_for_a_prompt(self, now_ms: int) -> bool:
+        """Whether the store may take one more prompt (``MAX_STORED_PROMPTS``), making room by
+        forgetting final-and-acked ones (expired first, then the oldest)."""
+        cap = self.config.max_stored_prompts
+        held = self.store.count_prompts()
+        if held < cap:
+            return True
+        forgotten = self.store.forget_oldest_final_acked(held - cap + 1, self.bridge_time(now_ms))
+        if forgotten:
+            log.info("store full (%d prompts): forgot the %d oldest final and acked", held, forgotten)
+        return held - forgotten < cap
+
+    def _refuse_unstored(self, message: PromptDeliver, now_ms: int) -> None:
+        """No room even after forgetting: answer ``rejected`` without storing anything. A
+        redelivery finds the same answer; an honest bridge never gets here (it holds at most
+        ``MAX_OPEN_PROMPTS`` open and acks what we report)."""
+        self._refused += 1
+        if self._refused == 1 or self._refused % 100 == 0:
+            log.warning(
+                "refused %d prompt(s) without storing them: %d prompts held and none may be forgotten "
+                "(the bridge does not acknowledge our updates, or floods us)",
+                self._refused,
+                self.config.max_stored_prompts,
+            )
+        detail = f"the endpoint already holds {self.config.max_stored_prompts} prompts"
+        self._emit(PromptUpdate(self._new_id(now_ms), message.prompt.prompt_id, "rejected", detail=detail))
 
     def _on_duplicate_deliver(self, message: PromptDeliver, held: PromptRow, now_ms: int) -> None:
         """Same prompt again (a replay or a re-queue, R5): answer it, never show it twice."""
@@ -419,8 +495,10 @@ class AgentCore:
             held = self.store.get_prompt(pid)
             with self.store.transaction():
                 self.store.mark_seen(message.id, PromptCancel.TYPE, pid, now_ms)
+                self.store.trim_seen(MAX_SEEN_EVENTS)
                 if held is None:
                     self.store.add_tombstone(pid, message.reason, now_ms)
+                    self.store.trim_tombstones(MAX_TOMBSTONES)
                 elif held.is_open:
                     # The ack below is the answer; no update is owed (final and acked).
                     self.store.update_prompt(pid, now_ms, status="closed", detail=message.reason, final_acked=True)
@@ -452,7 +530,7 @@ class AgentCore:
         t0 = self._pending_heartbeats.pop(message.of, None)
         if t0 is not None:
             if message.received_at_ms is not None and message.sent_at_ms is not None:
-                self._estimator.add(offset_sample(t0, message.received_at_ms, message.sent_at_ms, now_ms))
+                self._add_sample(offset_sample(t0, message.received_at_ms, message.sent_at_ms, now_ms))
                 if self.store.meta_int("offset_ms") != self.offset_ms:
                     self.store.meta_set("offset_ms", self.offset_ms)
             return
@@ -609,7 +687,7 @@ class AgentCore:
                 for r in self.store.outbox_all()
                 if r.next_attempt_at_ms is not None and r.next_attempt_at_ms <= now_ms
             ]
-            self._transmit(due, now_ms)
+            self._transmit(due[:MAX_FRAMES_PER_STEP], now_ms)  # the rest stay due: the next tick
             if self._next_heartbeat_ms is not None and now_ms >= self._next_heartbeat_ms:
                 self._heartbeat(now_ms)
         if now_ms >= self._next_housekeeping_ms:
@@ -620,8 +698,7 @@ class AgentCore:
     def next_deadline_ms(self) -> int | None:
         """When ``tick`` must run next (None: nothing is scheduled)."""
         candidates: list[int] = [self._next_housekeeping_ms]
-        offset = self.offset_ms
-        candidates.extend(row.prompt.expires_at_ms - offset for row in self.store.open_prompts())
+        candidates.extend(self._expires_by(row) for row in self.store.open_prompts())
         candidates.extend(t for t in self._parked.values() if t is not None)
         if self._connected:
             if self._ready:
@@ -639,9 +716,8 @@ class AgentCore:
         return self.config.dead_after_heartbeats * self._heartbeat_ms
 
     def _expire_due(self, now_ms: int) -> None:
-        bridge_now = self.bridge_time(now_ms)
         for row in self.store.open_prompts():
-            if row.prompt.expires_at_ms <= bridge_now:
+            if self._expires_by(row) <= now_ms:
                 with self.store.transaction():
                     self._close_expired(row.prompt_id, now_ms)
                 if self._showing == row.prompt_id:
@@ -674,9 +750,8 @@ class AgentCore:
         """Put the oldest live prompt on screen when no dialog is up."""
         if self._showing is not None:
             return
-        bridge_now = self.bridge_time(now_ms)
         for row in self.store.open_prompts():
-            if row.dismissed or row.prompt.expires_at_ms <= bridge_now:
+            if row.dismissed or self._expires_by(row) <= now_ms:
                 continue
             if row.prompt_id in self._parked:
                 retry_at = self._parked[row.prompt_id]
@@ -684,7 +759,7 @@ class AgentCore:
                     continue
                 del self._parked[row.prompt_id]
             self._showing = row.prompt_id
-            self._out.display.append(Show(row.prompt, self.local_expiry_ms(row.prompt)))
+            self._out.display.append(Show(row.prompt, self._expires_by(row)))
             return
 
     def _withdraw(self, prompt_id: str, reason: str) -> None:
@@ -740,8 +815,14 @@ class AgentCore:
             self._transmit([r for r in self.store.outbox_for(prompt_id) if r.attempts == 0], now_ms)
 
     def _flush_outbox(self, now_ms: int) -> None:
-        """After the report on each connection: everything owed, at once, attempts reset."""
-        self._transmit(self.store.outbox_all(), now_ms, reset=True)
+        """After the report on each connection: everything owed, attempts reset — at most
+        ``MAX_FRAMES_PER_STEP`` now, the rest due at once and sent by the next ticks."""
+        rows = self.store.outbox_all()
+        self._transmit(rows[:MAX_FRAMES_PER_STEP], now_ms, reset=True)
+        if len(rows) > MAX_FRAMES_PER_STEP:
+            with self.store.transaction():
+                for row in rows[MAX_FRAMES_PER_STEP:]:
+                    self.store.outbox_mark_sent(row.id, 0, now_ms)
 
     def _transmit(self, rows: list[OutboxRow], now_ms: int, *, reset: bool = False) -> None:
         if not rows:

@@ -347,6 +347,42 @@ class Store:
         rows = self._db.execute("SELECT * FROM prompts WHERE status IN ('received', 'acknowledged') ORDER BY seq")
         return [_row_to_prompt(r) for r in rows]
 
+    def count_prompts(self) -> int:
+        return int(self._db.execute("SELECT count(*) AS n FROM prompts").fetchone()["n"])
+
+    def forget_oldest_final_acked(self, n: int, expired_by_ms: int) -> int:
+        """Forget up to ``n`` prompts final and acked, none with frames owed: what a full store
+        gives up first. Those whose ``expires_at_ms`` (bridge time) is at or before
+        ``expired_by_ms`` go first — a redelivery of one is closed on arrival, never shown
+        again — then the oldest of the rest. Returns how many went."""
+        forgotten = 0
+        for expired_only in (True, False):
+            if forgotten >= n:
+                break
+            # One statement each, atomic on its own; when nothing qualifies it writes nothing.
+            forgotten += self._db.execute(
+                "DELETE FROM prompts WHERE prompt_id IN (SELECT prompt_id FROM prompts WHERE final_acked = 1 "
+                "AND prompt_id NOT IN (SELECT prompt_id FROM outbox) "
+                + ("AND json_extract(copy_json, '$.expires_at_ms') <= ? " if expired_only else "AND ? IS NOT NULL ")
+                + "ORDER BY seq LIMIT ?)",
+                (expired_by_ms, n - forgotten),
+            ).rowcount
+        return forgotten
+
+    def trim_seen(self, keep: int) -> None:
+        """Keep the newest ``keep`` processed frame ids (a bound against floods)."""
+        self._trim("seen_events", keep)
+
+    def trim_tombstones(self, keep: int) -> None:
+        self._trim("tombstones", keep)
+
+    def _trim(self, table: str, keep: int) -> None:
+        # rowid order is insertion order here (rows are never updated in these tables).
+        self._db.execute(
+            f"DELETE FROM {table} WHERE rowid <= (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+            (keep,),
+        )
+
     def count_open(self) -> int:
         row = self._db.execute("SELECT count(*) AS n FROM prompts WHERE status IN ('received', 'acknowledged')")
         return int(row.fetchone()["n"])

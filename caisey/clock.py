@@ -18,6 +18,11 @@ from caisey.errors import ProtocolError
 
 # Recent samples considered by the clock filter: enough to ride out a few congested round trips.
 OFFSET_WINDOW = 8
+# The largest offset (bridge minus runtime clock) a runtime accepts. A real clock is off by
+# seconds, a misconfigured one by whole hours (a BIOS set to local time: up to 14 h); a day
+# covers both. Beyond it the sample is refused: a bridge claiming 1970 would otherwise make a
+# runtime's prompts never expire locally and date its decisions decades back (issue 11 item 10).
+MAX_OFFSET_MS = 24 * 3600 * 1000
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 
@@ -50,6 +55,11 @@ def offset_sample(t0: int, t1: int, t2: int, t3: int) -> OffsetSample:
     """One NTP exchange → offset (bridge minus runtime) and round-trip delay."""
     rtt = max(0, (t3 - t0) - (t2 - t1))
     return OffsetSample(offset_ms=((t1 - t0) + (t2 - t3)) // 2, rtt_ms=rtt)
+
+
+def bounded_offset(offset_ms: int) -> int:
+    """``offset_ms`` if within ``MAX_OFFSET_MS``, else 0 (e.g. a stored offset from before the bound)."""
+    return offset_ms if abs(offset_ms) <= MAX_OFFSET_MS else 0
 
 
 class OffsetEstimator:

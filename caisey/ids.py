@@ -29,6 +29,17 @@ def is_id(text: str) -> bool:
     return len(text) == ID_LENGTH and all(c in _ALPHABET for c in text)
 
 
+def id_time_ms(text: str) -> int | None:
+    """The milliseconds an id of this module's shape was made at (its first 48 bits), or None
+    when ``text`` is not such an id."""
+    if not is_id(text):
+        return None
+    value = 0
+    for char in text:
+        value = value * 32 + _ALPHABET.index(char)
+    return value >> _RANDOM_BITS
+
+
 class IdSource:
     """Makes sortable ids from ``now_ms`` and ``random_bits(n) -> int``."""
 

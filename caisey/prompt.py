@@ -342,6 +342,12 @@ def _decide(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     if view.firm:
         _late(view, fact, entry, f"arrived after {view.state.value} became firm")
         return
+    if not view.adopted and fact.decided_at_ms < view.created_at_ms - config.skew_ms:
+        # A runtime decides only what it was delivered, after creation: an earlier time is
+        # false (``decided_at_ms = 0`` would otherwise pass as "before expires_at", R4). The
+        # bridge refuses such a frame; this keeps a fact stored before that rule from counting.
+        _late(view, fact, entry, "decided_at is before the prompt was created")
+        return
     if made_at_ms > view.expires_at_ms + config.skew_ms:
         _late(view, fact, entry, "made after expires_at")
         return

@@ -53,13 +53,14 @@ def make_prompt(
     expires_at_ms: int = T0 + 10 * MINUTE,
     on_no_user: str = "wait",
     title: str = "Allow remote control?",
+    created_at_ms: int = T0,
 ) -> PromptCopy:
     return PromptCopy(
         prompt_id=prompt_id,
         title=title,
         message="Alex from support wants to take control of this computer.",
         action="remote_control",
-        created_at_ms=T0,
+        created_at_ms=created_at_ms,
         expires_at_ms=expires_at_ms,
         on_no_user=on_no_user,
         requested_by="alex",

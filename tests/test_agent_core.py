@@ -213,6 +213,29 @@ def test_more_open_prompts_than_the_limit_are_rejected(tmp_path: Path) -> None:
     assert [s.prompt.prompt_id for s in h.shows()] == ["P1"]
 
 
+def test_a_full_store_forgets_expired_final_prompts_first_then_the_oldest_then_refuses(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path, config=AgentConfig(max_stored_prompts=3))
+    h.start()
+    h.connect()
+    for pid, expires in (("P1", T0 + 60 * MINUTE), ("P2", T0 + MINUTE), ("P3", T0 + 60 * MINUTE)):
+        h.ack_all(h.deliver(make_prompt(pid, expires_at_ms=expires)))
+        h.ack_all(h.answer(pid, "deny"))  # decided and acked: final-and-acked
+    h.now = T0 + 2 * MINUTE  # P2 has expired, P1 and P3 have not
+    h.ack_all(h.deliver(make_prompt("P4", expires_at_ms=T0 + 60 * MINUTE)))
+    assert [r.prompt_id for r in h.store.all_prompts()] == ["P1", "P3", "P4"]  # the expired one went
+    h.ack_all(h.deliver(make_prompt("P5", expires_at_ms=T0 + 60 * MINUTE)))
+    assert [r.prompt_id for r in h.store.all_prompts()] == ["P3", "P4", "P5"]  # then the oldest
+    # P4 and P5 are open (their receipts acked, nothing final): P3 goes, then nothing may.
+    h.ack_all(h.deliver(make_prompt("P6", expires_at_ms=T0 + 60 * MINUTE)))
+    (refused,) = h.deliver(make_prompt("P7", expires_at_ms=T0 + 60 * MINUTE))
+    assert (
+        isinstance(refused, PromptUpdate)
+        and refused.status == "rejected"
+        and "holds 3 prompts" in (refused.detail or "")
+    )
+    assert [r.prompt_id for r in h.store.all_prompts()] == ["P4", "P5", "P6"]  # P7 not stored
+
+
 # --- outbox: resend until ack ----------------------------------------------------------------
 
 
@@ -343,7 +366,8 @@ def test_local_expiry_uses_the_measured_offset(tmp_path: Path, offset_ms: int) -
     h.start()
     h.connect()
     expires_at = T0 + 10 * MINUTE + offset_ms  # bridge time
-    h.ack_all(h.deliver(make_prompt("P1", expires_at_ms=expires_at)))
+    # Created (bridge time) when it was delivered: a prompt never outlives its lifetime locally.
+    h.ack_all(h.deliver(make_prompt("P1", expires_at_ms=expires_at, created_at_ms=T0 + offset_ms)))
     local_expiry = expires_at - h.core.offset_ms
     assert h.core.next_deadline_ms() is not None
     h.run_until(local_expiry - 1)

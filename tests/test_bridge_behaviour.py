@@ -7,10 +7,12 @@ SQLite files, and the Cloudflare adapter on the Workers stand-in when it is avai
 
 from __future__ import annotations
 
+import random
 import uuid
 
 from caisey import wire
 from caisey.digest import held_digest
+from caisey.ids import IdSource
 from tests.bridge_hosts import (
     BridgeUnderTest,
     Resp,
@@ -221,14 +223,15 @@ async def test_r6_prompt_unknown_to_the_bridge_is_adopted_from_the_report(bridge
     runtime = ScriptedRuntime(bridge, ep)
     await runtime.connect()
     now = bridge.now_ms()
-    copy = wire.PromptCopy(
-        "01ADOPTEDPROMPT0000000000A", "Restored", "", "remote_control", now - 1000, now + 60_000, "wait", "bob"
-    )
+    # An id the bridge could have made (before its storage was lost): a crafted one is refused.
+    adopted_id = IdSource(random.Random(6).getrandbits).new(now - 1000)
+    copy = wire.PromptCopy(adopted_id, "Restored", "", "remote_control", now - 1000, now + 60_000, "wait", "bob")
     held = wire.HeldPrompt(prompt=copy, status="decided", decision="approve", decided_at_ms=now - 500, how="user")
     await runtime.send(wire.StateReport(id=runtime.new_id(), prompts=(held,), digest=held_digest([])))
     await runtime.drain()
     view = await prompt(bridge, ep.endpoint_id, copy.prompt_id)
-    assert view["adopted"] and view["state"] == "approved" and view["created_by"] == "bob"
+    # The requester is the endpoint's claim, never shown as a technician (issue 11 item 3).
+    assert view["adopted"] and view["state"] == "approved" and view["created_by"] == "endpoint (claimed: bob)"
     await runtime.close()
 
 

@@ -80,6 +80,29 @@ def test_column_names_rows_written_and_database_size() -> None:
     assert isinstance(storage.databaseSize, int) and storage.databaseSize > 0
 
 
+def test_an_object_has_storage_once_a_statement_wrote_not_when_it_only_read() -> None:
+    db = rt.SqliteDatabase()
+    storage = rt.SqlStorage(db)
+    storage.exec("SELECT name FROM sqlite_master WHERE type = 'table'")
+    storage.exec("SELECT 1 AS n")
+    assert db.writes == 0  # reading an empty database creates no storage
+    storage.exec("CREATE TABLE IF NOT EXISTS t (v)")  # a schema change writes
+    assert db.writes == 1
+    storage.exec("CREATE TABLE IF NOT EXISTS t (v)")  # already there: no write
+    storage.exec("SELECT v FROM t")
+    assert db.writes == 1
+    storage.exec("INSERT INTO t VALUES (1)")
+    assert db.writes == 2
+
+
+async def test_the_harness_counts_objects_with_storage() -> None:
+    h = Harness(secrets={"ADMIN_TOKEN_SHA256": "0" * 64})
+    assert h.objects_with_storage() == []
+    r = await h.fetch("GET", "/api/endpoints", headers={"authorization": "Bearer cst_not-the-admin"})
+    assert r.status == 401
+    assert h.objects_with_storage() == []  # constructed and read, never written
+
+
 def test_bind_none_is_null() -> None:
     storage = sql()
     storage.exec("CREATE TABLE t (v)")

@@ -55,6 +55,7 @@ from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
 from caisey.text import check as text_problem
+from worker import adoption
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -720,18 +721,6 @@ class EndpointBridge:
 
     # --- agent connection ----------------------------------------------------------------------
 
-    def authorize_agent(self, endpoint_id: str, secret: str | None) -> ApiResponse | None:
-        """None when ``secret`` opens this endpoint's agent socket, else the refusal."""
-        try:
-            self._require_registered(endpoint_id)
-        except ApiError as exc:
-            return exc.response()
-        if not secret:
-            return ApiError(401, "missing_token", "Authorization: Bearer <agent_secret> is required").response()
-        if not same_secret(self._meta("agent_secret_hash"), secret):
-            return ApiError(401, "invalid_agent_secret", "the agent secret does not open this endpoint").response()
-        return None
-
     def agent_opened(self, now_ms: int) -> Effects:
         """A socket was accepted. Nothing is sent until the agent's ``hello``."""
         effects = Effects()
@@ -965,6 +954,9 @@ class EndpointBridge:
             effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
             return
 
+        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects):
+            return  # not acked: nothing was committed
+
         def commit() -> tuple[list[str], str | None]:
             refusal = self._apply_runtime_fact(prompt_id, fact, now_ms, event_id)
             if refusal is None:
@@ -977,6 +969,14 @@ class EndpointBridge:
             effects.send.append(self._ack(event_id, now_ms))
         else:  # not acked: the state is unchanged, and a resend is refused the same way
             effects.send.append(self._refusal_frame(prompt_id, refusal, event_id, now_ms))
+
+    def _refuse_decision(self, prompt_id: str, fact: Fact, event_id: str | None, now_ms: int, effects: Effects) -> bool:
+        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe."""
+        refusal = self._decision_refusal(prompt_id, fact)
+        if refusal is None:
+            return False
+        effects.send.append(self._error_frame("invalid_decided_at", refusal, event_id, now_ms))
+        return True
 
     def _refusal_frame(self, prompt_id: str, refusal: str, of: str | None, now_ms: int) -> str:
         return self._error_frame("signature_refused", f"{prompt_id}: {refusal}: {REFUSALS[refusal]}", of, now_ms)
@@ -1040,10 +1040,12 @@ class EndpointBridge:
             for held in msg.prompts:
                 prompt_id = held.prompt.prompt_id
                 reported.add(prompt_id)
-                if not self._known(prompt_id):
-                    self._adopt(held, now_ms)
+                if not self._known(prompt_id) and not self._adopt(held, now_ms, effects):
+                    continue
                 self._relearn_withdrawal(held, now_ms)
                 for fact in report_facts(held):
+                    if self._refuse_decision(prompt_id, fact, None, now_ms, effects):
+                        continue
                     refusal = self._apply_runtime_fact(prompt_id, fact, now_ms, None)
                     if refusal is not None:
                         refused.append((prompt_id, refusal))
@@ -1073,19 +1075,56 @@ class EndpointBridge:
         by = f"the runtime's copy ({held.how}; the bridge's record was lost)"
         self._withdraw(held.prompt.prompt_id, Cancelled(by=by), now_ms)
 
-    def _adopt(self, held: wire.HeldPrompt, now_ms: int) -> None:
-        """R6: the runtime holds a prompt we have no record of; rebuild it from its copy."""
+    def _adopt(self, held: wire.HeldPrompt, now_ms: int, effects: Effects) -> bool:
+        """R6: the runtime holds a prompt we have no record of; rebuild it from its copy.
+
+        The copy is the runtime's claim (``worker.adoption``): the id must be one we could
+        have made, creation comes from the id, the expiry is clamped to the create bounds, the
+        requester shows as claimed by the endpoint, and the open limit holds. False (with an
+        ``error`` frame) when the line is refused; nothing is written then."""
         copy = held.prompt
+        config = self.config
+        refusal = adoption.id_refusal(
+            copy.prompt_id,
+            now_ms,
+            config.reconcile.skew_ms,
+            config.max_expires_in_ms + config.seen_event_retention_ms,
+        )
+        created_at_ms, expires_at_ms = (0, 0)
+        if refusal is None:
+            created_at_ms, expires_at_ms = adoption.adopted_times(copy, now_ms, config.max_expires_in_ms)
+            if adoption.stays_open(held, expires_at_ms, now_ms) and self._open_count() >= wire.MAX_OPEN_PROMPTS:
+                refusal = f"the endpoint already has {wire.MAX_OPEN_PROMPTS} open prompts"
+        if refusal is not None:
+            effects.send.append(
+                self._error_frame("adoption_refused", f"prompt {copy.prompt_id} not adopted: {refusal}", None, now_ms)
+            )
+            return False
         self._q(
             "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
             "VALUES (?, ?, ?, ?, 'pending', 0)",
             copy.prompt_id,
-            copy.created_at_ms,
-            copy.expires_at_ms,
+            created_at_ms,
+            expires_at_ms,
             self._ids.new(now_ms),
         )
         self._facts[copy.prompt_id] = []  # a new prompt: no facts to read back
-        self._append(copy.prompt_id, now_ms, adopted_created(copy))
+        self._append(copy.prompt_id, now_ms, adopted_created(copy, expires_at_ms))
+        return True
+
+    def _open_count(self) -> int:
+        return int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"])
+
+    def _decision_refusal(self, prompt_id: str, fact: Fact) -> str | None:
+        """Why a runtime's decision cannot be committed (``worker.adoption``), or None."""
+        if not isinstance(fact, Decided):
+            return None
+        rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
+        if not rows:
+            return None
+        return adoption.decision_time_refusal(
+            fact.decided_at_ms, int(rows[0]["created_at_ms"]), self.config.reconcile.skew_ms
+        )
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
         """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""

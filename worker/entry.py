@@ -36,10 +36,10 @@ from pyodide.ffi import JsException, to_js
 from workers import DurableObject, Response, WorkerEntrypoint
 
 from caisey.signing import SignatureClaim
-from worker import gateway
-from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match
+from worker import admission, gateway
+from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match, route_for_actor
 from worker.endpoint import BridgeConfig, EndpointBridge
-from worker.fleet import DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
+from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
 from worker.host import Effects, Entropy, Row, SqlValue
 
 try:
@@ -217,6 +217,10 @@ class Default(WorkerEntrypoint):
             route = None  # the gateway answers it
         if route is not None and route.op == "agent_connect" and is_websocket_upgrade(request):
             assert route.endpoint_id is not None
+            # A missing or malformed secret reaches no object (admission step 1).
+            refusal = admission.agent_secret_shape(_bearer(request))
+            if refusal is not None:
+                return to_response(refusal)
             return await endpoint_stub(self.env, route.endpoint_id).fetch(request)
         try:
             req = await to_api_request(request)
@@ -233,8 +237,17 @@ class EndpointBridgeObject(DurableObject):
 
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
-        # Rebuilt for every instance; it holds nothing the rows do not (migrate() is idempotent).
-        self.actor = EndpointBridge(DurableSql(ctx.storage), Entropy(), bridge_config(env))
+        self.sql = DurableSql(ctx.storage)
+        self._actor: EndpointBridge | None = None
+
+    @property
+    def actor(self) -> EndpointBridge:
+        """Built on first use, per instance; it holds nothing the rows do not. Building it runs
+        the migrations, which write: only a request that passed ``worker.admission`` (or an
+        event on a socket or alarm that one set up) gets this far."""
+        if self._actor is None:
+            self._actor = EndpointBridge(self.sql, Entropy(), bridge_config(self.env))
+        return self._actor
 
     def agent_sockets(self, exclude: Any = None) -> list[Any]:
         """Open agent sockets. A closing one is still listed by the runtime; ``exclude`` is
@@ -251,16 +264,18 @@ class EndpointBridgeObject(DurableObject):
             return await self.accept_agent(request, now)
         try:
             req = await to_api_request(request)
+            refusal = admission.request_refusal(self.sql, route_for_actor(req), req, now)  # reads only
         except ApiError as exc:
             return to_response(exc.response())
+        if refusal is not None:
+            return to_response(refusal)
         response, effects = self.actor.handle(req, now, bool(self.agent_sockets()))
         await self.perform(effects)
         return to_response(response)
 
     async def accept_agent(self, request: Any, now: int) -> Response:
         route = match(str(request.method), urlsplit(request.url).path)
-        secret = ApiRequest("GET", "", {"authorization": str(request.headers.get("authorization") or "")}).bearer()
-        refusal = self.actor.authorize_agent(route.endpoint_id or "", secret)
+        refusal = admission.agent_refusal(self.sql, route.endpoint_id or "", _bearer(request))  # reads only
         if refusal is not None:
             return to_response(refusal)
         client, server = WebSocketPair.new()
@@ -334,21 +349,37 @@ class FleetIndexObject(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         admin_hash = getattr(env, "ADMIN_TOKEN_SHA256", None)
+        self.admin_hash = str(admin_hash).strip().lower() if admin_hash else None
         # The optional var MAX_ENDPOINTS does what the local host's --max-endpoints does.
         max_endpoints = str(getattr(env, "MAX_ENDPOINTS", "") or "")
-        self.index = FleetIndex(
-            DurableSql(ctx.storage),
-            Entropy(),
-            str(admin_hash).strip().lower() if admin_hash else None,
-            int(max_endpoints) if max_endpoints.isascii() and max_endpoints.isdigit() else DEFAULT_MAX_ENDPOINTS,
+        self.max_endpoints = (
+            int(max_endpoints) if max_endpoints.isascii() and max_endpoints.isdigit() else DEFAULT_MAX_ENDPOINTS
         )
+        self.sql = DurableSql(ctx.storage)
+        self._index: FleetIndex | None = None
+
+    @property
+    def index(self) -> FleetIndex:
+        """Built on first use (its migrations write); see ``worker.admission``."""
+        if self._index is None:
+            self._index = FleetIndex(self.sql, Entropy(), self.admin_hash, self.max_endpoints)
+        return self._index
 
     async def fetch(self, request: Any) -> Response:
         try:
             req = await to_api_request(request)
         except ApiError as exc:
             return to_response(exc.response())
+        if req.path == AUTHENTICATE_PATH:
+            # A fresh index refuses every token but the admin's without creating its schema.
+            refusal = admission.fresh_fleet_authentication(self.sql, self.admin_hash, req)
+            if refusal is not None:
+                return to_response(refusal)
         return to_response(self.index.handle(req, now_ms()))
+
+
+def _bearer(request: Any) -> str | None:
+    return ApiRequest("GET", "", {"authorization": str(request.headers.get("authorization") or "")}).bearer()
 
 
 def _close(ws: Any, code: int, reason: str) -> None:

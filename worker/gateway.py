@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
+from worker import admission
 from worker.api import (
     ENDPOINT_HEADER,
-    ENDPOINT_ID_RE,
     ROLE_HEADER,
     TECHNICIAN_HEADER,
     ApiError,
@@ -26,7 +26,6 @@ from worker.api import (
     label_problem,
     match,
 )
-from worker.endpoint import enrollment_endpoint
 from worker.fleet import AUTHENTICATE_PATH, CLAIM_PATH
 
 
@@ -47,6 +46,9 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
         if route.op == "agent_connect":
             raise ApiError(426, "upgrade_required", "the agent endpoint needs a WebSocket upgrade")
         if route.auth in ("admin", "technician"):
+            refusal = admission.technician_bearer_shape(req)  # no bearer: no object is reached
+            if refusal is not None:
+                return refusal
             auth_request = ApiRequest(
                 "POST",
                 AUTHENTICATE_PATH,
@@ -74,10 +76,9 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
             if claim.status != 200:
                 return claim
         elif route.op == "agent_enroll":
-            token = req.json().get("enrollment_token")
-            # Tokens are ASCII; anything else (a lone surrogate) could not even be hashed.
-            endpoint_id = enrollment_endpoint(token) if isinstance(token, str) and token.isascii() else None
-            if endpoint_id is None or not ENDPOINT_ID_RE.fullmatch(endpoint_id):
+            # A token that cannot be one the bridge made reaches no object (issue 11 item 7).
+            endpoint_id = admission.enrollment_token_shape(req.json().get("enrollment_token"))
+            if endpoint_id is None:
                 raise ApiError(
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 )

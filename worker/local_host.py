@@ -40,7 +40,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from caisey import wire
-from worker import gateway
+from worker import admission, gateway
 from worker.api import (
     API_SECURITY_HEADERS,
     CONSOLE_SECURITY_HEADERS,
@@ -49,6 +49,7 @@ from worker.api import (
     ApiRequest,
     ApiResponse,
     match,
+    route_for_actor,
 )
 from worker.ed25519_local import verified
 from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
@@ -285,6 +286,12 @@ class LocalBridge:
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 ).response()
             return ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+        try:
+            refusal = admission.request_refusal(actor.actor.store, route_for_actor(req), req, now_ms())  # reads only
+        except ApiError as exc:
+            refusal = exc.response()
+        if refusal is not None:
+            return refusal
         response, effects = actor.actor.handle(req, now_ms(), actor.connected)
         await actor.perform(effects)
         if actor.actor.endpoint_id is None:
@@ -327,13 +334,16 @@ class LocalBridge:
 
     async def agent_socket(self, request: web.Request) -> web.StreamResponse:
         endpoint_id = request.match_info.get("eid", "")
-        actor = self.endpoint(endpoint_id)
         secret = ApiRequest("GET", request.path, {k.lower(): v for k, v in request.headers.items()}).bearer()
-        refusal = (
-            actor.actor.authorize_agent(endpoint_id, secret)
-            if actor is not None
-            else ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
-        )
+        # The request alone first, then reads only (``worker.admission``), as on Cloudflare.
+        refusal = admission.agent_secret_shape(secret)
+        actor = self.endpoint(endpoint_id) if refusal is None else None
+        if refusal is None:
+            refusal = (
+                admission.agent_refusal(actor.actor.store, endpoint_id, secret)
+                if actor is not None
+                else ApiError(404, "unknown_endpoint", f"endpoint {endpoint_id!r} is not registered").response()
+            )
         if refusal is not None:
             return _to_aiohttp(refusal)
         assert actor is not None
@@ -677,13 +687,14 @@ async def _start_demo_agent(app: web.Application, data: Path, url: str, admin: s
             "enroll",
             "--bridge",
             url,
-            "--token",
-            token,
+            "--token-file",
+            "-",  # from stdin: a token on the command line shows in `ps`
             "--state-dir",
             str(state),
             env=env,
+            stdin=asyncio.subprocess.PIPE,
         )
-        await enroll.wait()
+        await enroll.communicate(token.encode())
     presenter = f"exec:{sys.executable} -m agent.demo_user"
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "run", "--presenter", presenter, "--state-dir", str(state), env=env

@@ -19,18 +19,21 @@ from caisey.facts import (
 )
 from caisey.prompt import PromptView
 from caisey.signing import copy_sha256
+from worker.adoption import adopted_requester
 
 
-def adopted_created(copy: wire.PromptCopy) -> Created:
-    """R6: the created fact rebuilt from the runtime's copy; the endpoint's signatures cover
-    that copy as it holds it, whose hash is kept."""
+def adopted_created(copy: wire.PromptCopy, expires_at_ms: int | None = None) -> Created:
+    """R6: the created fact rebuilt from the runtime's copy — a claim, not a fact
+    (``worker.adoption``): the requester shows as claimed by the endpoint, and the caller
+    passes the expiry clamped to the create bounds. The endpoint's signatures cover the copy
+    as it holds it, whose hash is kept."""
     return Created(
         title=copy.title,
         message=copy.message,
         action=copy.action,
-        expires_at_ms=copy.expires_at_ms,
+        expires_at_ms=copy.expires_at_ms if expires_at_ms is None else expires_at_ms,
         on_no_user=NoUserPolicy(copy.on_no_user),
-        by=copy.requested_by or "unknown",
+        by=adopted_requester(copy.requested_by),
         adopted=True,
         delivered_sha256=copy_sha256(copy),
     )

@@ -531,9 +531,14 @@ class SqliteDatabase:
     def __init__(self) -> None:
         self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self.depth = 0
+        # Statements that wrote (rows changed or the schema did, e.g. ``CREATE TABLE``). A
+        # Durable Object with SQL storage has storage once one statement wrote; reads of an
+        # empty database (``sqlite_master`` included) write nothing.
+        self.writes = 0
 
     def run(self, statements: list[str], values: list[Any]) -> SqlCursor:
         before = self.conn.total_changes
+        schema_before = self._schema_version()
         try:
             cursor = None
             for statement in statements:
@@ -543,7 +548,13 @@ class SqliteDatabase:
             columns = [d[0] for d in cursor.description or ()]
         except sqlite3.Error as exc:
             raise JsException("Error", f"{exc}: {_sqlite_code_suffix(exc)}") from None
-        return SqlCursor(columns, rows, self.conn.total_changes - before)
+        changed = self.conn.total_changes - before
+        if changed or self._schema_version() != schema_before:
+            self.writes += 1
+        return SqlCursor(columns, rows, changed)
+
+    def _schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA schema_version").fetchone()[0])
 
     def size(self) -> int:
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]

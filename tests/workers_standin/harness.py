@@ -95,6 +95,12 @@ class ObjectRecord:
     def live_sockets(self) -> list[SocketState]:
         return [s for s in self.sockets if s.ready_state in (OPEN, CLOSING)]
 
+    @property
+    def has_storage(self) -> bool:
+        """Whether the runtime keeps (and bills) storage for this object: a SQL statement of
+        it wrote, or it set an alarm. Constructing an object or reading creates none."""
+        return self.db.writes > 0 or self.alarm_ms is not None
+
 
 class Namespace(JsProxy):
     """``env.<BINDING>`` for a Durable Object class."""
@@ -485,6 +491,10 @@ class Harness:
         cursor = self.record(binding, name).db.conn.execute(query, params)
         columns = [d[0] for d in cursor.description or ()]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def objects_with_storage(self) -> list[str]:
+        """``BINDING/name`` of every Durable Object that has storage (see ``ObjectRecord.has_storage``)."""
+        return sorted(f"{r.namespace.binding}/{r.id.name or r.id.toString()}" for r in self._records() if r.has_storage)
 
     def _records(self) -> list[ObjectRecord]:
         return [r for ns in self.namespaces.values() for r in ns.records.values()]
