@@ -163,7 +163,8 @@ async def enroll_many(
     keys: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Register and enroll each endpoint through the API; ``{endpoint_id: agent_secret}``.
-    ``keys``: endpoint id → ``agent.identity.EndpointKey`` registered in the exchange."""
+    ``keys``: endpoint id → ``agent.identity.EndpointKey`` registered in the exchange (an
+    endpoint not in it enrolls without a key: its answers are unsigned)."""
     secrets = dict(known or {})
     todo = [eid for eid in endpoint_ids if eid not in secrets]
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -180,7 +181,7 @@ async def enroll_many(
                 if r.status != 201:
                     raise RuntimeError(f"enrollment of {eid}: {r.status} {body}")
             exchange = {"enrollment_token": body["enrollment_token"]}
-            if keys is not None:
+            if keys is not None and eid in keys:
                 exchange["public_key"] = keys[eid].public_key_b64
             async with session.post(url + "/api/agent/enroll", json=exchange) as r:
                 answer = await r.json()

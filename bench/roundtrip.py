@@ -29,42 +29,34 @@ from bench.simagent import Disk, SimAgent
 async def run(
     data: Path, prompts: int, endpoints: int = 4, warmup: int = 20, profile_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Signed answers (what the product does), then the same with unsigned answers from keyless
-    endpoints on a fresh bridge: the cost of signing, measured in the same run (DESIGN §10)."""
-    result = await _run(data / "signed", prompts, endpoints, warmup, profile_dir, signed=True)
-    unsigned = await _run(data / "unsigned", prompts, endpoints, warmup, None, signed=False)
-    result["unsigned"] = {"receipt": unsigned["receipt"], "decision": unsigned["decision"]}
-    return result
-
-
-async def _run(
-    data: Path, prompts: int, endpoints: int, warmup: int, profile_dir: Path | None, *, signed: bool
-) -> dict[str, Any]:
-    data.mkdir(parents=True, exist_ok=True)
+    """``endpoints`` signed endpoints (what the product does) and as many keyless ones whose
+    answers go unsigned, on one bridge, prompts alternating between them: the cost of signing
+    measured against a baseline under the same load at the same moments (DESIGN §10)."""
     bridge = BridgeProcess(data / "roundtrip")
     bridge.start()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
     disk = Disk(data / "roundtrip-agents.sqlite3")
     try:
-        ids = endpoint_ids(endpoints, "rt")
-        keys = {eid: EndpointKey.generate() for eid in ids} if signed else None
-        secrets = await enroll_many(bridge.url, ids, keys=keys)
+        signed_ids, unsigned_ids = endpoint_ids(endpoints, "rt"), endpoint_ids(endpoints, "ru")
+        keys = {eid: EndpointKey.generate() for eid in signed_ids}
+        secrets = await enroll_many(bridge.url, signed_ids + unsigned_ids, keys=keys)
         tracker = Tracker()
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         async with aiohttp.ClientSession() as agent_session, aiohttp.ClientSession() as http:
+            order = [eid for pair in zip(signed_ids, unsigned_ids, strict=True) for eid in pair]
             agents = [
                 SimAgent(
                     bridge.url,
                     eid,
-                    secret,
+                    secrets[eid],
                     agent_session,
                     listener=tracker,
                     disk=disk,
-                    key=keys[eid] if keys else None,
+                    key=keys.get(eid),
                     rng=random.Random(i),
                 )
-                for i, (eid, secret) in enumerate(sorted(secrets.items()))
+                for i, eid in enumerate(order)
             ]
             tasks = [asyncio.ensure_future(a.run(stop)) for a in agents]
             deadline = time.monotonic() + 30
@@ -72,12 +64,13 @@ async def _run(
                 if time.monotonic() > deadline:
                     raise RuntimeError("agents did not connect")
                 await asyncio.sleep(0.01)
-            receipt, decision = [], []
+            samples: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
             profile = None
-            for i in range(prompts + warmup):
-                if i == warmup and profile_dir is not None:
+            for i in range(2 * (prompts + warmup)):
+                if i == 2 * warmup and profile_dir is not None:
                     profile = Profile(bridge.pid, profile_dir / "roundtrip.txt")
-                eid = agents[i % len(agents)].endpoint_id
+                agent = agents[i % len(agents)]
+                eid, signed = agent.endpoint_id, agent.key is not None
                 t0 = time.monotonic()
                 async with http.post(
                     f"{bridge.url}/api/endpoints/{eid}/prompts", json=PROMPT_BODY, headers=headers
@@ -98,13 +91,15 @@ async def _run(
                     if time.monotonic() > receipt_deadline:
                         raise RuntimeError(f"no receipt ack for {pid}")
                     await asyncio.sleep(0.001)
-                if i >= warmup:
-                    receipt.append(tracker.receipt_at[pid] - t0)
-                    decision.append(t_visible - t0)
+                if i >= 2 * warmup:
+                    samples[signed][0].append(tracker.receipt_at[pid] - t0)
+                    samples[signed][1].append(t_visible - t0)
             profiled = profile.summary() if profile is not None else None
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+        receipt, decision = samples[True]
         result = {"receipt": summary_ms(receipt), "decision": summary_ms(decision), "endpoints": endpoints}
+        result["unsigned"] = {"receipt": summary_ms(samples[False][0]), "decision": summary_ms(samples[False][1])}
         if profiled is not None:
             result["profile"] = profiled
         return result
