@@ -148,7 +148,7 @@ def test_the_local_host_answers_only_after_the_endpoint_file_is_synced(tmp_path:
     import json
 
     from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
-    from worker.endpoint import secret_hash
+    from worker.credentials import secret_hash
     from worker.local_host import LocalBridge
 
     async def scenario() -> None:

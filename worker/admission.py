@@ -30,7 +30,7 @@ import re
 from typing import Any
 
 from worker.api import ENDPOINT_ID_RE, ApiError, ApiRequest, ApiResponse, Route
-from worker.endpoint import (
+from worker.credentials import (
     AGENT_SECRET_PREFIX,
     ENROLLMENT_PREFIX,
     ENROLLMENT_SEPARATOR,

@@ -15,21 +15,25 @@ when the prompt turns final, or when attempts run out (``failed_to_deliver``/``n
 
 Time: one alarm, ``min(next outbox attempt, next prompt moment (expiry / firm),
 liveness deadline, housekeeping)``, recomputed from the rows after every call.
+
+Around it, each in its own module: the schema (``endpoint_schema``), what runtime frames mean
+as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, audit export —
+(``enrollment``), the keys and the check of signed answers (``endpoint_keys``), the hash
+chain every fact is appended to (``audit_chain``), and what an adoption may claim
+(``adoption``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from caisey import wire
-from caisey.audit import ENROLLMENT_ISSUED, KEY_REGISTERED
 from caisey.backoff import Backoff
-from caisey.clock import from_rfc3339, to_rfc3339
+from caisey.clock import from_rfc3339
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError
 from caisey.facts import (
@@ -64,13 +68,13 @@ from worker.api import (
     ApiRequest,
     ApiResponse,
     Route,
-    label_problem,
     route_for_actor,
     with_etag,
 )
 from worker.audit_chain import AuditChain
-from worker.endpoint_keys import REFUSALS, EndpointKeys, parse_public_key, signed_answer
+from worker.endpoint_keys import REFUSALS, EndpointKeys, signed_answer
 from worker.endpoint_schema import MIGRATIONS, migrate
+from worker.enrollment import EndpointRecord
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 
@@ -79,10 +83,6 @@ DAY_MS = 24 * HOUR_MS
 
 # How long absence inference (R5 replay, R4 firming) waits after the latest history request.
 HISTORY_WAIT_MS = 10 * 60_000
-
-ENROLLMENT_PREFIX = "cse_"
-AGENT_SECRET_PREFIX = "csa_"
-ENROLLMENT_SEPARATOR = "~"  # not in endpoint ids nor in URL-safe base64
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
 
@@ -117,26 +117,7 @@ class BridgeConfig:
     list_max: int = 200
 
 
-def secret_hash(secret: str) -> str:
-    """Secrets and tokens are stored as SHA-256 hex; they are high-entropy, so no salt/KDF."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def same_secret(stored_hash: str | None, presented: str | None) -> bool:
-    """Constant-time comparison of a presented secret with a stored hash."""
-    if not stored_hash or not presented or not presented.isascii():  # every secret is ASCII
-        return False
-    return hmac.compare_digest(stored_hash, secret_hash(presented))
-
-
-def enrollment_endpoint(token: str) -> str | None:
-    """The endpoint an enrollment token belongs to (the gateway routes by it)."""
-    if not token.startswith(ENROLLMENT_PREFIX) or ENROLLMENT_SEPARATOR not in token:
-        return None
-    return token[len(ENROLLMENT_PREFIX) :].rpartition(ENROLLMENT_SEPARATOR)[0] or None
-
-
-class EndpointBridge:
+class EndpointBridge(EndpointRecord):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -320,157 +301,6 @@ class EndpointBridge:
             return response
 
         return self._event(event), effects
-
-    def _op_create_enrollment(
-        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
-    ) -> ApiResponse:
-        body = req.json()
-        label = body.get("label", "")
-        problem = label_problem(label)
-        if problem is not None:
-            raise ApiError(400, "invalid_field", problem)
-        endpoint_id = route.endpoint_id
-        assert endpoint_id is not None, "the gateway routes enrollments by the body's endpoint_id"
-        registered = self.endpoint_id
-        if registered is not None and registered != endpoint_id:  # same file, another case (issue 11)
-            raise ApiError(409, "endpoint_id_conflict", f"this actor holds endpoint {registered!r}; ids ignore case")
-        rekey = self._meta("agent_secret_hash") is not None
-        if rekey and req.header(ROLE_HEADER) != "admin":
-            # DESIGN §10: re-enrolling an endpoint that has an agent replaces its secret and
-            # key — whoever holds the new token can then answer as the endpoint. Admins only.
-            raise ApiError(
-                403,
-                "forbidden",
-                f"endpoint {endpoint_id!r} already has an agent; only an admin can re-enroll it "
-                "(the current agent is then refused and its key retired)",
-            )
-        issuer = req.header(TECHNICIAN_HEADER) or "unknown"
-        token = ENROLLMENT_PREFIX + endpoint_id + ENROLLMENT_SEPARATOR + self.entropy.token("", 24)
-        expires_at_ms = now_ms + self.config.enrollment_ttl_ms
-
-        def register() -> None:
-            if self.endpoint_id is None:
-                self._set_meta("endpoint_id", endpoint_id)
-                self._set_meta("registered_at_ms", str(now_ms))
-            if label or self._meta("label") is None:
-                self._set_meta("label", label)
-            self._q(
-                "INSERT INTO enrollments (token_hash, expires_at_ms, created_by, rekey) VALUES (?, ?, ?, ?)",
-                secret_hash(token),
-                expires_at_ms,
-                issuer,
-                1 if rekey else 0,
-            )
-            self._append_endpoint_fact(
-                ENROLLMENT_ISSUED, {"by": issuer, "expires_at_ms": expires_at_ms, "rekey": rekey}, now_ms
-            )
-
-        self._atomically(register)
-        effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)
-        return ApiResponse(
-            201, {"endpoint_id": endpoint_id, "enrollment_token": token, "expires_at": to_rfc3339(expires_at_ms)}
-        )
-
-    def _op_agent_enroll(
-        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
-    ) -> ApiResponse:
-        body = req.json()
-        token = body.get("enrollment_token")
-        if not isinstance(token, str) or not token:
-            raise ApiError(400, "missing_field", "enrollment_token is required")
-        public_key: bytes | None = None
-        if body.get("public_key") is not None:
-            try:
-                public_key = parse_public_key(body["public_key"])
-            except ProtocolError as exc:
-                raise ApiError(400, "invalid_public_key", exc.message) from None
-        endpoint_id = self.endpoint_id
-        rows = self._q("SELECT * FROM enrollments WHERE token_hash = ?", secret_hash(token))
-        # One answer for unknown endpoints and bad tokens alike: enrollment reveals nothing.
-        if (
-            endpoint_id is None
-            or endpoint_id != route.endpoint_id
-            or not rows
-            or rows[0]["used_at_ms"] is not None
-            or int(rows[0]["expires_at_ms"]) <= now_ms
-        ):
-            raise ApiError(401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired")
-        if public_key is None and self.keys.history():
-            # No downgrade: an endpoint whose answers are signed stays signed.
-            raise ApiError(
-                400, "missing_field", "public_key is required: this endpoint's answers are signed (upgrade the agent)"
-            )
-        secret = self.entropy.token(AGENT_SECRET_PREFIX)
-        issuer = rows[0].get("created_by") or "unknown"
-        rekey = bool(rows[0].get("rekey"))
-
-        def enroll() -> str | None:
-            self._q("UPDATE enrollments SET used_at_ms = ? WHERE token_hash = ?", now_ms, secret_hash(token))
-            self._set_meta("agent_secret_hash", secret_hash(secret))
-            self._set_meta("enrolled_at_ms", str(now_ms))
-            if public_key is None:
-                return None
-            new, previous = self.keys.register(public_key, now_ms, issuer)
-            self._append_endpoint_fact(
-                KEY_REGISTERED,
-                {
-                    "key_id": new.key_id,
-                    "public_key": new.public_key,
-                    "previous_key_id": previous.key_id if previous is not None else None,
-                    "by": issuer,
-                    "rekey": rekey,
-                },
-                now_ms,
-            )
-            return new.key_id
-
-        new_key_id = self._atomically(enroll)
-        if connected:
-            effects.close_agent = (4001, "agent secret rotated by a new enrollment")
-        return ApiResponse(200, {"endpoint_id": endpoint_id, "agent_secret": secret, "key_id": new_key_id})
-
-    def _op_get_endpoint(
-        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
-    ) -> ApiResponse:
-        """The endpoint itself: label, enrollment, its signing keys and the audit head."""
-        endpoint_id = self._require_registered(route.endpoint_id)
-        current = self.keys.current()
-        head_seq, head_hash = self.chain.head(endpoint_id)
-
-        def time(key: str) -> str | None:
-            value = self._meta(key)
-            return to_rfc3339(int(value)) if value else None
-
-        return with_etag(
-            req,
-            {
-                "endpoint_id": endpoint_id,
-                "label": self._meta("label") or "",
-                "online": connected,
-                "registered_at": time("registered_at_ms"),
-                "enrolled_at": time("enrolled_at_ms"),
-                "agent_version": self._meta("agent_version"),
-                "key_id": current.key_id if current is not None else None,
-                "keys": [key.to_api() for key in self.keys.history()],
-                "audit_head": {"seq": head_seq, "hash": head_hash},
-            },
-        )
-
-    def _op_export_audit(
-        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
-    ) -> ApiResponse:
-        """The audit chain as JSON Lines (``caisey.audit``), for ``caisey-audit verify``."""
-        endpoint_id = self._require_registered(route.endpoint_id)
-        text = "\n".join(self.chain.export_lines(endpoint_id, now_ms)) + "\n"
-        return ApiResponse(
-            200,
-            None,
-            {
-                "content-type": "application/x-ndjson; charset=utf-8",
-                "content-disposition": f'attachment; filename="caisey-audit-{endpoint_id}.jsonl"',
-            },
-            text=text,
-        )
 
     def _op_create_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -1346,7 +1176,5 @@ __all__ = [
     "ROLE_HEADER",
     "BridgeConfig",
     "EndpointBridge",
-    "enrollment_endpoint",
     "migrate",
-    "secret_hash",
 ]

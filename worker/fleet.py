@@ -22,7 +22,7 @@ from worker.api import (
     route_for_actor,
     with_etag,
 )
-from worker.endpoint import same_secret, secret_hash
+from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
 

@@ -51,8 +51,9 @@ from worker.api import (
     match,
     route_for_actor,
 )
+from worker.credentials import secret_hash
 from worker.ed25519_local import verified
-from worker.endpoint import BridgeConfig, EndpointBridge, secret_hash
+from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, FleetIndex
 from worker.host import Effects, Entropy
 from worker.output_gate import OutputGate
