@@ -91,6 +91,35 @@ async def test_no_attempt_is_burned_while_disconnected_and_reconnect_flushes(bri
     await runtime.close()
 
 
+async def test_an_owed_prompt_is_delivered_once_per_reconnect_after_hello_ok(bridge: BridgeUnderTest) -> None:
+    """The alarm armed when the socket opens must not deliver before the hello, whose flush
+    delivers everything owed: that was two deliveries, 2-11 ms apart, on every reconnect."""
+    ep = await enroll(bridge, eid())
+    runtime = ScriptedRuntime(bridge, ep)
+    await runtime.connect()
+    pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
+    [deliver] = {d.id: d for d in of_type(await runtime.drain(), wire.PromptDeliver)}.values()
+    await runtime.close()  # no receipt: the prompt is still owed
+    await bridge.advance(2_500)  # its retry falls due while the agent is away
+    await runtime.connect(hello=False)
+    await bridge.advance(100)  # the socket is open; the agent's hello is on its way
+    hello = wire.Hello(
+        id=runtime.new_id(), endpoint_id=ep.endpoint_id, agent_version="scripted", sent_at_ms=runtime.local_now()
+    )
+    await runtime.send(hello)
+    assert runtime.socket is not None
+    before: list[wire.Message] = []
+    while not isinstance(frame := wire.decode(await runtime.socket.recv(timeout=5)), wire.PromptDeliver):
+        before.append(frame)
+    assert [type(m) for m in before] == [wire.HelloOk], before  # nothing delivered before hello.ok
+    assert frame.id == deliver.id and frame.prompt.prompt_id == pid
+    await runtime.receipt(frame)
+    view = await prompt(bridge, ep.endpoint_id, pid)
+    attempts = [e for e in view["events"] if e["type"] == "delivery_attempted"]
+    assert view["state"] == "delivered" and len(attempts) == 2, attempts  # one per connection
+    await runtime.close()
+
+
 async def test_unreceipted_deliver_is_retried_with_the_same_event_id(bridge: BridgeUnderTest) -> None:
     ep = await enroll(bridge, eid())
     runtime = ScriptedRuntime(bridge, ep)
