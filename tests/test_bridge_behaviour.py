@@ -1,13 +1,20 @@
 """One behavioural suite for the bridge, run against every host (DESIGN §4, §5, §7, §8).
 
 Each test uses its own endpoint, so one bridge serves the whole module. The ``bridge``
-fixture (tests/conftest.py) is parametrised by host: the local host as a real process on 127.0.0.1 with real
-SQLite files, and the Cloudflare adapter on the Workers stand-in when it is available.
+fixture is parametrised by host: the local host as a real process on 127.0.0.1 with real
+SQLite files, the Cloudflare adapter on the Workers stand-in when it is available
+(tests/conftest.py), and — with ``CAISEY_BRIDGE_URL`` and ``CAISEY_BRIDGE_ADMIN_TOKEN`` set —
+whatever bridge runs at that URL (``url``; ``scripts/test-worker`` runs it against
+``wrangler dev``, ``tests/test_bridge_by_url.py`` against a local host process). Time is real
+for ``url``: the bridge should run with a short heartbeat (2 s here). A test that must kill or
+inspect its host calls ``skip_without_host_access`` first.
 """
 
 from __future__ import annotations
 
 import uuid
+
+import pytest
 
 from caisey import wire
 from caisey.digest import held_digest
@@ -15,9 +22,22 @@ from tests.bridge_hosts import (
     BridgeUnderTest,
     Resp,
     ScriptedRuntime,
+    UrlBridge,
     enroll,
     of_type,
 )
+from tests.conftest import HOSTS, bridge_of_kind
+
+URL_BRIDGE = UrlBridge.from_env()
+
+
+@pytest.fixture(params=[*HOSTS, "url"] if URL_BRIDGE is not None else HOSTS)
+def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
+    """tests/conftest.py's hosts, and the bridge at ``CAISEY_BRIDGE_URL`` when it is set."""
+    if request.param == "url":
+        assert URL_BRIDGE is not None
+        return URL_BRIDGE
+    return bridge_of_kind(request, request.param)
 
 
 def one_deliver(frames: list[wire.Message]) -> wire.PromptDeliver:
