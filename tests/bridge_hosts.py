@@ -202,6 +202,7 @@ class LocalBridgeProcess(_HttpBridge):
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(15)
 
+
 BRIDGE_URL_ENV = "CAISEY_BRIDGE_URL"
 BRIDGE_ADMIN_TOKEN_ENV = "CAISEY_BRIDGE_ADMIN_TOKEN"
 # scripts/test-worker sets it: wrangler dev's local proxy may answer the request after a 413
