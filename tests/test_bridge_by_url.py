@@ -14,12 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.bridge_hosts import BRIDGE_ADMIN_TOKEN_ENV, BRIDGE_URL_ENV, ROOT, LocalBridgeProcess
+from tests.bridge_hosts import (
+    BRIDGE_ADMIN_TOKEN_ENV,
+    BRIDGE_URL_ENV,
+    ROOT,
+    LocalBridgeProcess,
+    UrlBridge,
+    skip_without_host_access,
+)
 
-pytestmark = pytest.mark.slow
 BEHAVIOUR = "tests/test_bridge_behaviour.py"
 
 
+@pytest.mark.slow
 def test_the_behaviour_suite_passes_against_a_bridge_known_only_by_its_url(tmp_path: Path) -> None:
     bridge = LocalBridgeProcess(tmp_path / "data", admin_token="cst_by-url-admin", heartbeat_ms=2_000)
     bridge.start()
@@ -44,3 +51,21 @@ def test_the_behaviour_suite_passes_against_a_bridge_known_only_by_its_url(tmp_p
     assert summary is not None and int(summary.group(1)) + skipped == tests, tail
     # the suite did talk to this process: its admin token enrolled endpoints there
     assert any((tmp_path / "data" / "endpoints").iterdir())
+
+
+def test_a_test_that_needs_the_host_itself_skips_for_a_url_bridge_saying_why() -> None:
+    with pytest.raises(pytest.skip.Exception, match="kills the bridge process: the bridge at CAISEY_BRIDGE_URL"):
+        skip_without_host_access(UrlBridge("http://bridge.example", "cst_x"), "kills the bridge process")
+    skip_without_host_access(LocalBridgeProcess(Path("/nonexistent/data")), "kills the bridge process")  # runs
+
+
+def test_the_url_kind_needs_its_admin_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BRIDGE_URL_ENV, "http://bridge.example/")
+    monkeypatch.delenv(BRIDGE_ADMIN_TOKEN_ENV, raising=False)
+    with pytest.raises(RuntimeError, match=BRIDGE_ADMIN_TOKEN_ENV):
+        UrlBridge.from_env()
+    monkeypatch.setenv(BRIDGE_ADMIN_TOKEN_ENV, "cst_x")
+    bridge = UrlBridge.from_env()
+    assert bridge is not None and bridge.url == "http://bridge.example" and bridge.admin_token == "cst_x"
+    monkeypatch.delenv(BRIDGE_URL_ENV)
+    assert UrlBridge.from_env() is None
