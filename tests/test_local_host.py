@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import stat
@@ -102,17 +103,19 @@ def test_admin_token_file_is_created_once_with_mode_0600(tmp_path: Path) -> None
 
 
 async def test_a_chunked_request_body_sent_in_pieces_is_read_to_its_end(local_bridge: LocalBridgeProcess) -> None:
-    """``request.content.read(n)`` returns only what has arrived; the body must be read to its end."""
+    """``request.content.read(n)`` returns only what has arrived; the body (here gzip-compressed
+    and chunked, in pieces) must be read to its end."""
     ep = await enroll(local_bridge, "laptop-chunked")
-    body = json.dumps({"title": "Allow?", "message": "m" * 1500, "action": "remote_control", "expires_in": 60}).encode()
+    prompt = {"title": "Allow?", "message": "m" * 1500, "action": "remote_control", "expires_in": 60}
+    body = gzip.compress(json.dumps(prompt).encode())
     reader, writer = await asyncio.open_connection("127.0.0.1", local_bridge.port)
     writer.write(
         f"POST /api/endpoints/{ep.endpoint_id}/prompts HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {local_bridge.admin_token}\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+        "Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
     )
-    for i in range(0, len(body), 200):
-        piece = body[i : i + 200]
+    for i in range(0, len(body), 20):
+        piece = body[i : i + 20]
         writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         await writer.drain()
         await asyncio.sleep(0.03)
