@@ -57,6 +57,19 @@ def _state_dir(args: argparse.Namespace) -> Path:
 # --- enroll ----------------------------------------------------------------------------------
 
 
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body to its end, or its first ``limit + 1`` bytes when it is longer. ``read(n)`` alone
+    returns only what has arrived: a gzip-compressed, chunked answer written in several pieces
+    (workerd, Cloudflare's edge) would be cut short and look like bad JSON."""
+    raw = bytearray()
+    while len(raw) <= limit:
+        chunk = await stream.read(limit + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
+
+
 async def _exchange_token(bridge: str, token: str, public_key: str) -> tuple[str, str]:
     url = bridge.rstrip("/") + "/api/agent/enroll"
     timeout = aiohttp.ClientTimeout(total=ENROLL_TIMEOUT_S)
@@ -65,7 +78,7 @@ async def _exchange_token(bridge: str, token: str, public_key: str) -> tuple[str
             aiohttp.ClientSession(timeout=timeout) as session,
             session.post(url, json={"enrollment_token": token, "public_key": public_key}) as response,
         ):
-            raw = await response.content.read(MAX_ENROLL_RESPONSE_BYTES + 1)
+            raw = await _read_bounded(response.content, MAX_ENROLL_RESPONSE_BYTES)
             status = response.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise CliError(f"cannot reach the bridge at {url}: {exc or type(exc).__name__}") from None

@@ -15,7 +15,14 @@
 //   worker/sqlite_store.py — the local host's sqlite3 store (the Worker has ctx.storage.sql)
 //   worker/ed25519_local.py — Ed25519 with `cryptography` (the Worker verifies with WebCrypto)
 // Node rather than Python runs this because wrangler already needs Node.
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+//
+// Atomic: `wrangler dev` may read build/worker-upload/ while a rebuild runs (it did, half
+// copied: "ModuleNotFoundError: No module named 'caisey.errors'"). So the modules are copied
+// into a new sibling directory, which then takes the upload directory's place by rename:
+// a reader sees the old set or the new one, never part of one. (Two renames, the old one
+// away and the new one in, because rename cannot replace a non-empty directory; between
+// them the path is missing for a moment — a failed read, never a mixed module set.)
+import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -40,15 +47,46 @@ function* pythonFiles(dir) {
   }
 }
 
-rmSync(OUT, { recursive: true, force: true });
-let count = 0;
-for (const pkg of PACKAGES) {
-  for (const path of pythonFiles(join(ROOT, pkg))) {
-    const name = relative(ROOT, path).split(sep).join("/");
-    if (EXCLUDED.has(name)) continue;
-    mkdirSync(dirname(join(OUT, name)), { recursive: true });
-    copyFileSync(path, join(OUT, name));
-    count += 1;
+const NEXT = `${OUT}.next-${process.pid}`;
+const OLD = `${OUT}.old-${process.pid}`;
+
+// What an interrupted staging (killed) left behind: siblings named for a process that is gone.
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === "EPERM";
   }
 }
+mkdirSync(dirname(OUT), { recursive: true });
+for (const name of readdirSync(dirname(OUT))) {
+  const left = /^worker-upload\.(?:next|old)-(\d+)$/.exec(name);
+  if (left && (Number(left[1]) === process.pid || !alive(Number(left[1])))) {
+    rmSync(join(dirname(OUT), name), { recursive: true, force: true });
+  }
+}
+
+let count = 0;
+try {
+  for (const pkg of PACKAGES) {
+    for (const path of pythonFiles(join(ROOT, pkg))) {
+      const name = relative(ROOT, path).split(sep).join("/");
+      if (EXCLUDED.has(name)) continue;
+      mkdirSync(dirname(join(NEXT, name)), { recursive: true });
+      copyFileSync(path, join(NEXT, name));
+      count += 1;
+    }
+  }
+} catch (error) {
+  rmSync(NEXT, { recursive: true, force: true }); // the upload directory stays as it was
+  throw error;
+}
+try {
+  renameSync(OUT, OLD);
+} catch (error) {
+  if (error.code !== "ENOENT") throw error; // the first staging: nothing to move away
+}
+renameSync(NEXT, OUT);
+rmSync(OLD, { recursive: true, force: true });
 console.log(`staged ${count} Python modules in ${relative(ROOT, OUT)}/`);

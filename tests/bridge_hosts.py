@@ -5,6 +5,11 @@ with real SQLite files; time is real. Other hosts (the Worker adapter on the Wor
 stand-in) implement the same ``BridgeUnderTest`` shape, so ``test_bridge_behaviour.py`` runs
 unchanged against each.
 
+``UrlBridge`` is any bridge already running at a URL (``CAISEY_BRIDGE_URL`` with
+``CAISEY_BRIDGE_ADMIN_TOKEN``): ``scripts/test-worker`` points it at ``wrangler dev``, CI at a
+local host started as a separate process. It can only talk to the bridge: a test that must
+kill or look inside its host skips for it (``skip_without_host_access``), saying why.
+
 ``ScriptedRuntime`` is a stand-in for the endpoint agent that speaks the wire protocol frame
 by frame as a test dictates — it is not the real agent (``agent/``), which has its own tests.
 """
@@ -110,7 +115,51 @@ def parse_body(content_type: str, raw: bytes) -> Any:
     return raw.decode("utf-8")
 
 
-class LocalBridgeProcess:
+class _HttpBridge:
+    """A bridge reached over HTTP and WebSocket at ``self.url``; time is real."""
+
+    url: str
+    admin_token: str
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Resp:
+        hdrs = dict(headers or {})
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, data=data, headers=hdrs) as r,
+        ):
+            text = await r.read()
+            return Resp(r.status, {k.lower(): v for k, v in r.headers.items()}, parse_body(r.content_type, text))
+
+    async def connect_agent(self, endpoint_id: str, secret: str | None) -> AgentSocket | Resp:
+        session = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+        try:
+            ws = await session.ws_connect(f"{self.url}/api/endpoints/{endpoint_id}/agent", headers=headers)
+        except aiohttp.WSServerHandshakeError as exc:
+            await session.close()
+            return Resp(exc.status, {}, None)
+        return _AiohttpSocket(session, ws)
+
+    async def advance(self, ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+
+class LocalBridgeProcess(_HttpBridge):
     """``caisey-bridge serve`` as a real process. ``kill()`` is kill -9; ``start()`` again reuses the data."""
 
     def __init__(self, data: Path, admin_token: str = "cst_test-admin-token", heartbeat_ms: int = 15_000) -> None:
@@ -153,6 +202,33 @@ class LocalBridgeProcess:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(15)
 
+
+BRIDGE_URL_ENV = "CAISEY_BRIDGE_URL"
+BRIDGE_ADMIN_TOKEN_ENV = "CAISEY_BRIDGE_ADMIN_TOKEN"
+# scripts/test-worker sets it: wrangler dev's local proxy may answer the request after a 413
+# (answered without reading the body) with this 503 (docs/WORKERS_RUNTIME.md, "wrangler dev only").
+WRANGLER_DEV_ENV = "CAISEY_BRIDGE_WRANGLER_DEV"
+WRANGLER_RESTARTED = b"Your worker restarted mid-request"
+
+
+class UrlBridge(_HttpBridge):
+    """A bridge already running somewhere, known only by its URL and admin token."""
+
+    def __init__(self, url: str, admin_token: str, *, wrangler_dev: bool = False) -> None:
+        self.url = url.rstrip("/")
+        self.admin_token = admin_token
+        self.wrangler_dev = wrangler_dev
+        self.wrangler_retries = 0
+
+    @classmethod
+    def from_env(cls) -> UrlBridge | None:
+        url, token = os.environ.get(BRIDGE_URL_ENV), os.environ.get(BRIDGE_ADMIN_TOKEN_ENV)
+        if not url:
+            return None
+        if not token:
+            raise RuntimeError(f"{BRIDGE_URL_ENV} is set but {BRIDGE_ADMIN_TOKEN_ENV} is not")
+        return cls(url, token, wrangler_dev=os.environ.get(WRANGLER_DEV_ENV) == "1")
+
     async def request(
         self,
         method: str,
@@ -163,32 +239,19 @@ class LocalBridgeProcess:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Resp:
-        hdrs = dict(headers or {})
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, self.url + path, data=data, headers=hdrs) as r,
-        ):
-            text = await r.read()
-            return Resp(r.status, {k.lower(): v for k, v in r.headers.items()}, parse_body(r.content_type, text))
+        r = await super().request(method, path, token=token, body=body, raw=raw, headers=headers)
+        if self.wrangler_dev and r.status == 503 and WRANGLER_RESTARTED in str(r.body).encode():
+            self.wrangler_retries += 1  # wrangler dev's proxy, not the bridge: once more
+            r = await super().request(method, path, token=token, body=body, raw=raw, headers=headers)
+        return r
 
-    async def connect_agent(self, endpoint_id: str, secret: str | None) -> AgentSocket | Resp:
-        session = aiohttp.ClientSession()
-        headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        try:
-            ws = await session.ws_connect(f"{self.url}/api/endpoints/{endpoint_id}/agent", headers=headers)
-        except aiohttp.WSServerHandshakeError as exc:
-            await session.close()
-            return Resp(exc.status, {}, None)
-        return _AiohttpSocket(session, ws)
 
-    async def advance(self, ms: int) -> None:
-        await asyncio.sleep(ms / 1000)
+def skip_without_host_access(bridge: BridgeUnderTest, why: str) -> None:
+    """Skip a test that must kill or inspect its host when the bridge is only a URL."""
+    if isinstance(bridge, UrlBridge):
+        import pytest
 
-    def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        pytest.skip(f"{why}: the bridge at {BRIDGE_URL_ENV} can only be talked to")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from tests.bridge_hosts import BridgeUnderTest, LocalBridgeProcess
 from tests.xvfb import xdisplay
 
-__all__ = ["bridge", "local_bridge", "xdisplay"]
+__all__ = ["HOSTS", "bridge", "bridge_of_kind", "local_bridge", "xdisplay"]
 
 HOSTS = ["local"]
 try:  # the Workers stand-in host, when present
@@ -31,8 +31,13 @@ def local_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrid
 
 @pytest.fixture(params=HOSTS)
 def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
-    """The bridge under test, on every host: the local process and the Worker on the stand-in."""
-    if request.param == "local":
+    """The bridge under test, on every host: the local process and the Worker on the stand-in.
+    (tests/test_bridge_behaviour.py adds a bridge at a URL.)"""
+    return bridge_of_kind(request, request.param)
+
+
+def bridge_of_kind(request: pytest.FixtureRequest, kind: str) -> BridgeUnderTest:
+    if kind == "local":
         local: BridgeUnderTest = request.getfixturevalue("local_bridge")
         return local
     from tests.workers_host import WorkersBridge

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 
-from agent.cli import _run_lock, main
+from agent.cli import MAX_ENROLL_RESPONSE_BYTES, CliError, _exchange_token, _run_lock, main
 from agent.connection import agent_url
 from agent.store import Store
 from tests.agent_harness import T0, make_prompt
@@ -71,3 +73,51 @@ def test_agent_url() -> None:
     assert agent_url("https://b.example", "ep-1") == "wss://b.example/api/endpoints/ep-1/agent"
     assert agent_url("http://127.0.0.1:8787/", "ep-1") == "ws://127.0.0.1:8787/api/endpoints/ep-1/agent"
     assert agent_url("https://b.example/caisey", "e p") == "wss://b.example/caisey/api/endpoints/e%20p/agent"
+
+
+async def test_enroll_reads_a_gzip_chunked_answer_that_arrives_in_pieces() -> None:
+    """workerd and Cloudflare's edge answer gzip-compressed and chunked, in several writes
+    (docs/WORKERS_RUNTIME.md "Observed later"): the answer must be read to its end."""
+    body = gzip.compress(json.dumps({"endpoint_id": "laptop-1", "agent_secret": "cas_" + "s" * 40}).encode())
+    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        for piece in pieces:
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        got = await _exchange_token(f"http://127.0.0.1:{port}", "cse_laptop-1~x", "pk")
+    assert got == ("laptop-1", "cas_" + "s" * 40)
+
+
+async def test_enroll_refuses_an_answer_larger_than_its_bound() -> None:
+    big = json.dumps({"endpoint_id": "laptop-1", "agent_secret": "x" * MAX_ENROLL_RESPONSE_BYTES}).encode()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(big), 4096):
+            piece = big[i : i + 4096]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(CliError, match="not a JSON object"):
+            await _exchange_token(f"http://127.0.0.1:{port}", "cse_laptop-1~x", "pk")

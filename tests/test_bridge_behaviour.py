@@ -1,14 +1,21 @@
 """One behavioural suite for the bridge, run against every host (DESIGN §4, §5, §7, §8).
 
 Each test uses its own endpoint, so one bridge serves the whole module. The ``bridge``
-fixture (tests/conftest.py) is parametrised by host: the local host as a real process on 127.0.0.1 with real
-SQLite files, and the Cloudflare adapter on the Workers stand-in when it is available.
+fixture is parametrised by host: the local host as a real process on 127.0.0.1 with real
+SQLite files, the Cloudflare adapter on the Workers stand-in when it is available
+(tests/conftest.py), and — with ``CAISEY_BRIDGE_URL`` and ``CAISEY_BRIDGE_ADMIN_TOKEN`` set —
+whatever bridge runs at that URL (``url``; ``scripts/test-worker`` runs it against
+``wrangler dev``, ``tests/test_bridge_by_url.py`` against a local host process). Time is real
+for ``url``: the bridge should run with a short heartbeat (2 s here). A test that must kill or
+inspect its host calls ``skip_without_host_access`` first.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+
+import pytest
 
 from caisey import wire
 from caisey.digest import held_digest
@@ -17,9 +24,22 @@ from tests.bridge_hosts import (
     BridgeUnderTest,
     Resp,
     ScriptedRuntime,
+    UrlBridge,
     enroll,
     of_type,
 )
+from tests.conftest import HOSTS, bridge_of_kind
+
+URL_BRIDGE = UrlBridge.from_env()
+
+
+@pytest.fixture(params=[*HOSTS, "url"] if URL_BRIDGE is not None else HOSTS)
+def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
+    """tests/conftest.py's hosts, and the bridge at ``CAISEY_BRIDGE_URL`` when it is set."""
+    if request.param == "url":
+        assert URL_BRIDGE is not None
+        return URL_BRIDGE
+    return bridge_of_kind(request, request.param)
 
 
 def one_deliver(frames: list[wire.Message]) -> wire.PromptDeliver:
@@ -90,6 +110,35 @@ async def test_no_attempt_is_burned_while_disconnected_and_reconnect_flushes(bri
     runtime = ScriptedRuntime(bridge, ep)
     frames = await runtime.connect()
     assert {d.prompt.prompt_id for d in of_type(frames, wire.PromptDeliver)} == set(ids)  # retries may repeat some
+    await runtime.close()
+
+
+async def test_an_owed_prompt_is_delivered_once_per_reconnect_after_hello_ok(bridge: BridgeUnderTest) -> None:
+    """The alarm armed when the socket opens must not deliver before the hello, whose flush
+    delivers everything owed: that was two deliveries, 2-11 ms apart, on every reconnect."""
+    ep = await enroll(bridge, eid())
+    runtime = ScriptedRuntime(bridge, ep)
+    await runtime.connect()
+    pid = (await create(bridge, ep.endpoint_id)).body["prompt_id"]
+    [deliver] = {d.id: d for d in of_type(await runtime.drain(), wire.PromptDeliver)}.values()
+    await runtime.close()  # no receipt: the prompt is still owed
+    await bridge.advance(2_500)  # its retry falls due while the agent is away
+    await runtime.connect(hello=False)
+    await bridge.advance(100)  # the socket is open; the agent's hello is on its way
+    hello = wire.Hello(
+        id=runtime.new_id(), endpoint_id=ep.endpoint_id, agent_version="scripted", sent_at_ms=runtime.local_now()
+    )
+    await runtime.send(hello)
+    assert runtime.socket is not None
+    before: list[wire.Message] = []
+    while not isinstance(frame := wire.decode(await runtime.socket.recv(timeout=5)), wire.PromptDeliver):
+        before.append(frame)
+    assert [type(m) for m in before] == [wire.HelloOk], before  # nothing delivered before hello.ok
+    delivered = [*of_type(before, wire.PromptDeliver), frame]
+    assert len(delivered) == 1 and frame.id == deliver.id and frame.prompt.prompt_id == pid  # once, by the flush
+    # (A retry after the flush would be the backoff's, due 0-2 s later: not this reconnect's.)
+    await runtime.receipt(frame)
+    assert (await prompt(bridge, ep.endpoint_id, pid))["state"] == "delivered"
     await runtime.close()
 
 

@@ -50,7 +50,7 @@ def _fresh_alarm(actor: EndpointBridge, now_ms: int, connected: bool) -> int | N
         candidates.append(int(moment))
     if connected:
         attempt = _one(actor, "SELECT MIN(next_attempt_at_ms) AS t FROM outbox")
-        if attempt is not None:
+        if attempt is not None and not actor._meta("awaiting_hello"):  # sent by the hello's flush
             candidates.append(int(attempt))
         candidates.append(int(actor._meta("last_seen_ms") or now_ms) + actor.config.liveness_ms)
     if actor.endpoint_id is not None:

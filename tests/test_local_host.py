@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import os
 import stat
 import subprocess
@@ -98,3 +100,27 @@ def test_admin_token_file_is_created_once_with_mode_0600(tmp_path: Path) -> None
     token = token_file.read_text().strip()
     printed = [line for line in outputs if "admin token" in line]
     assert len(printed) == 1 and token in printed[0]  # printed once, on first start only
+
+
+async def test_a_chunked_request_body_sent_in_pieces_is_read_to_its_end(local_bridge: LocalBridgeProcess) -> None:
+    """``request.content.read(n)`` returns only what has arrived; the body (here gzip-compressed
+    and chunked, in pieces) must be read to its end."""
+    ep = await enroll(local_bridge, "laptop-chunked")
+    prompt = {"title": "Allow?", "message": "m" * 1500, "action": "remote_control", "expires_in": 60}
+    body = gzip.compress(json.dumps(prompt).encode())
+    reader, writer = await asyncio.open_connection("127.0.0.1", local_bridge.port)
+    writer.write(
+        f"POST /api/endpoints/{ep.endpoint_id}/prompts HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {local_bridge.admin_token}\r\nContent-Type: application/json\r\n"
+        "Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+    )
+    for i in range(0, len(body), 20):
+        piece = body[i : i + 20]
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        await writer.drain()
+        await asyncio.sleep(0.03)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"201", status_line + await reader.read()

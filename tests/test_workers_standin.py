@@ -6,10 +6,12 @@ and tests of worker/entry.py that pass on it prove less than they claim.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.workers_standin.harness import AgentClient, HandlerError, Harness, Ht
 # isort: split
 # Importable once the harness has put the stand-in first on sys.path.
 import _standin_runtime as rt
+import js
 import workers
 from pyodide.ffi import JsException, JsProxy, jsnull, to_js
 
@@ -133,12 +136,12 @@ def test_bind_int_beyond_2_53_raises_about_bigint() -> None:
     storage.exec("SELECT ?", 2**53 - 1)  # the largest safe integer is fine
 
 
-def test_bind_dict_is_accepted_and_stored_as_something_useless() -> None:
+def test_bind_dict_is_stored_as_its_python_text_and_a_js_object_as_object_object() -> None:
     storage = sql()
     storage.exec("CREATE TABLE t (v)")
-    storage.exec("INSERT INTO t VALUES (?)", {"a": 1})
-    stored = storage.exec("SELECT v FROM t").one().v
-    assert isinstance(stored, str) and "a" not in stored  # not JSON, not the dict
+    storage.exec("INSERT INTO t VALUES (?)", {"x": 1})
+    storage.exec("INSERT INTO t VALUES (?)", to_js({"x": 1}, dict_converter=js.Object.fromEntries))
+    assert [r.v for r in storage.exec("SELECT v FROM t")] == ["{'x': 1}", "[object Object]"]  # never JSON
 
 
 def test_sql_errors_are_jsexceptions_ending_with_the_sqlite_code() -> None:
@@ -164,6 +167,15 @@ def test_several_statements_in_one_exec_are_executed() -> None:
     assert storage.exec("SELECT COUNT(*) AS n FROM t").one().n == 2
 
 
+def test_only_the_last_of_several_statements_may_have_parameters() -> None:
+    storage = sql()
+    storage.exec("CREATE TABLE t (v); INSERT INTO t VALUES (?)", 5)
+    assert [r.v for r in storage.exec("SELECT v FROM t")] == [5]
+    with pytest.raises(JsException, match="only the last statement can have parameters"):
+        storage.exec("INSERT INTO t VALUES (?); INSERT INTO t VALUES (7)", 6)
+    assert [r.v for r in storage.exec("SELECT v FROM t")] == [5]  # refused before anything ran
+
+
 def test_transaction_sync_returns_the_value_and_rolls_back_on_exception() -> None:
     db = rt.SqliteDatabase()
     state = rt.DurableObjectStorage(type("Rec", (), {"db": db, "alarm_ms": None})())
@@ -184,6 +196,27 @@ def test_transaction_sync_returns_the_value_and_rolls_back_on_exception() -> Non
         state.transactionSync(failing)
     assert info.value is boom  # propagates unchanged
     assert [r.v for r in storage.exec("SELECT v FROM t")] == [1]
+
+
+def test_transaction_sync_refuses_an_async_callback_that_workerd_would_run_outside_it() -> None:
+    """workerd accepts it and runs the writes later, outside the transaction (WORKERS_RUNTIME.md
+    "Observed later"); the stand-in refuses it, so a test catches the mistake."""
+    db = rt.SqliteDatabase()
+    state = rt.DurableObjectStorage(type("Rec", (), {"db": db, "alarm_ms": None})())
+    storage = state.sql
+    storage.exec("CREATE TABLE t (v)")
+
+    async def writes() -> None:
+        storage.exec("INSERT INTO t VALUES (1)")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine ... was never awaited" either
+        with pytest.raises(JsException, match="outside the transaction"):
+            state.transactionSync(writes)
+        with pytest.raises(JsException, match="outside the transaction"):
+            state.transactionSync(lambda: writes())  # a sync callable returning a coroutine
+        gc.collect()
+    assert storage.exec("SELECT COUNT(*) AS n FROM t").one().n == 0
 
 
 # --- probe Worker: alarms, sockets, hibernation, requests -------------------------------------------
@@ -451,3 +484,75 @@ async def test_the_worker_counts_a_raising_signature_check_as_unverified() -> No
     forged = SignatureClaim(key.public_key, b"m", EndpointKey.generate().sign(b"m"))
     short = SignatureClaim(key.public_key, b"m", key.sign(b"m")[:63])
     assert await webcrypto_verified([good, forged, short]) == [good]
+
+
+# --- "Observed later": attachments up to 16 KiB, close states ---------------------------------------
+
+CLOSING_PROBE = PROBE.replace(
+    """    async def webSocketMessage(self, ws, message):
+        self.memory.append(message)""",
+    """    async def webSocketMessage(self, ws, message):
+        if message.startswith("attach:"):
+            try:
+                ws.serializeAttachment("x" * int(message[7:]))
+                ws.send("attached " + str(len(ws.deserializeAttachment())))
+            except JsException as exc:
+                ws.send("refused: " + str(exc))
+            return
+        if message == "close yourself":
+            ws.close(4001, "by the object")
+            return
+        self.memory.append(message)""",
+).replace(
+    """    async def webSocketClose(self, ws, code, reason, was_clean):
+        self.log(f"close {code} {reason} {was_clean}")""",
+    """    async def webSocketClose(self, ws, code, reason, was_clean):
+        listed = [s for s in self.ctx.getWebSockets() if s == ws]
+        try:
+            ws.close(1000, "")
+            closed = "close() ok"
+        except JsException as exc:
+            closed = "close() raised " + str(exc)
+        self.log(f"close {code} {reason!r} {was_clean} listed={len(listed)} "
+                 f"state={listed[0].readyState if listed else None} {closed}")""",
+)
+
+
+async def test_attachments_up_to_16_kib(tmp_path: Path) -> None:
+    h = probe(tmp_path, CLOSING_PROBE)
+    agent = await h.connect_agent("x", None)
+    assert isinstance(agent, AgentClient)
+    await agent.send("attach:16000")
+    await agent.send("attach:17000")
+    ok, refused = agent.received()
+    assert ok == "attached 16000"
+    assert refused.startswith("refused: ") and "cannot be larger than 16384 bytes" in refused
+
+
+async def test_close_started_by_the_peer_lists_the_socket_closing(tmp_path: Path) -> None:
+    h = probe(tmp_path, CLOSING_PROBE)
+    agent = await h.connect_agent("x", None)
+    assert isinstance(agent, AgentClient)
+    await agent.close(1000, "bye")
+    assert log(h)[-1] == "close 1000 'bye' True listed=1 state=2 close() ok"
+
+
+async def test_close_started_by_the_object_is_still_delivered_and_listed_closed(tmp_path: Path) -> None:
+    h = probe(tmp_path, CLOSING_PROBE)
+    agent = await h.connect_agent("x", None)
+    assert isinstance(agent, AgentClient)
+    await agent.send("close yourself")
+    assert (agent.closed, agent.close_code, agent.close_reason) == (True, 4001, "by the object")
+    # webSocketClose comes with the peer's reply code (aiohttp answers 1000), the socket CLOSED
+    assert log(h)[-1] == "close 1000 '' True listed=1 state=3 close() ok"
+    assert h.record("PROBE", "one").live_sockets() == []  # gone once the handler has run
+
+
+async def test_an_abrupt_drop_is_1006_with_workerd_reason(tmp_path: Path) -> None:
+    h = probe(tmp_path, CLOSING_PROBE)
+    agent = await h.connect_agent("x", None)
+    assert isinstance(agent, AgentClient)
+    await agent.drop()
+    assert log(h)[-1] == (
+        "close 1006 'WebSocket disconnected without sending Close frame.' False listed=1 state=2 close() ok"
+    )

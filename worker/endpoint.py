@@ -552,11 +552,15 @@ class EndpointBridge(EndpointRecord):
     # --- agent connection ----------------------------------------------------------------------
 
     def agent_opened(self, now_ms: int) -> Effects:
-        """A socket was accepted. Nothing is sent until the agent's ``hello``."""
+        """A socket was accepted. Nothing is sent until the agent's ``hello``, which flushes
+        everything owed at once: until then no outbox row is due and the alarm leaves the
+        outbox out, or a row already due would be sent by the alarm and again by the hello's
+        flush (two deliveries per reconnect). Kept in a row, as an alarm may reach a new instance."""
         effects = Effects()
 
         def event() -> None:
             self._set_meta("last_seen_ms", str(now_ms))
+            self._set_meta(AWAITING_HELLO, "1")
             self._finish(now_ms, True, effects)
 
         self._event(event)
@@ -623,6 +627,10 @@ class EndpointBridge(EndpointRecord):
 
         def event() -> None:
             self._set_meta("last_seen_ms", str(now_ms))
+            if not isinstance(message, wire.Hello) and self._meta(AWAITING_HELLO):
+                # The agent speaks first with hello; another frame means it was lost on the
+                # way: retry what is due as usual rather than never.
+                self._set_meta(AWAITING_HELLO, None)
             self._verified = frozenset(verified)
             try:
                 if error is not None:
@@ -689,6 +697,7 @@ class EndpointBridge(EndpointRecord):
             effects.close_agent = (4003, "wrong endpoint")
             return
         self._set_meta("agent_version", msg.agent_version)
+        self._set_meta(AWAITING_HELLO, None)
         effects.send.append(
             wire.encode(
                 wire.HelloOk(
@@ -991,8 +1000,8 @@ class EndpointBridge(EndpointRecord):
 
     def _send_due(self, now_ms: int, connected: bool, *, flush: bool = False) -> list[str]:
         """Frames owed now (all of them when ``flush``); records each attempt. Call inside a transaction."""
-        if not connected:
-            return []  # DESIGN §5: no attempt is burned while the runtime is away
+        if not connected or self._meta(AWAITING_HELLO):
+            return []  # DESIGN §5: no attempt is burned while the runtime is away (or not yet greeted)
         if flush:
             rows = self._q("SELECT * FROM outbox ORDER BY event_id")
         else:
@@ -1088,7 +1097,7 @@ class EndpointBridge(EndpointRecord):
     def _work_alarm(self, now_ms: int, connected: bool, tallies: Row) -> int | None:
         """The alarm without the liveness deadline: when the rows next have work."""
         candidates = [int(t) for t in (tallies["open_moment"], tallies["final_moment"]) if t is not None]
-        if connected and tallies["attempt"] is not None:
+        if connected and tallies["attempt"] is not None and not self._meta(AWAITING_HELLO):
             candidates.append(int(tallies["attempt"]))
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
@@ -1132,6 +1141,10 @@ class EndpointBridge(EndpointRecord):
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
         return summary
+
+
+# meta key: a socket was accepted and its ``hello`` has not arrived (see ``agent_opened``).
+AWAITING_HELLO = "awaiting_hello"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import StreamReader, WSMsgType, web
 
 from caisey import wire
 from worker import admission, gateway
@@ -45,6 +45,7 @@ from worker.api import (
     API_SECURITY_HEADERS,
     CONSOLE_SECURITY_HEADERS,
     ENDPOINT_ID_RE,
+    MAX_BODY_BYTES,
     ApiError,
     ApiRequest,
     ApiResponse,
@@ -317,10 +318,12 @@ class LocalBridge:
             and request.headers.get("upgrade", "").lower() == "websocket"
         ):
             return await self.agent_socket(request)
-        if request.content_length is not None and request.content_length > 64 * 1024:
-            return _to_aiohttp(ApiError(413, "body_too_large", "request body exceeds 65536 bytes").response())
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _to_aiohttp(
+                ApiError(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes").response()
+            )
         try:
-            body = await request.content.read(64 * 1024 + 1)
+            body = await _read_bounded(request.content, MAX_BODY_BYTES)
         except (ConnectionError, asyncio.IncompleteReadError):
             body = b""
         api_request = ApiRequest(
@@ -597,6 +600,19 @@ def secure_data_dir(data: Path) -> None:
         for entry in directory.iterdir():
             if entry.is_file() and not entry.is_symlink():
                 os.chmod(entry, 0o600)
+
+
+async def _read_bounded(stream: StreamReader, limit: int) -> bytes:
+    """The body to its end, or its first ``limit + 1`` bytes when it is longer (``ApiRequest``
+    then answers 413). ``read(n)`` alone returns only what has arrived: a chunked body sent in
+    several writes would be cut short and read as malformed JSON."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await stream.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def _to_aiohttp(response: ApiResponse) -> web.Response:

@@ -33,7 +33,7 @@ from typing import Any
 
 MAX_SAFE_INTEGER = 2**53 - 1
 # Documented Durable Object limits the stand-in enforces.
-MAX_ATTACHMENT_BYTES = 2048  # serializeAttachment
+MAX_ATTACHMENT_BYTES = 16_384  # serializeAttachment (WORKERS_RUNTIME.md, observed)
 MAX_TAGS = 10  # acceptWebSocket
 MAX_TAG_CHARS = 256
 MAX_HIBERNATABLE_SOCKETS = 32_768
@@ -428,9 +428,10 @@ def _sql_value(value: Any) -> Any:
         return js
     if kind == "arraybuffer":
         return js.to_bytes()
-    # A dict (or any PyProxy / JS object) is "accepted and stored as something useless"; the
-    # exact text is unverified.
-    return "[object Object]"
+    if kind == "pyproxy":
+        # WORKERS_RUNTIME.md: a bound Python dict is stored as its Python text ("{'x': 1}").
+        return str(value)
+    return "[object Object]"  # a JS object (e.g. to_js(d, dict_converter=Object.fromEntries))
 
 
 def _py_value(value: Any) -> Any:
@@ -516,13 +517,23 @@ class SqlStorage(JsProxy):
                 raise JsException("Error", _TRANSACTION_MESSAGE)
         values = [_sql_value(v) for v in bindings]
         if len(statements) > 1 and values:
-            # Unverified how the runtime spreads bindings over several statements.
-            raise JsException("Error", "stand-in: bindings with several statements are not emulated")
+            # WORKERS_RUNTIME.md: "only the last statement can have parameters".
+            for statement in statements[:-1]:
+                if self._db.has_parameters(statement):
+                    raise JsException(
+                        "Error", "A SQL query with multiple statements: only the last statement can have parameters."
+                    )
         return self._db.run(statements, values)
 
     @property
     def databaseSize(self) -> int:
         return self._db.size()
+
+
+_ASYNC_TRANSACTION_MESSAGE = (
+    "stand-in: transactionSync() was given an async callback; workerd would run it later, "
+    "outside the transaction — pass a plain (sync) callable"
+)
 
 
 class SqliteDatabase:
@@ -536,13 +547,23 @@ class SqliteDatabase:
         # empty database (``sqlite_master`` included) write nothing.
         self.writes = 0
 
+    def has_parameters(self, statement: str) -> bool:
+        """Whether ``statement`` has a parameter (compiled by EXPLAIN, not run)."""
+        try:
+            self.conn.execute("EXPLAIN " + statement, ())
+        except sqlite3.ProgrammingError:
+            return True  # "Incorrect number of bindings supplied"
+        except sqlite3.Error:
+            return False  # e.g. a table an earlier statement creates: run() reports it
+        return False
+
     def run(self, statements: list[str], values: list[Any]) -> SqlCursor:
         before = self.conn.total_changes
         schema_before = self._schema_version()
         try:
             cursor = None
-            for statement in statements:
-                cursor = self.conn.execute(statement, values)
+            for i, statement in enumerate(statements):
+                cursor = self.conn.execute(statement, values if i == len(statements) - 1 else ())
             assert cursor is not None
             rows = cursor.fetchall()
             columns = [d[0] for d in cursor.description or ()]
@@ -567,14 +588,20 @@ class SqliteDatabase:
                 "TypeError",
                 "Failed to execute 'transactionSync' on 'DurableObjectStorage': parameter 1 is not of type 'Function'.",
             )
+        if inspect.iscoroutinefunction(fn):
+            # Deliberately stricter than workerd, which accepts it, returns a pending future and
+            # runs the writes later, outside the transaction (WORKERS_RUNTIME.md): a silent loss
+            # of atomicity that a test should catch.
+            raise JsException("TypeError", _ASYNC_TRANSACTION_MESSAGE)
         name = f"standin_tx_{self.depth}"
         self.conn.execute(f"SAVEPOINT {name}")
         self.depth += 1
         try:
             result = fn()
             if inspect.isawaitable(result):
-                # Unverified what the runtime does with a promise here; it is never right.
-                raise JsException("TypeError", "stand-in: transactionSync() callback returned an awaitable")
+                if inspect.iscoroutine(result):
+                    result.close()  # never run: no "was never awaited" warning
+                raise JsException("TypeError", _ASYNC_TRANSACTION_MESSAGE)
         except BaseException:
             self.depth -= 1
             self.conn.execute(f"ROLLBACK TO {name}")
@@ -669,7 +696,9 @@ class WebSocket(JsProxy):
         size = len(repr(to_py(js)).encode())  # an estimate of the structured clone's size
         if size > MAX_ATTACHMENT_BYTES:
             raise JsException(
-                "Error", f"A WebSocket 'serializeAttachment()' value is limited to {MAX_ATTACHMENT_BYTES} bytes"
+                "Error",
+                f"Failed to execute 'serializeAttachment' on 'WebSocket': the serialized value "
+                f"cannot be larger than {MAX_ATTACHMENT_BYTES} bytes",
             )
         self._state.attachment = copy.deepcopy(js)
         self._state.has_attachment = True

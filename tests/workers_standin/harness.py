@@ -93,7 +93,8 @@ class ObjectRecord:
     constructions: int = 0
 
     def live_sockets(self) -> list[SocketState]:
-        return [s for s in self.sockets if s.ready_state in (OPEN, CLOSING)]
+        # Until its webSocketClose has run: OPEN, CLOSING (peer's close) or CLOSED (its own).
+        return list(self.sockets)
 
     @property
     def has_storage(self) -> bool:
@@ -304,12 +305,12 @@ class AgentClient:
         await self.harness._act(lambda: self.harness._deliver_close(self.server, code, reason, True))
 
     async def drop(self) -> None:
-        """The connection dies without a close frame: ``webSocketClose(ws, 1006, "", False)``."""
+        """The connection dies without a close frame: ``webSocketClose(ws, 1006, DROPPED_REASON, False)``."""
         if self.closed:
             return
         self.state.ready_state = CLOSED
         self.state.close_code, self.state.close_reason = 1006, ""
-        await self.harness._act(lambda: self.harness._deliver_close(self.server, 1006, "", False))
+        await self.harness._act(lambda: self.harness._deliver_close(self.server, 1006, DROPPED_REASON, False))
 
     async def fail(self, message: str = "protocol error") -> None:
         """A WebSocket error: ``webSocketError(ws, error)``; the socket is gone afterwards."""
@@ -327,6 +328,12 @@ class AgentClient:
                 self.harness._forget(server)
 
         await self.harness._act(deliver)
+
+
+# What workerd tells the object about a connection that died without a close frame.
+DROPPED_REASON = "WebSocket disconnected without sending Close frame."
+# The code the agent end answers a close frame with (aiohttp's client replies 1000).
+PEER_REPLY_CODE = 1000
 
 
 class Harness:
@@ -628,20 +635,23 @@ class Harness:
 
     def _server_closed(self, server: SocketState, code: int, reason: str) -> None:
         """The Worker called ``ws.close(code, reason)`` on an accepted socket: the agent gets
-        the close frame at once; its echo reaches the object as ``webSocketClose`` after the
-        current event (unverified: whether the runtime delivers that event for a close the
-        object started)."""
+        the close frame at once and replies 1000 (as aiohttp does); after the current event the
+        object still gets ``webSocketClose`` with that reply's code, the socket listed CLOSED
+        (WORKERS_RUNTIME.md "Observed later")."""
         client = server.peer
         if client is not None and client.ready_state != CLOSED:
             client.ready_state = CLOSED
             client.close_code, client.close_reason = code, reason
-        self._pending.append(lambda: self._deliver_close(server, code, reason, True))
+        self._pending.append(lambda: self._deliver_close(server, PEER_REPLY_CODE, "", True, during=CLOSED))
 
-    async def _deliver_close(self, server: SocketState, code: int, reason: str, was_clean: bool) -> None:
-        if server.ready_state == CLOSED or server.owner is None:
+    async def _deliver_close(
+        self, server: SocketState, code: int, reason: str, was_clean: bool, *, during: int = CLOSING
+    ) -> None:
+        if server.owner is None or server not in server.owner.sockets:
             return
-        # While webSocketClose runs the socket is still listed by getWebSockets(), CLOSING.
-        server.ready_state = CLOSING
+        # While webSocketClose runs the socket is still listed by getWebSockets(): CLOSING
+        # when the peer started the close, CLOSED when the object did.
+        server.ready_state = during
         try:
             await self._socket_event(server, "webSocketClose", code, reason, was_clean)
         finally:
