@@ -350,7 +350,13 @@ class LocalBridge:
             actor.sockets = [ws]
             await actor.perform(actor.actor.agent_opened(now_ms()))
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                if msg.type == WSMsgType.TEXT and msg.data == wire.PING_FRAME:
+                    # Not offered here (no digest_ms in hello.ok), but answered as the Worker's
+                    # runtime answers it: a pong, and proof of life for the actor's liveness.
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await ws.send_str(wire.PONG_FRAME)
+                    actor.actor.agent_pinged(now_ms())
+                elif msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     # DESIGN §10: signed answers are verified here, the actor checks the result.
                     claims = verified(actor.actor.signature_claims(msg.data))
                     await actor.perform(actor.actor.agent_frame(msg.data, now_ms(), claims))
