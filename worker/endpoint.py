@@ -1280,6 +1280,10 @@ class EndpointBridge:
 
     def _finish(self, now_ms: int, connected: bool, effects: Effects) -> None:
         """After every event: derive the alarm and the fleet summary from the rows."""
+        if self._in_event and self.endpoint_id is not None and self._meta("housekeeping_due_ms") is None:
+            # Stored once: derived afresh as "an hour from now" by every event, it never came
+            # due on an endpoint that always had an event within the hour (a connected agent).
+            self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
         tallies = self._tallies()
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)

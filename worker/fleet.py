@@ -254,6 +254,10 @@ class FleetIndex:
                     "label": row["label"],
                     "online": bool(row["online"]),
                     "last_seen": to_rfc3339(int(row["last_seen_ms"])) if row["last_seen_ms"] is not None else None,
+                    # When the endpoint's actor last sent this line: ``online`` and ``last_seen``
+                    # are as of then (issue 12: on Cloudflare an idle endpoint's object wakes only
+                    # every few minutes, so this says how old the fleet's knowledge is).
+                    "checked_at": to_rfc3339(int(row["updated_at_ms"])),
                     "open_prompts": int(row["open_prompts"]),
                     "last_outcome": outcome,
                 }
