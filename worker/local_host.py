@@ -163,6 +163,7 @@ class LocalBridge:
         (data / "endpoints").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fleet_store = SqliteStore(data / "fleet.sqlite3")
         self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash, max_endpoints)
+        self.fleet.lines_are_current = True
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
