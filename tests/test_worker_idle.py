@@ -154,6 +154,23 @@ async def test_a_technician_call_runs_python_at_most_twice_in_steady_state() -> 
     assert await invocations(bridge, "GET", path, token) == 3
 
 
+async def test_with_a_pinging_agent_connected_a_read_still_runs_python_twice(tmp_path: Path) -> None:
+    # Checking the agent's liveness on a read writes nothing and pushes no fleet line.
+    bridge = WorkersBridge(heartbeat_ms=None)
+    # Keep the verified token for the whole test: what is measured is the liveness check.
+    setattr(bridge.harness.module, "TOKEN_CACHE_MS", HOUR_MS)  # noqa: B010 — loaded at run time
+    ep = await enroll(bridge, "calls-3")
+    agent = RealAgent(bridge, ep, tmp_path)
+    await agent.connect()
+    await agent.run(7 * 60_000)
+    path = "/api/endpoints/calls-3/prompts"
+    await invocations(bridge, "GET", path, ADMIN_TOKEN)  # warms the token cache
+    for _ in range(3):
+        await agent.run(95_000)  # pings only; the minute of last_seen would have moved
+        assert await invocations(bridge, "GET", path, ADMIN_TOKEN) <= MAX_INVOCATIONS_PER_CALL
+        assert await invocations(bridge, "GET", "/api/endpoints/calls-3", ADMIN_TOKEN) <= MAX_INVOCATIONS_PER_CALL
+
+
 async def test_a_revoked_token_stops_working_within_60_s_and_at_once_through_the_revoking_isolate() -> None:
     bridge = WorkersBridge(heartbeat_ms=None)
     await enroll(bridge, "calls-2")

@@ -768,14 +768,12 @@ class EndpointBridge:
         """Inside an event: whether the agent still counts as connected. An agent silent for
         ``liveness_ms`` — no frame, and no ping the host's runtime answered (``heard_ms``) — is
         gone (a laptop asleep, a pulled cable: the socket looks open): its socket is closed now,
-        before this event spends a delivery attempt on it (DESIGN §5). A ping heard is stored
-        as ``last_seen_ms``, which the fleet line shows."""
+        before this event spends a delivery attempt on it (DESIGN §5). A ping heard is not
+        stored: ``last_seen_ms`` (and the fleet line) move with frames only, so a read never
+        writes, nor pushes a fleet line (which would cost the fleet object a request)."""
         if not connected:
             return False
-        last_seen = int(self._meta("last_seen_ms") or 0)
-        if heard_ms is not None and heard_ms > last_seen:
-            self._set_meta("last_seen_ms", str(heard_ms))
-            last_seen = heard_ms
+        last_seen = max(int(self._meta("last_seen_ms") or 0), heard_ms or 0)
         if now_ms - last_seen < self.config.liveness_ms:
             return True
         effects.close_agent = (4408, "no heartbeat within the liveness window")
