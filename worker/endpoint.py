@@ -945,6 +945,16 @@ class EndpointBridge:
     def _awaiting_history(self, now_ms: int) -> bool:
         return int(self._meta("awaiting_history_until_ms") or 0) > now_ms
 
+    def _history_reask_ms(self, now_ms: int) -> int | None:
+        """When to ask a pinging agent for the history again (None: not waiting for it). Its
+        full heartbeats, which ask again otherwise, come only every ``digest_every_ms``: the
+        alarm asks every ``heartbeat_ms`` instead, as heartbeats did (the simulation found a
+        lost history report converging only at the next full heartbeat, 6 min later)."""
+        until = int(self._meta("awaiting_history_until_ms") or 0)
+        if until <= now_ms or not self._pinging():
+            return None
+        return until - HISTORY_WAIT_MS + self.config.heartbeat_ms
+
     def _request_history(self, now_ms: int, effects: Effects) -> None:
         """Ask for the runtime's open and recently final prompts; until the history's last page
         lands, absence from an open report proves nothing (decided-and-acked prompts are absent
@@ -1220,6 +1230,9 @@ class EndpointBridge:
             nonlocal connected
             # First: a retry is never spent on an agent that is gone (_event stored what memory heard).
             connected = self._check_liveness(now_ms, connected, heard_ms, effects)
+            reask = self._history_reask_ms(now_ms)
+            if connected and reask is not None and now_ms >= reask:
+                self._request_history(now_ms, effects)
             for row in self._q(
                 "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
             ):
@@ -1271,6 +1284,9 @@ class EndpointBridge:
         candidates = [int(t) for t in (tallies["open_moment"], tallies["final_moment"]) if t is not None]
         if connected and tallies["attempt"] is not None:
             candidates.append(int(tallies["attempt"]))
+        reask = self._history_reask_ms(now_ms) if connected else None
+        if reask is not None:
+            candidates.append(reask)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
