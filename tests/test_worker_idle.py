@@ -209,6 +209,14 @@ async def test_pings_reach_no_handler_and_are_answered_with_a_constant_pong() ->
     await sock.send(wire.PING_FRAME)
     assert sock.received() == [wire.PONG_FRAME]
     assert (record.wakes, record.constructions) == (wakes, built)
+    # Had the runtime not answered it (the pair unset), the handler answers and stores it.
+    record.auto_response = None
+    await bridge.advance(20_000)
+    await sock.send(wire.PING_FRAME)
+    assert sock.received() == [wire.PONG_FRAME] and record.wakes == wakes + 1
+    seen = bridge.harness.sql("ENDPOINTS", "pinger", "SELECT value FROM meta WHERE key = 'last_seen_ms'")
+    assert int(seen[0]["value"]) == bridge.now_ms()
+    wakes += 1
     await sock.send(wire.PING_FRAME + " ")  # not the exact string: a handler runs, an error comes back
     assert record.wakes == wakes + 1
     [frame] = sock.received()

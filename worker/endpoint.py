@@ -764,6 +764,14 @@ class EndpointBridge:
         memory as a steady heartbeat is (stored with the next event); nothing to do."""
         self._heard_ms = max(self._heard_ms or 0, now_ms)
 
+    def agent_alive(self, now_ms: int) -> Effects:
+        """``agent_pinged`` on a host that keeps no actor between events (a ping that reached
+        the Worker's handler because the runtime did not answer it): stored now, alarm derived."""
+        self.agent_pinged(now_ms)
+        effects = Effects()
+        self._event(lambda: self._finish(now_ms, True, effects))
+        return effects
+
     def _check_liveness(self, now_ms: int, connected: bool, heard_ms: int | None, effects: Effects) -> bool:
         """Inside an event: whether the agent still counts as connected. An agent silent for
         ``liveness_ms`` — no frame, and no ping the host's runtime answered (``heard_ms``) — is

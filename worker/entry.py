@@ -335,7 +335,7 @@ class EndpointBridgeObject(DurableObject):
         raw = message if isinstance(message, str) else bytes(message.to_bytes())
         if raw == wire.PING_FRAME:  # the runtime did not answer it (not expected): we do
             ws.send(wire.PONG_FRAME)
-            self.actor.agent_pinged(now_ms())
+            await self.perform(self.actor.agent_alive(now_ms()))
             return
         verified = await webcrypto_verified(self.actor.signature_claims(raw))
         await self.perform(self.actor.agent_frame(raw, now_ms(), verified))
