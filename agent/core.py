@@ -51,6 +51,8 @@ from caisey.signing import answer_message, b64encode
 from caisey.wire import (
     MAX_OPEN_PROMPTS,
     MAX_TEXT_CHARS,
+    PING_FRAME,
+    PONG_FRAME,
     Ack,
     Error,
     Heartbeat,
@@ -232,6 +234,10 @@ class AgentCore:
         self._last_inbound_ms = 0
         self._heartbeat_ms = self.config.heartbeat_ms
         self._next_heartbeat_ms: int | None = None
+        # Set by a hello.ok with ``digest_ms`` (issue 12): between full heartbeats, every
+        # ``_heartbeat_ms`` is a constant ping the bridge's runtime answers without waking it.
+        self._digest_ms: int | None = None
+        self._next_digest_ms: int | None = None
         self._pending_heartbeats: OrderedDict[str, int] = OrderedDict()
         self._last_report_id: str | None = None
         self._last_seen_written_ms = 0
@@ -308,7 +314,14 @@ class AgentCore:
         self._hello_id = self._new_id(now_ms)
         self._hello_sent_ms = now_ms
         self._emit(
-            Hello(self._hello_id, self.endpoint_id, self.agent_version, now_ms, self.store.meta_get("last_acked_id"))
+            Hello(
+                self._hello_id,
+                self.endpoint_id,
+                self.agent_version,
+                now_ms,
+                self.store.meta_get("last_acked_id"),
+                pings=True,
+            )
         )
         return self._drain()
 
@@ -319,6 +332,7 @@ class AgentCore:
         self._connected = self._ready = False
         self._hello_id = None
         self._next_heartbeat_ms = None
+        self._digest_ms = self._next_digest_ms = None
         self._pending_heartbeats.clear()
         return self._drain()
 
@@ -331,6 +345,8 @@ class AgentCore:
         if now_ms - self._last_seen_written_ms >= self.config.last_seen_write_ms:
             self._last_seen_written_ms = now_ms
             self.store.meta_set("last_seen_ms", now_ms)
+        if raw == PONG_FRAME:
+            return self._drain()  # proof of life (``_last_inbound_ms`` above), nothing else
         try:
             message = decode(raw)
         except ProtocolError as exc:
@@ -371,6 +387,8 @@ class AgentCore:
             self.store.meta_set("connected_at_ms", now_ms)
         self._heartbeat_ms = message.heartbeat_ms
         self._next_heartbeat_ms = now_ms + self._heartbeat_ms
+        self._digest_ms = message.digest_ms
+        self._next_digest_ms = now_ms + message.digest_ms if message.digest_ms is not None else None
         # The offset may have moved a lot (a laptop that slept): expire by the new estimate
         # while not yet ready, so the closures leave with the flush, after the report.
         self._expire_due(now_ms)
@@ -731,6 +749,12 @@ class AgentCore:
         self._queue(PromptUpdate(self._new_id(now_ms), prompt_id, "closed", detail="expired"), now_ms)
 
     def _heartbeat(self, now_ms: int) -> None:
+        self._next_heartbeat_ms = now_ms + self._heartbeat_ms
+        if self._next_digest_ms is not None and self._digest_ms is not None:
+            if now_ms < self._next_digest_ms:
+                self._out.send.append(PING_FRAME)  # its pong keeps the connection alive here too
+                return
+            self._next_digest_ms = now_ms + self._digest_ms
         frame_id = self._new_id(now_ms)
         self._pending_heartbeats[frame_id] = now_ms
         while len(self._pending_heartbeats) > MAX_PENDING_HEARTBEATS:

@@ -2,7 +2,8 @@
 
 Runs, in one process tree and one sitting so each figure has its baseline from the same run:
 floor → actor CPU per event → signing → prompt round trip (signed, then unsigned) → storm →
-recovery → fleet tiers. Prints a
+recovery → fleet tiers → the Cloudflare cost model (``bench/do_cost.py``, on the Workers
+stand-in). Prints a
 table and the JSON; writes the JSON to ``bench/results/latest.json`` and, with
 ``--write-results``, ``bench/RESULTS.md`` (the committed copy). ``--quick`` is a short smoke
 run (about two minutes); ``--only NAME,…`` runs a subset.
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, storm
+from bench import actor_cpu, do_cost, fleet, floor, recovery, roundtrip, signing, storm
 from bench.harness import ROOT, machine
 from bench.report import evaluate, render_markdown, render_table
 
@@ -36,6 +37,7 @@ FULL: dict[str, Any] = {
     "recovery": {"endpoints": 1000, "clients": 2},
     # 3,000 is the largest tier whose endpoint files all stay open under a 20,000 fd limit.
     "fleet": {"tiers": [1000, 3000, 5000, 10000], "window_s": 30.0, "heartbeat_ms": 15_000, "clients": 4},
+    "docost": {},
 }
 QUICK: dict[str, Any] = {
     "floor": {"n": 300},
@@ -45,8 +47,9 @@ QUICK: dict[str, Any] = {
     "storm": {"endpoints": 200, "duration_s": 5.0, "clients": 2, "concurrency": 32},
     "recovery": {"endpoints": 200, "clients": 2},
     "fleet": {"tiers": [500], "window_s": 15.0, "heartbeat_ms": 15_000, "clients": 2},
+    "docost": {},
 }
-ORDER = ("floor", "actor_cpu", "signing", "roundtrip", "storm", "recovery", "fleet")
+ORDER = ("floor", "actor_cpu", "signing", "roundtrip", "storm", "recovery", "fleet", "docost")
 
 
 def run_all(
@@ -101,6 +104,8 @@ def run_all(
                 )
                 log(f"[bench]   {json.dumps(tiers[-1])}")
             results[name] = {"tiers": tiers}
+        elif name == "docost":
+            results[name] = asyncio.run(do_cost.measure())
         timings[name] = round(time.monotonic() - t0, 1)
         log(f"[bench] {name} done in {timings[name]} s")
     results["_timings_s"] = timings

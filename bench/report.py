@@ -51,6 +51,25 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "met": signed <= unsigned * 1.10,
                 }
             )
+    dc = results.get("docost")
+    if dc:
+        wakes = {k: v["endpoint_wakes"] for k, v in dc["idle_hour"].items()}
+        checks.append(
+            {
+                "target": "Cloudflare: an idle connected endpoint wakes its object ≤ 12 times an hour",
+                "value": f"{wakes['after']} (was {wakes['before']})",
+                "met": wakes["after"] <= 12,
+            }
+        )
+        inv = dc["invocations_per_call"]
+        reads = {k: v for k, v in inv["after"].items() if k != "create a prompt"}
+        checks.append(
+            {
+                "target": "Cloudflare: ≤ 2 Python invocations per technician call in steady state",
+                "value": ", ".join(f"{k} {v} (was {inv['before'][k]})" for k, v in inv["after"].items()),
+                "met": max(reads.values()) <= 2,
+            }
+        )
     st = results.get("storm")
     if st:
         full = st["endpoints"] >= 1000
@@ -218,6 +237,35 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             if "error" in t:
                 rows.append((f"fleet {n}", "error", "failed", t["error"][:300]))
+    dc = r.get("docost")
+    if dc:
+        h, m = dc["idle_hour"], dc["month_per_10k"]
+        note = f"prices as of {dc['prices']['as_of']}; bench/do_cost.py"
+        rows.append(
+            (
+                "Cloudflare cost",
+                "object wakes per idle endpoint-hour",
+                f"{h['after']['endpoint_wakes']} (was {h['before']['endpoint_wakes']})",
+                f"{h['after']['auto_responses']} pings answered by the runtime; stand-in",
+            )
+        )
+        rows.append(
+            (
+                "Cloudflare cost",
+                "a month, 10,000 idle endpoints",
+                f"${m['after']['usd']:.2f} (was ${m['before']['usd']:.2f})",
+                f"{m['after']['requests'] / 1e6:.0f} M requests (was {m['before']['requests'] / 1e6:.0f} M); " + note,
+            )
+        )
+        inv = dc["invocations_per_call"]
+        rows.append(
+            (
+                "Cloudflare cost",
+                "Python invocations per technician call",
+                ", ".join(f"{k} {v}" for k, v in inv["after"].items()),
+                "was " + ", ".join(f"{k} {v}" for k, v in inv["before"].items()),
+            )
+        )
     return rows
 
 

@@ -44,6 +44,17 @@ MAX_SIG_CHARS = 128  # an Ed25519 signature is 86 characters of unpadded base64 
 # RFC 3339 for the API and console, whose years have four digits: 9999-12-31T23:59:59.999Z.
 MAX_TIME_MS = 253_402_300_799_999
 
+# --- liveness pings (added with issue 12; still v 1: an agent sends them only to a bridge that
+# asked for them in ``hello.ok.digest_ms``) -----------------------------------------------------
+# Constant frames on purpose: on Cloudflare the runtime answers an *exact* request string with
+# a fixed response without waking the Durable Object (``setWebSocketAutoResponse``) and records
+# when it did (``getWebSocketAutoResponseTimestamp``). They carry no id (an id would make every
+# ping different) and are never deduplicated, acked or stored: proof of life, nothing more.
+PING_FRAME = '{"v":1,"type":"ping"}'
+PONG_FRAME = '{"v":1,"type":"pong"}'
+# A full heartbeat (with the digest) at least this often when pinging.
+MAX_DIGEST_MS = 3_600_000
+
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]+")  # used with fullmatch: "$" would let a trailing newline in
 # A JSON "\ud800" escape decodes to a lone surrogate, which no UTF-8 frame can carry back out.
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -203,6 +214,9 @@ class Hello:
     # The id of the last receipt, update or report the bridge acked. A bridge that has no
     # record of it lost storage (restored from a backup) and asks for the history (R6).
     last_acked_id: str | None = None
+    # This agent sends ``PING_FRAME`` between full heartbeats when ``hello.ok`` gives
+    # ``digest_ms`` (issue 12). Older agents leave it out; older bridges ignore it.
+    pings: bool | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
@@ -221,6 +235,10 @@ class HelloOk:
     received_at_ms: int  # bridge clock: t1
     sent_at_ms: int  # bridge clock: t2
     heartbeat_ms: int
+    # Only to an agent whose hello said ``pings``: send ``PING_FRAME`` every ``heartbeat_ms``
+    # and a full heartbeat (the digest, the clock sample) only every ``digest_ms``. Absent: a
+    # full heartbeat every ``heartbeat_ms``, as before (old agents ignore the field).
+    digest_ms: int | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
@@ -229,6 +247,8 @@ class HelloOk:
         check_time(self.sent_at_ms, "sent_at_ms")
         if not 1_000 <= self.heartbeat_ms <= 3_600_000:
             raise ProtocolError("invalid_field", "heartbeat_ms must be between 1 s and 1 h")
+        if self.digest_ms is not None and not self.heartbeat_ms <= self.digest_ms <= MAX_DIGEST_MS:
+            raise ProtocolError("invalid_field", "digest_ms must be between heartbeat_ms and 1 h")
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +529,7 @@ def decode(raw: str | bytes) -> Message:
 
 def _decode_simple(cls: type[Any]) -> Any:
     """Decoder for frames whose fields are all scalars: types come from the annotations."""
-    scalar = {"str": str, "int": int, "str | None": str, "int | None": int}
+    scalar = {"str": str, "int": int, "str | None": str, "int | None": int, "bool | None": bool}
     specs = []
     for f in dataclasses.fields(cls):
         annotation = str(f.type)

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict
 
 from sim.run import InvariantViolation, run_seed
-from sim.world import SimConfig
+from sim.world import SimConfig, cloudflare_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,8 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=1, help="first seed")
     parser.add_argument("--seed", type=int, help="run just this seed (replay)")
     parser.add_argument("--plant-bug", choices=["decision_resolves_cancelled"], help="break the core on purpose")
+    parser.add_argument(
+        "--cloudflare", action="store_true", help="the Worker's steady state: pings answered at the edge, no memory"
+    )
     args = parser.parse_args(argv)
-    config = SimConfig()
+    config = cloudflare_config() if args.cloudflare else SimConfig()
     print(f"faults: {asdict(config.faults)}")
     print(
         f"world: endpoints={config.endpoints} technicians={config.technicians} safety={config.safety_ms // 1000}s "
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = run_seed(seed, config, plant_bug=args.plant_bug)
         except InvariantViolation as exc:
-            print(f"seed {seed}: FAILED\n{exc}")
+            print(f"seed {seed}: FAILED\n{exc}" + (" (with --cloudflare)" if args.cloudflare else ""))
             return 1
         worst = max(worst, result.convergence_ms)
         print(

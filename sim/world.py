@@ -21,7 +21,7 @@ import random
 import sqlite3
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.core import AgentConfig, AgentCore, Show, Withdraw
 from agent.identity import EndpointKey
 from agent.store import Store
+from caisey import wire
 from caisey.backoff import RECONNECT, Backoff, Reconnect
 from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
 from worker.ed25519_local import verified
@@ -73,6 +74,17 @@ class SimConfig:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     reconnect: Backoff = RECONNECT  # the real agent's policy (caisey.backoff.Reconnect)
+    # The Cloudflare host's steady state (issue 12): every event gets a new actor (hibernation:
+    # nothing kept in memory), and the agent's exact ping frame is answered at the edge — no
+    # actor event — with the time passed to every later event as ``heard_ms``, as
+    # ``getWebSocketAutoResponseTimestamp`` is. Set ``bridge.digest_every_ms`` with it.
+    cloudflare: bool = False
+
+
+def cloudflare_config(**changes: Any) -> SimConfig:
+    """The Worker's configuration: agents ping every 15 s and send a full heartbeat every 6 min
+    (``worker/entry.py``'s ``DIGEST_EVERY_MS``), actors hold nothing between events."""
+    return replace(SimConfig(), cloudflare=True, bridge=BridgeConfig(digest_every_ms=6 * MINUTE), **changes)
 
 
 class Trace:
@@ -93,6 +105,7 @@ class Conn:
         self.eid = eid
         self.bridge_open = True
         self.agent_open = True
+        self.pinged_ms: int | None = None  # the runtime's auto-response timestamp (Cloudflare)
         # A WebSocket is ordered: a frame never arrives before one sent earlier in the same
         # direction, except when the reorder fault holds one back on purpose.
         self.last_arrival = {True: 0, False: 0}  # to_agent → time the last frame arrives
@@ -199,7 +212,7 @@ class World:
     # --- the bridge ----------------------------------------------------------------------------
 
     def actor(self, eid: str) -> EndpointBridge:
-        if eid not in self.actors:
+        if eid not in self.actors or self.config.cloudflare:
             # A new instance after every crash: nothing kept only in memory survives.
             self.actors[eid] = EndpointBridge(self.stores[eid], self.bridge_entropy, self.config.bridge)
         return self.actors[eid]
@@ -229,6 +242,11 @@ class World:
     def bridge_connected(self, eid: str) -> bool:
         return any(c.bridge_open for c in self.bridge_conns[eid])
 
+    def heard_ms(self, eid: str) -> int | None:
+        """When the edge last answered this endpoint's ping (None: never, or not Cloudflare)."""
+        stamps = [c.pinged_ms for c in self.bridge_conns[eid] if c.bridge_open and c.pinged_ms is not None]
+        return max(stamps) if stamps else None
+
     def perform(self, eid: str, effects: Effects) -> None:
         """The local host's four steps, on simulated sockets and timers."""
         for conn in self.bridge_conns[eid]:
@@ -249,7 +267,7 @@ class World:
 
         def fire() -> None:
             if self.bridge_up and self.alarm_gen[eid] == gen:
-                self.perform(eid, self.actor(eid).alarm(self.now, self.bridge_connected(eid)))
+                self.perform(eid, self.actor(eid).alarm(self.now, self.bridge_connected(eid), self.heard_ms(eid)))
 
         self.at(at_ms, fire)
 
@@ -333,6 +351,14 @@ class World:
 
     def _bridge_receives(self, conn: Conn, frame: str) -> None:
         if not (self.bridge_up and conn.bridge_open):
+            return
+        if frame == wire.PING_FRAME:
+            # Cloudflare: the runtime's auto-response; the local host: its socket loop. Either
+            # way a pong goes back, and the actor hears of it only as proof of life.
+            conn.pinged_ms = self.now
+            self.transmit(conn, wire.PONG_FRAME, to_agent=True)
+            if not self.config.cloudflare:
+                self.actor(conn.eid).agent_pinged(self.now)
             return
         actor = self.actor(conn.eid)
         self.perform(conn.eid, actor.agent_frame(frame, self.now, verified(actor.signature_claims(frame))))
@@ -536,7 +562,7 @@ class World:
         if not self.bridge_up or self.rng.random() < f.p_http_lost:
             return None
         req = ApiRequest(method, path, {**headers, TECHNICIAN_HEADER: "tech"}, json.dumps(body or {}).encode())
-        response, effects = self.actor(eid).handle(req, self.now, self.bridge_connected(eid))
+        response, effects = self.actor(eid).handle(req, self.now, self.bridge_connected(eid), self.heard_ms(eid))
         self.perform(eid, effects)
         if self.rng.random() < f.p_http_lost:
             return None  # committed, but the answer never reached the console

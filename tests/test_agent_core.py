@@ -19,6 +19,8 @@ from caisey.errors import UsageError
 from caisey.signing import SignatureClaim, answer_message, b64decode
 from caisey.wire import (
     MAX_FRAME_BYTES,
+    PING_FRAME,
+    PONG_FRAME,
     Ack,
     Error,
     Heartbeat,
@@ -29,6 +31,7 @@ from caisey.wire import (
     PromptReceipt,
     PromptUpdate,
     StateReport,
+    decode,
     encode,
 )
 from tests.agent_harness import MINUTE, T0, CoreHarness, make_prompt, of_type
@@ -606,6 +609,67 @@ def test_state_request_gets_a_full_report(h: CoreHarness) -> None:
 def test_a_silent_bridge_is_dropped(h: CoreHarness) -> None:
     h.run_until(h.now + 3 * 15_000)
     assert h.closes and "no frame" in h.closes[0]
+
+
+# --- pings between full heartbeats (issue 12) -------------------------------------------------------
+
+
+def ping_session(h: CoreHarness, digest_ms: int | None) -> Hello:
+    """Connect and answer hello with (or, as an older bridge does, without) ``digest_ms``."""
+    (hello,) = h.take(h.core.on_connected(h.now))
+    assert isinstance(hello, Hello)
+    h.take(h.core.on_frame(encode(HelloOk("B-ok", hello.id, h.now, h.now, 15_000, digest_ms=digest_ms)), h.now))
+    return hello
+
+
+def run_raw(h: CoreHarness, until_ms: int, *, pong: bool) -> list[str]:
+    """Tick to ``until_ms``; the bridge acks heartbeats and (when ``pong``) answers pings."""
+    frames: list[str] = []
+    while (deadline := h.core.next_deadline_ms()) is not None and deadline <= until_ms:
+        h.now = max(h.now, deadline)
+        effects = h.core.tick(h.now)
+        if effects.close:
+            h.closes.append(effects.close)
+            h.core.on_disconnected(h.now)  # what the host does
+        for frame in effects.send:
+            frames.append(frame)
+            if frame == PING_FRAME and pong:
+                h.core.on_frame(PONG_FRAME, h.now)
+            elif frame != PING_FRAME and decode(frame).TYPE == "heartbeat":
+                h.core.on_frame(encode(Ack(h.bridge_id(), decode(frame).id, h.now, h.now)), h.now)
+    h.now = until_ms
+    return frames
+
+
+def test_the_agent_says_it_pings_and_pings_between_full_heartbeats_when_asked(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path)
+    h.start()
+    assert ping_session(h, digest_ms=6 * MINUTE).pings is True
+    frames = run_raw(h, h.now + 12 * MINUTE, pong=True)
+    beats = [f for f in frames if f != PING_FRAME]
+    assert [decode(f).TYPE for f in beats] == ["heartbeat", "heartbeat"]  # at 6 and 12 min
+    assert frames.count(PING_FRAME) == 48 - 2  # every 15 s in between, byte for byte the constant
+    assert not h.closes  # pongs are proof of life: no "no frame from the bridge"
+
+
+def test_unanswered_pings_drop_the_connection_as_silence_did(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path)
+    h.start()
+    ping_session(h, digest_ms=6 * MINUTE)
+    run_raw(h, h.now + 3 * 15_000, pong=False)
+    assert h.closes and "no frame" in h.closes[0]
+
+
+def test_without_digest_ms_every_heartbeat_is_a_full_one_as_before(tmp_path: Path) -> None:
+    h = CoreHarness.on_disk(tmp_path)
+    h.start()
+    ping_session(h, digest_ms=None)  # a bridge from before issue 12, or the local host
+    frames = run_raw(h, h.now + 2 * MINUTE, pong=True)
+    assert PING_FRAME not in frames and len(frames) == 8
+
+
+def test_a_pong_is_never_answered_with_an_error(h: CoreHarness) -> None:
+    assert h.core.on_frame(PONG_FRAME, h.now).send == []
 
 
 def test_no_hello_ok_in_time_drops_the_connection(tmp_path: Path) -> None:

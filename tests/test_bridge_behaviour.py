@@ -416,3 +416,19 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_up(bridge: Bridg
     await runtime.decide(pid, "deny")
     assert (await prompt(bridge, ep.endpoint_id, pid))["state"] == "denied"
     await runtime.close()
+
+
+async def test_a_ping_gets_the_constant_pong_on_both_hosts_and_digest_ms_only_when_asked(
+    bridge: BridgeUnderTest,
+) -> None:
+    # Issue 12: the Worker's runtime answers the exact ping frame itself (auto-response); the
+    # local host answers it in its socket loop. Either way the agent hears a pong.
+    ep = await enroll(bridge, eid())
+    runtime = ScriptedRuntime(bridge, ep)
+    [ok] = of_type(await runtime.connect(), wire.HelloOk)
+    assert ok.digest_ms is None  # this peer's hello did not say it pings: nothing new offered
+    assert runtime.socket is not None
+    await runtime.socket.send(wire.PING_FRAME)
+    assert await runtime.socket.recv() == wire.PONG_FRAME
+    assert not runtime.socket.closed
+    await runtime.close()

@@ -374,6 +374,49 @@ async def test_frames_attachments_and_hibernation(tmp_path: Path) -> None:
     assert log(h)[-1] == "close 4000 bye True"
 
 
+AUTO_PROBE = PROBE.replace(
+    "from js import Date, WebSocketPair",
+    "from js import Date, WebSocketPair, WebSocketRequestResponsePair",
+).replace(
+    """        if path == "/echo":""",
+    """        if path == "/auto":
+            try:
+                self.ctx.setWebSocketAutoResponse(("ping", "pong"))
+            except JsException as exc:
+                self.log("tuple: " + str(exc))
+            self.ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair.new("ping", "pong"))
+            pair = self.ctx.getWebSocketAutoResponse()
+            return Response.json({"request": pair.request, "response": pair.response})
+        if path == "/stamp":
+            [ws] = self.ctx.getWebSockets("probe")
+            stamp = self.ctx.getWebSocketAutoResponseTimestamp(ws)
+            return Response.json({"is_jsnull": stamp is not None and not stamp, "ms": stamp.getTime() if stamp else None})
+        if path == "/echo":""",
+)
+
+
+async def test_auto_response_answers_the_exact_request_without_waking_the_object(tmp_path: Path) -> None:
+    # WORKERS_RUNTIME.md: setWebSocketAutoResponse(WebSocketRequestResponsePair.new(...)) from
+    # Python; an auto-responded message wakes nothing (no constructor); the timestamp is a JS
+    # Date or jsnull before the first one, and survives hibernation; exact match only.
+    h = probe(tmp_path, AUTO_PROBE, hibernation="always")
+    agent = await h.connect_agent("x", None)
+    assert isinstance(agent, AgentClient)
+    assert (await h.fetch("GET", "/auto")).json() == {"request": "ping", "response": "pong"}
+    assert any(line.startswith("tuple: TypeError") for line in log(h))  # only the pair type
+    assert (await h.fetch("GET", "/stamp")).json() == {"is_jsnull": True, "ms": None}
+    record = h.record("PROBE", "one")
+    built, wakes = record.constructions, record.wakes
+    await h.advance(7_000)
+    await agent.send("ping")
+    assert agent.received() == ["pong"]
+    assert (record.constructions, record.wakes, record.auto_responses) == (built, wakes, 1)
+    h.evict()
+    assert (await h.fetch("GET", "/stamp")).json() == {"is_jsnull": False, "ms": h.now_ms}
+    await agent.send("ping ")  # not the exact string: the handler gets it
+    assert json.loads(agent.received()[0])["is_str"] is True
+
+
 async def test_without_hibernation_the_instance_is_kept(tmp_path: Path) -> None:
     h = probe(tmp_path, hibernation="never")
     agent = await h.connect_agent("x", None)

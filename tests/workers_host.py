@@ -9,22 +9,26 @@ anything an instance kept in memory.
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 from typing import Any
 
-from tests.bridge_hosts import AgentSocket, Resp, parse_body
+from agent.core import AgentCore
+from agent.store import Store
+from tests.bridge_hosts import AgentSocket, Enrolled, Resp, parse_body
 from tests.workers_standin.harness import AgentClient, Harness, sha256_hex
 
 ADMIN_TOKEN = "cst_test-admin-token"
 
 
 class WorkersBridge:
-    def __init__(self, *, hibernation: str = "always", heartbeat_ms: int = 2_000, seed: int = 0) -> None:
+    def __init__(self, *, hibernation: str = "always", heartbeat_ms: int | None = 2_000, seed: int = 0) -> None:
+        """``heartbeat_ms`` None: the deployment's defaults (no ``HEARTBEAT_MS`` var)."""
         self.admin_token = ADMIN_TOKEN
-        self.harness = Harness(
-            secrets={"ADMIN_TOKEN_SHA256": sha256_hex(ADMIN_TOKEN), "HEARTBEAT_MS": str(heartbeat_ms)},
-            hibernation=hibernation,
-            seed=seed,
-        )
+        secrets = {"ADMIN_TOKEN_SHA256": sha256_hex(ADMIN_TOKEN)}
+        if heartbeat_ms is not None:
+            secrets["HEARTBEAT_MS"] = str(heartbeat_ms)
+        self.harness = Harness(secrets=secrets, hibernation=hibernation, seed=seed)
 
     async def request(
         self,
@@ -57,3 +61,55 @@ class WorkersBridge:
 
     def now_ms(self) -> int:
         return self.harness.now_ms
+
+
+class RealAgent:
+    """``AgentCore`` on a real store, its frames carried by the stand-in socket. ``old=True``
+    leaves ``pings`` out of its hello, as an agent installed before issue 12 does."""
+
+    def __init__(self, bridge: WorkersBridge, endpoint: Enrolled, state_dir: Path, *, old: bool = False) -> None:
+        self.bridge, self.endpoint, self.old = bridge, endpoint, old
+        self.core = AgentCore(Store.open(state_dir), endpoint.endpoint_id, rng=random.Random(7))
+        self.core.start(bridge.now_ms())
+        self.socket: AgentClient | None = None
+        self.sent: list[str] = []
+
+    async def connect(self) -> None:
+        sock = await self.bridge.harness.connect_agent(self.endpoint.endpoint_id, self.endpoint.secret)
+        assert isinstance(sock, AgentClient), sock
+        self.socket = sock
+        await self.perform(self.core.on_connected(self.bridge.now_ms()))
+
+    async def perform(self, effects: Any) -> None:
+        assert self.socket is not None
+        for frame in effects.send:
+            if self.old and '"type":"hello"' in frame:
+                body = json.loads(frame)
+                body.pop("pings", None)
+                frame = json.dumps(body, separators=(",", ":"))
+            self.sent.append(frame)
+            if not self.socket.closed:
+                await self.socket.send(frame)
+        await self.receive()
+
+    async def receive(self) -> None:
+        assert self.socket is not None
+        now = self.bridge.now_ms()
+        for frame in self.socket.received():
+            await self.perform(self.core.on_frame(frame, now))
+        if self.socket.closed and self.core.connected:
+            self.core.on_disconnected(now)
+
+    async def run(self, ms: int) -> None:
+        """Let ``ms`` pass with the agent alive: it ticks at its deadlines, the bridge's alarms fire."""
+        until = self.bridge.now_ms() + ms
+        while True:
+            deadline = self.core.next_deadline_ms()
+            now = self.bridge.now_ms()
+            if deadline is None or deadline > until:
+                await self.bridge.advance(until - now)
+                await self.receive()
+                return
+            await self.bridge.advance(max(0, deadline - now))
+            await self.receive()
+            await self.perform(self.core.tick(self.bridge.now_ms()))

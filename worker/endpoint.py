@@ -98,6 +98,14 @@ class BridgeConfig:
     heartbeat_ms: int = 15_000
     # Three missed heartbeats: the socket is half-open (a laptop lid closed mid-flight).
     liveness_ms: int = 45_000
+    # Issue 12: offered to agents that ping (``hello.pings``). They send the constant
+    # ``wire.PING_FRAME`` every ``heartbeat_ms`` — on Cloudflare answered by the runtime without
+    # waking the Durable Object — and a full heartbeat (digest, clock sample) only this often.
+    # Liveness is then checked lazily: the host passes when the runtime last answered a ping
+    # (``heard_ms``) to every event, and an agent silent for ``liveness_ms`` is gone before a
+    # delivery attempt is spent on it; the alarm checks only once a full heartbeat is overdue.
+    # None (the local host): not offered; every heartbeat is a full one, as before.
+    digest_every_ms: int | None = None
     min_expires_in_ms: int = 5_000
     max_expires_in_ms: int = 7 * DAY_MS
     default_expires_in_ms: int = 5 * 60_000
@@ -277,21 +285,28 @@ class EndpointBridge(EndpointRecord):
 
     # --- HTTP ----------------------------------------------------------------------------------
 
-    def handle(self, req: ApiRequest, now_ms: int, connected: bool) -> tuple[ApiResponse, Effects]:
-        """A request the gateway forwarded (authenticated, internal headers set)."""
+    def handle(
+        self, req: ApiRequest, now_ms: int, connected: bool, heard_ms: int | None = None
+    ) -> tuple[ApiResponse, Effects]:
+        """A request the gateway forwarded (authenticated, internal headers set). ``heard_ms``:
+        when the host's runtime last answered the agent's ping itself (None: not known)."""
         try:
             route = route_for_actor(req)
         except ApiError as exc:
             effects = Effects()
             self._finish(now_ms, connected, effects)
             return exc.response(), effects
-        return self.http(route, req, now_ms, connected)
+        return self.http(route, req, now_ms, connected, heard_ms)
 
-    def http(self, route: Route, req: ApiRequest, now_ms: int, connected: bool) -> tuple[ApiResponse, Effects]:
+    def http(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, heard_ms: int | None = None
+    ) -> tuple[ApiResponse, Effects]:
         """One API call for this endpoint (the gateway has authenticated it)."""
         effects = Effects()
 
         def event() -> ApiResponse:
+            nonlocal connected
+            connected = self._check_liveness(now_ms, connected, heard_ms, effects)
             try:
                 handler = getattr(self, f"_op_{route.op}")
                 response: ApiResponse = handler(route, req, now_ms, connected, effects)
@@ -561,10 +576,50 @@ class EndpointBridge(EndpointRecord):
         def event() -> None:
             self._set_meta("last_seen_ms", str(now_ms))
             self._set_meta(AWAITING_HELLO, "1")
+            self._set_meta("agent_pings", None)  # this connection's hello says
             self._finish(now_ms, True, effects)
 
         self._event(event)
         return effects
+
+    def agent_pinged(self, now_ms: int) -> None:
+        """The host answered the agent's ``wire.PING_FRAME`` itself: proof of life, kept in
+        memory as a steady heartbeat is (stored with the next event); nothing to do."""
+        self._heard_ms = max(self._heard_ms or 0, now_ms)
+
+    def agent_alive(self, now_ms: int) -> Effects:
+        """``agent_pinged`` on a host that keeps no actor between events (a ping that reached
+        the Worker's handler because the runtime did not answer it): stored now, alarm derived."""
+        self.agent_pinged(now_ms)
+        effects = Effects()
+        self._event(lambda: self._finish(now_ms, True, effects))
+        return effects
+
+    def _check_liveness(self, now_ms: int, connected: bool, heard_ms: int | None, effects: Effects) -> bool:
+        """Inside an event: whether the agent still counts as connected. An agent silent for
+        ``liveness_ms`` — no frame, and no ping the host's runtime answered (``heard_ms``) — is
+        gone (a laptop asleep, a pulled cable: the socket looks open): its socket is closed now,
+        before this event spends a delivery attempt on it (DESIGN §5). A ping heard is not
+        stored: ``last_seen_ms`` (and the fleet line) move with frames only, so a read never
+        writes, nor pushes a fleet line (which would cost the fleet object a request)."""
+        if not connected:
+            return False
+        last_seen = max(int(self._meta("last_seen_ms") or 0), heard_ms or 0)
+        if now_ms - last_seen < self.config.liveness_ms:
+            return True
+        effects.close_agent = (4408, "no heartbeat within the liveness window")
+        return False
+
+    def _pinging(self) -> bool:
+        return self.config.digest_every_ms is not None and self._meta("agent_pings") == "1"
+
+    def _liveness_window_ms(self) -> int:
+        """How long after ``last_seen_ms`` the alarm checks the agent: one liveness window, plus
+        the time between full heartbeats when pings (which do not wake us) fill it."""
+        if self._pinging():
+            assert self.config.digest_every_ms is not None
+            return self.config.digest_every_ms + self.config.liveness_ms
+        return self.config.liveness_ms
 
     def agent_closed(self, now_ms: int, connected: bool) -> Effects:
         effects = Effects()
@@ -650,7 +705,7 @@ class EndpointBridge(EndpointRecord):
         if isinstance(message, wire.Heartbeat) and len(effects.send) == 1 and effects.close_agent is None:
             # Only the ack went back: the runtime holds what we think it holds, and nothing is
             # owed. Until another event, the next heartbeats with this digest change nothing.
-            self._steady = _Steady(message.digest, now_ms, self._work_alarm_ms)
+            self._steady = _Steady(message.digest, now_ms, self._work_alarm_ms, self._liveness_window_ms())
         return effects
 
     def _steady_heartbeat(self, message: wire.Heartbeat, now_ms: int) -> Effects | None:
@@ -666,7 +721,7 @@ class EndpointBridge(EndpointRecord):
             return None
         self._heard_ms = now_ms
         effects = Effects(send=[self._ack(message.id, now_ms, with_times=True)])
-        effects.alarm_at_ms = _earliest(steady.work_alarm_ms, now_ms + self.config.liveness_ms)
+        effects.alarm_at_ms = _earliest(steady.work_alarm_ms, now_ms + steady.liveness_window_ms)
         return effects
 
     def _error_frame(self, code: str, message: str, of: str | None, now_ms: int) -> str:
@@ -698,6 +753,8 @@ class EndpointBridge(EndpointRecord):
             return
         self._set_meta("agent_version", msg.agent_version)
         self._set_meta(AWAITING_HELLO, None)
+        pings = bool(msg.pings) and self.config.digest_every_ms is not None
+        self._set_meta("agent_pings", "1" if pings else None)
         effects.send.append(
             wire.encode(
                 wire.HelloOk(
@@ -706,6 +763,7 @@ class EndpointBridge(EndpointRecord):
                     received_at_ms=now_ms,
                     sent_at_ms=now_ms,
                     heartbeat_ms=self.config.heartbeat_ms,
+                    digest_ms=self.config.digest_every_ms if pings else None,
                 )
             )
         )
@@ -722,6 +780,16 @@ class EndpointBridge(EndpointRecord):
 
     def _awaiting_history(self, now_ms: int) -> bool:
         return int(self._meta("awaiting_history_until_ms") or 0) > now_ms
+
+    def _history_reask_ms(self, now_ms: int) -> int | None:
+        """When to ask a pinging agent for the history again (None: not waiting for it). Its
+        full heartbeats, which ask again otherwise, come only every ``digest_every_ms``: the
+        alarm asks every ``heartbeat_ms`` instead, as heartbeats did (the simulation found a
+        lost history report converging only at the next full heartbeat, 6 min later)."""
+        until = int(self._meta("awaiting_history_until_ms") or 0)
+        if until <= now_ms or not self._pinging():
+            return None
+        return until - HISTORY_WAIT_MS + self.config.heartbeat_ms
 
     def _request_history(self, now_ms: int, effects: Effects) -> None:
         """Ask for the runtime's open and recently final prompts; until the history's last page
@@ -1040,19 +1108,22 @@ class EndpointBridge(EndpointRecord):
             frames.append(row["frame"])
         return frames
 
-    def alarm(self, now_ms: int, connected: bool) -> Effects:
-        """The one alarm fired: move due prompts, retry due sends, check liveness, tidy."""
+    def alarm(self, now_ms: int, connected: bool, heard_ms: int | None = None) -> Effects:
+        """The one alarm fired: check liveness, move due prompts, retry due sends, tidy."""
         effects = Effects()
 
         def event() -> None:
+            nonlocal connected
+            # First: a retry is never spent on an agent that is gone (_event stored what memory heard).
+            connected = self._check_liveness(now_ms, connected, heard_ms, effects)
+            reask = self._history_reask_ms(now_ms)
+            if connected and reask is not None and now_ms >= reask:
+                self._request_history(now_ms, effects)
             for row in self._q(
                 "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
             ):
                 self._refresh(row["prompt_id"], now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
-            last_seen = int(self._meta("last_seen_ms") or 0)  # _event stored what memory heard
-            if connected and now_ms - last_seen >= self.config.liveness_ms:
-                effects.close_agent = (4408, "no heartbeat within the liveness window")
             if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
                 self._housekeeping(now_ms)
                 # A line the host failed to deliver (the fleet object was unreachable) is not
@@ -1092,13 +1163,16 @@ class EndpointBridge(EndpointRecord):
         if not connected:
             return work
         last_seen = max(self._heard_ms or 0, int(self._meta("last_seen_ms") or now_ms))
-        return _earliest(work, last_seen + self.config.liveness_ms)
+        return _earliest(work, last_seen + self._liveness_window_ms())
 
     def _work_alarm(self, now_ms: int, connected: bool, tallies: Row) -> int | None:
         """The alarm without the liveness deadline: when the rows next have work."""
         candidates = [int(t) for t in (tallies["open_moment"], tallies["final_moment"]) if t is not None]
         if connected and tallies["attempt"] is not None and not self._meta(AWAITING_HELLO):
             candidates.append(int(tallies["attempt"]))
+        reask = self._history_reask_ms(now_ms) if connected else None
+        if reask is not None:
+            candidates.append(reask)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1106,6 +1180,10 @@ class EndpointBridge(EndpointRecord):
 
     def _finish(self, now_ms: int, connected: bool, effects: Effects) -> None:
         """After every event: derive the alarm and the fleet summary from the rows."""
+        if self._in_event and self.endpoint_id is not None and self._meta("housekeeping_due_ms") is None:
+            # Stored once: derived afresh as "an hour from now" by every event, it never came
+            # due on an endpoint that always had an event within the hour (a connected agent).
+            self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
         tallies = self._tallies()
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
@@ -1154,6 +1232,7 @@ class _Steady:
     digest: str  # the runtime's held digest, equal to ours then
     stored_last_seen_ms: int  # last_seen_ms as stored then
     work_alarm_ms: int | None  # the rows' next work then (the alarm, liveness aside)
+    liveness_window_ms: int  # ``EndpointBridge._liveness_window_ms`` then
 
 
 def _is_prompt_id(value: object) -> bool:

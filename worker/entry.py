@@ -25,16 +25,19 @@ Python values. Test with the stand-in in tests/workers_standin/.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from js import Date, WebSocketPair, crypto
+from js import Date, WebSocketPair, WebSocketRequestResponsePair, crypto
 from pyodide.ffi import JsException, to_js
 from workers import DurableObject, Response, WorkerEntrypoint
 
+from caisey import wire
 from caisey.signing import SignatureClaim
 from worker import admission, gateway
 from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match, route_for_actor
@@ -60,6 +63,21 @@ WS_OPEN = 1  # WebSocket.readyState
 # JS numbers hold integers exactly up to here; beyond, Pyodide passes a BigInt, which the
 # SQL API refuses (WORKERS_RUNTIME.md).
 MAX_SAFE_INTEGER = 2**53 - 1
+# Issue 12: agents that ping send a full heartbeat only this often; their pings in between are
+# answered by the runtime (``setWebSocketAutoResponse``) without waking the object. Every 6 min
+# is 10 wakes an hour, plus the hourly housekeeping alarm: an idle connected endpoint wakes its
+# object at most 12 times an hour (240 with a full heartbeat every 15 s). The alarm checks a
+# silent agent once a full heartbeat is overdue; a delivery or a read checks it at once.
+DIGEST_EVERY_MS = 6 * 60_000
+# Issue 12 item 3: a technician call ran Python three times (this Worker, the fleet object to
+# check the token, the endpoint object). Verified tokens are kept per isolate (module scope) by
+# the SHA-256 of the token — never the token — with (name, role, verified_at_ms), and trusted
+# for TOKEN_CACHE_MS: a revoked token stops working within 60 s on Cloudflare (at once through
+# the isolate that revoked it, which drops the name; at once on the local host, which has no
+# cache). Only successes are kept, so an unknown token always reaches the fleet object.
+TOKEN_CACHE_MS = 60_000
+TOKEN_CACHE_MAX = 1024  # oldest dropped first: an isolate's memory stays bounded
+_token_cache: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
 
 
 def now_ms() -> int:
@@ -186,8 +204,9 @@ def bridge_config(env: Any) -> BridgeConfig:
     """The optional ``HEARTBEAT_MS`` var does what the local host's ``--heartbeat-ms`` does."""
     heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
     if heartbeat.isascii() and heartbeat.isdigit() and int(heartbeat) > 0:
-        return BridgeConfig(heartbeat_ms=int(heartbeat), liveness_ms=3 * int(heartbeat))
-    return BridgeConfig()
+        ms = int(heartbeat)
+        return BridgeConfig(heartbeat_ms=ms, liveness_ms=3 * ms, digest_every_ms=max(ms, DIGEST_EVERY_MS))
+    return BridgeConfig(digest_every_ms=DIGEST_EVERY_MS)
 
 
 class _ObjectActors:
@@ -197,7 +216,33 @@ class _ObjectActors:
         self.env = env
 
     async def fleet(self, req: ApiRequest) -> ApiResponse:
-        return await call_object(fleet_stub(self.env), req)
+        if req.path == AUTHENTICATE_PATH:
+            return await self.authenticate(req)
+        answer = await call_object(fleet_stub(self.env), req)
+        if req.method == "DELETE" and answer.status == 200 and isinstance(answer.body, dict):
+            forget_token_name(str(answer.body.get("name")))  # a revocation: at once in this isolate
+        return answer
+
+    async def authenticate(self, req: ApiRequest) -> ApiResponse:
+        """The fleet object's token check, answered from this isolate's cache when it verified
+        the same token less than ``TOKEN_CACHE_MS`` ago."""
+        body = req.json()
+        token, need_role = body.get("token"), str(body.get("need_role", "technician"))
+        key = hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) and token.isascii() else None
+        now = now_ms()
+        cached = _token_cache.get(key) if key is not None else None
+        if cached is not None and now - cached[2] < TOKEN_CACHE_MS:
+            name, role, _ = cached
+            if need_role == "admin" and role != "admin":
+                return ApiError(403, "forbidden", "this call needs an admin token").response()
+            return ApiResponse(200, {"name": name, "role": role})
+        answer = await call_object(fleet_stub(self.env), req)
+        if key is not None and answer.status == 200 and isinstance(answer.body, dict):
+            _token_cache[key] = (str(answer.body["name"]), str(answer.body["role"]), now)
+            _token_cache.move_to_end(key)
+            while len(_token_cache) > TOKEN_CACHE_MAX:
+                _token_cache.popitem(last=False)
+        return answer
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
         return await call_object(endpoint_stub(self.env, endpoint_id), req)
@@ -239,6 +284,10 @@ class EndpointBridgeObject(DurableObject):
         super().__init__(ctx, env)
         self.sql = DurableSql(ctx.storage)
         self._actor: EndpointBridge | None = None
+        # The runtime answers an agent's exact ping frame itself, without waking this object,
+        # and remembers when (``heard_ms``). Set on every construction: it costs nothing (no
+        # storage is written), and an object whose sockets were dropped by a restart starts without it.
+        ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair.new(wire.PING_FRAME, wire.PONG_FRAME))
 
     @property
     def actor(self) -> EndpointBridge:
@@ -258,6 +307,16 @@ class EndpointBridgeObject(DurableObject):
             if ws.readyState == WS_OPEN and (exclude is None or ws != exclude)
         ]
 
+    def heard_ms(self) -> int | None:
+        """When the runtime last auto-responded to the agent's ping (a JS ``Date``, or ``jsnull``
+        before the first one); the newest over the open agent sockets."""
+        heard = None
+        for ws in self.agent_sockets():
+            stamp = _plain(self.ctx.getWebSocketAutoResponseTimestamp(ws))
+            if stamp is not None:
+                heard = max(heard or 0, int(stamp.getTime()))
+        return heard
+
     async def fetch(self, request: Any) -> Response:
         now = now_ms()
         if is_websocket_upgrade(request):
@@ -269,7 +328,7 @@ class EndpointBridgeObject(DurableObject):
             return to_response(exc.response())
         if refusal is not None:
             return to_response(refusal)
-        response, effects = self.actor.handle(req, now, bool(self.agent_sockets()))
+        response, effects = self.actor.handle(req, now, bool(self.agent_sockets()), self.heard_ms())
         await self.perform(effects)
         return to_response(response)
 
@@ -289,6 +348,10 @@ class EndpointBridgeObject(DurableObject):
         if ws.readyState != WS_OPEN:
             return  # a replaced socket still draining: it no longer speaks for the endpoint
         raw = message if isinstance(message, str) else bytes(message.to_bytes())
+        if raw == wire.PING_FRAME:  # the runtime did not answer it (not expected): we do
+            ws.send(wire.PONG_FRAME)
+            await self.perform(self.actor.agent_alive(now_ms()))
+            return
         verified = await webcrypto_verified(self.actor.signature_claims(raw))
         await self.perform(self.actor.agent_frame(raw, now_ms(), verified))
 
@@ -305,7 +368,7 @@ class EndpointBridgeObject(DurableObject):
 
     async def alarm(self, alarm_info: Any = None) -> None:
         now = now_ms()
-        await self.perform(self.actor.alarm(now, bool(self.agent_sockets())))
+        await self.perform(self.actor.alarm(now, bool(self.agent_sockets()), self.heard_ms()))
 
     async def perform(self, effects: Effects) -> None:
         """Send → close → arm → notify (the order ``Effects`` documents)."""
@@ -380,6 +443,11 @@ class FleetIndexObject(DurableObject):
 
 def _bearer(request: Any) -> str | None:
     return ApiRequest("GET", "", {"authorization": str(request.headers.get("authorization") or "")}).bearer()
+
+
+def forget_token_name(name: str) -> None:
+    for key in [k for k, (cached_name, _, _) in _token_cache.items() if cached_name == name]:
+        del _token_cache[key]
 
 
 def _close(ws: Any, code: int, reason: str) -> None:

@@ -74,6 +74,11 @@ class FleetIndex:
         self.entropy = entropy
         self.admin_token_hash = admin_token_hash
         self.default_max_endpoints = default_max_endpoints
+        # Whether an online line is current whenever it is read: true on the local host, whose
+        # actors live in this process, check liveness on every heartbeat and push their lines
+        # before a fleet read. False on Cloudflare, where an idle endpoint's object wakes only
+        # every few minutes (issue 12): a line is then as old as its ``checked_at``.
+        self.lines_are_current = False
         migrate(store, MIGRATIONS)
 
     def authenticate(self, token: str | None, need_role: str) -> tuple[str, str]:
@@ -117,7 +122,7 @@ class FleetIndex:
             if route.op == "revoke_token":
                 return self._revoke_token(route.name or "")
             if route.op == "list_endpoints":
-                return self._list_endpoints(req)
+                return self._list_endpoints(req, now_ms)
             if route.op == "get_limits":
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
@@ -237,7 +242,7 @@ class FleetIndex:
             ),
         )
 
-    def _list_endpoints(self, req: ApiRequest) -> ApiResponse:
+    def _list_endpoints(self, req: ApiRequest, now_ms: int) -> ApiResponse:
         rows = self.store.execute("SELECT * FROM endpoints ORDER BY endpoint_id", ())
         endpoints = []
         for row in rows:
@@ -254,6 +259,12 @@ class FleetIndex:
                     "label": row["label"],
                     "online": bool(row["online"]),
                     "last_seen": to_rfc3339(int(row["last_seen_ms"])) if row["last_seen_ms"] is not None else None,
+                    # When the endpoint's actor last sent this line: ``online`` and ``last_seen``
+                    # are as of then (issue 12: on Cloudflare an idle endpoint's object wakes only
+                    # every few minutes, so this says how old the fleet's knowledge is).
+                    "checked_at": to_rfc3339(
+                        now_ms if self.lines_are_current and row["online"] else int(row["updated_at_ms"])
+                    ),
                     "open_prompts": int(row["open_prompts"]),
                     "last_outcome": outcome,
                 }

@@ -166,6 +166,7 @@ class LocalBridge:
         (data / "endpoints").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fleet_store = SqliteStore(data / "fleet.sqlite3")
         self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash, max_endpoints)
+        self.fleet.lines_are_current = True
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
@@ -364,7 +365,13 @@ class LocalBridge:
             actor.sockets = [ws]
             await actor.perform(actor.actor.agent_opened(now_ms()))
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
+                if msg.type == WSMsgType.TEXT and msg.data == wire.PING_FRAME:
+                    # Not offered here (no digest_ms in hello.ok), but answered as the Worker's
+                    # runtime answers it: a pong, and proof of life for the actor's liveness.
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await ws.send_str(wire.PONG_FRAME)
+                    actor.actor.agent_pinged(now_ms())
+                elif msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     # DESIGN §10: signed answers are verified here, the actor checks the result.
                     claims = verified(actor.actor.signature_claims(msg.data))
                     await actor.perform(actor.actor.agent_frame(msg.data, now_ms(), claims))

@@ -59,6 +59,14 @@ export function fmtAgo(iso, now = Date.now()) {
   return `${fmtDuration(ms)} ago`;
 }
 
+// An online endpoint's line is as old as its checked_at: on Cloudflare an idle endpoint's
+// bridge object looks at its agent only every few minutes (a dead agent shows offline within
+// about 7 min). Say so instead of "now" once the line is over a minute and a half old.
+export function onlineAsOf(e, now, fresh) {
+  const age = e.checked_at ? now - Date.parse(e.checked_at) : 0;
+  return age > 90_000 ? `online as of ${fmtAgo(e.checked_at, now)}` : fresh;
+}
+
 const PROVISIONAL_NOTE = "provisional: a late answer made in time will still count";
 const DECISION_WORD = { approve: "Approved", deny: "Denied" };
 

@@ -4,7 +4,7 @@
 
 import { ApiError, NetworkError } from "./api.js";
 import { h, setText, setHidden, setAttr, syncKeyed, replaceChildren } from "./dom.js";
-import { describeAuditExport, describeKeys, describePrompt, fmtAgo, fmtTime, OPEN_STATES, pad2 } from "./describe.js";
+import { describeAuditExport, describeKeys, describePrompt, fmtAgo, fmtTime, onlineAsOf, OPEN_STATES, pad2 } from "./describe.js";
 import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
 import { patternsPanel } from "./patterns.js";
 
@@ -286,7 +286,7 @@ export class EndpointView {
       this.title = e.label;
     }
     const conn = e.online ? "Online" : "Offline";
-    const seen = e.online ? "connected now" : e.last_seen ? `last seen ${fmtAgo(e.last_seen, now)} (${fmtTime(e.last_seen, now)})` : "never connected";
+    const seen = e.online ? onlineAsOf(e, now, "connected now") : e.last_seen ? `last seen ${fmtAgo(e.last_seen, now)} (${fmtTime(e.last_seen, now)})` : "never connected";
     setText(this.lineEl, `${conn} · ${seen} · ${e.open_prompts} open ${e.open_prompts === 1 ? "prompt" : "prompts"}`);
     this.lineEl.className = `endpoint-line ${e.online ? "is-online" : "is-offline"}`;
   }

@@ -5,7 +5,7 @@
 // nothing at all. Filtering toggles `hidden`; sorting moves existing rows.
 
 import { h, setText, setHidden, setAttr, setClass, syncKeyed } from "./dom.js";
-import { describeOutcome, fmtAgo, fmtTime, MISSED, bucketOf } from "./describe.js";
+import { describeOutcome, fmtAgo, fmtTime, MISSED, bucketOf, onlineAsOf } from "./describe.js";
 
 const nf = new Intl.NumberFormat();
 
@@ -155,7 +155,7 @@ export class FleetView {
   updateTimes(row, now) {
     const e = row._data;
     const x = row._el;
-    setText(x.seen, e.online ? "now" : e.last_seen ? `${fmtAgo(e.last_seen, now)}` : "never");
+    setText(x.seen, e.online ? onlineAsOf(e, now, "now") : e.last_seen ? `${fmtAgo(e.last_seen, now)}` : "never");
     setAttr(x.seen, "title", e.last_seen ? fmtTime(e.last_seen, now) : null);
     if (e.last_outcome) setText(x.outcome, describeOutcome(e.last_outcome, now).text);
   }

@@ -37,6 +37,7 @@ MAX_ATTACHMENT_BYTES = 16_384  # serializeAttachment (WORKERS_RUNTIME.md, observ
 MAX_TAGS = 10  # acceptWebSocket
 MAX_TAG_CHARS = 256
 MAX_HIBERNATABLE_SOCKETS = 32_768
+MAX_AUTO_RESPONSE_CHARS = 2048  # setWebSocketAutoResponse: request and response each
 
 # WebSocket.readyState
 CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
@@ -632,6 +633,42 @@ class SocketState:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.on_server_close: Callable[[SocketState, int, str], None] | None = None
+        self.auto_response_ms: int | None = None  # when the runtime last auto-responded on it
+
+
+class JsDate(JsProxy):
+    """A JS ``Date`` (what ``getWebSocketAutoResponseTimestamp`` returns)."""
+
+    __slots__ = ("_ms",)
+
+    def __init__(self, ms: int) -> None:
+        self._ms = ms
+
+    def getTime(self) -> int:
+        return self._ms
+
+    def __repr__(self) -> str:
+        return f"Date({self._ms})"
+
+
+class WebSocketRequestResponsePair(JsProxy):
+    """``new WebSocketRequestResponsePair(request, response)`` (``.new(...)`` from Python)."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, request: Any, response: Any) -> None:
+        for name, value in (("request", request), ("response", response)):
+            if not isinstance(value, str):
+                raise JsException("TypeError", f"WebSocketRequestResponsePair {name} must be a string")
+            if len(value) > MAX_AUTO_RESPONSE_CHARS:
+                raise JsException(
+                    "RangeError", f"{name.capitalize()} cannot be larger than {MAX_AUTO_RESPONSE_CHARS} bytes."
+                )
+        self.request, self.response = request, response
+
+    @classmethod
+    def new(cls, request: Any, response: Any) -> WebSocketRequestResponsePair:
+        return cls(request, response)
 
 
 class WebSocket(JsProxy):
@@ -835,3 +872,27 @@ class DurableObjectState(JsProxy):
 
     def getTags(self, ws: WebSocket) -> JsArray:
         return JsArray(list(ws._state.tags))
+
+    # --- auto-response: an exact text request answered by the runtime, the object not woken ---
+
+    def setWebSocketAutoResponse(self, pair: Any = None) -> None:
+        if pair is None:
+            self._record.auto_response = None
+            return
+        if not isinstance(pair, WebSocketRequestResponsePair):
+            raise JsException(
+                "TypeError",
+                "Failed to execute 'setWebSocketAutoResponse' on 'DurableObjectState': "
+                "parameter 1 is not of type 'WebSocketRequestResponsePair'.",
+            )
+        self._record.auto_response = (pair.request, pair.response)  # one per object: replaces
+
+    def getWebSocketAutoResponse(self) -> Any:
+        pair = self._record.auto_response
+        return jsnull if pair is None else WebSocketRequestResponsePair(*pair)
+
+    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:
+        if not isinstance(ws, WebSocket):
+            raise JsException("TypeError", "parameter 1 is not of type 'WebSocket'.")
+        stamp = ws._state.auto_response_ms
+        return jsnull if stamp is None else JsDate(stamp)

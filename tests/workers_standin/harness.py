@@ -31,6 +31,7 @@ import mimetypes
 import random
 import re
 import sys
+import time
 import tomllib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -91,6 +92,14 @@ class ObjectRecord:
     sockets: list[SocketState] = field(default_factory=list)
     instance: Any = None
     constructions: int = 0
+    # The costs the bench's Durable Object cost model reads (issue 12): handler invocations
+    # ("wakes": each is one billed request and runs Python), their wall time on this machine,
+    # and the agent frames the runtime answered itself (``setWebSocketAutoResponse``).
+    wakes: int = 0
+    wakes_by_handler: dict[str, int] = field(default_factory=dict)
+    handler_s: float = 0.0
+    auto_response: tuple[str, str] | None = None
+    auto_responses: int = 0
 
     def live_sockets(self) -> list[SocketState]:
         # Until its webSocketClose has run: OPEN, CLOSING (peer's close) or CLOSED (its own).
@@ -293,6 +302,16 @@ class AgentClient:
         if self.closed:
             raise ConnectionError("send on a closed socket")
         server = self.server
+        record = server.owner
+        pair = record.auto_response if record is not None and server in record.sockets else None
+        if pair is not None and isinstance(message, str) and message == pair[0] and server.ready_state == OPEN:
+            # The runtime answers it: no handler runs, no instance is constructed, and the
+            # socket remembers when (``getWebSocketAutoResponseTimestamp``). Exact match only.
+            server.auto_response_ms = self.harness.clock.now_ms
+            record.auto_responses += 1
+            if self.state.ready_state == OPEN:
+                self.state.inbox.append(pair[1])
+            return
         payload: Any = message if isinstance(message, str) else rt.JsBuffer(bytes(message))
         await self.harness._act(lambda: self.harness._socket_event(server, "webSocketMessage", payload))
 
@@ -358,6 +377,9 @@ class Harness:
         self.errors: list[BaseException] = []
         self._reported = 0
         self._pending: deque[Callable[[], Awaitable[None]]] = deque()
+        # Python invocations: every Default request and every Durable Object handler entry
+        # (issue 12 item 3 counts them per technician API call).
+        self.python_invocations = 0
         self._waiting: list[Awaitable[Any]] = []
         with open(root / config, "rb") as f:
             self.config = tomllib.load(f)
@@ -477,6 +499,7 @@ class Harness:
         self._pending.clear()
         for record in self._records():
             record.instance = None
+            record.auto_response = None  # held with the sockets; the constructor sets it again
             for state in record.sockets:
                 state.ready_state = CLOSED
                 if state.peer is not None and state.peer.ready_state != CLOSED:
@@ -555,14 +578,21 @@ class Harness:
         return record.instance
 
     async def _dispatch(self, record: ObjectRecord, handler: str, *args: Any) -> Any:
-        instance = self._instance(record)
-        method = getattr(instance, handler, None)
-        if method is None:
-            raise JsException("TypeError", f"{record.namespace.class_name} has no handler {handler}()")
-        result = rt.relaxed_call(method, *args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        self.python_invocations += 1
+        record.wakes += 1
+        record.wakes_by_handler[handler] = record.wakes_by_handler.get(handler, 0) + 1
+        started = time.perf_counter()
+        try:
+            instance = self._instance(record)
+            method = getattr(instance, handler, None)
+            if method is None:
+                raise JsException("TypeError", f"{record.namespace.class_name} has no handler {handler}()")
+            result = rt.relaxed_call(method, *args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            record.handler_s += time.perf_counter() - started
 
     async def _edge_fetch(
         self, method: str, path: str, headers: dict[str, str] | None, body: bytes | str | None
@@ -570,6 +600,7 @@ class Harness:
         if self.assets is not None and not self._worker_first(path) and self.assets.lookup(path) is not None:
             return self._http(self.assets.response(path))
         request = workers.Request(ORIGIN + path, method=method, headers=headers or {}, body=body)
+        self.python_invocations += 1
         default = self.module.Default(ExecutionContext(self), self.env)
         try:
             response = await _call(default.fetch, request)

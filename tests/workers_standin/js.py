@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import _standin_runtime as _rt
-from _standin_runtime import WebSocketPair
+from _standin_runtime import WebSocketPair, WebSocketRequestResponsePair
 
 
 class Date:
@@ -98,4 +98,4 @@ class console:
         print(*args, file=sys.stderr)
 
 
-__all__ = ["Date", "Object", "WebSocketPair", "console", "crypto"]
+__all__ = ["Date", "Object", "WebSocketPair", "WebSocketRequestResponsePair", "console", "crypto"]
