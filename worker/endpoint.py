@@ -50,7 +50,6 @@ from caisey.facts import (
     NoUserPolicy,
     Received,
     Replayed,
-    SignatureRefused,
     Superseded,
     fact_from_record,
     fact_to_record,
@@ -72,11 +71,12 @@ from worker.api import (
     with_etag,
 )
 from worker.audit_chain import AuditChain
-from worker.endpoint_keys import REFUSALS, EndpointKeys, signed_answer
+from worker.endpoint_keys import EndpointKeys
 from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.enrollment import EndpointRecord
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
+from worker.signed_answers import SignedAnswers
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -125,7 +125,7 @@ class BridgeConfig:
     list_max: int = 200
 
 
-class EndpointBridge(EndpointRecord):
+class EndpointBridge(EndpointRecord, SignedAnswers):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -626,46 +626,6 @@ class EndpointBridge(EndpointRecord):
         self._event(lambda: self._finish(now_ms, connected, effects))
         return effects
 
-    def signature_claims(self, raw: str | bytes) -> list[SignatureClaim]:
-        """What the signed answers in an agent frame claim, under the current key: the host
-        verifies these (asynchronously on Cloudflare) and passes the ones that hold to
-        ``agent_frame``. Most frames carry no signature and cost a substring test."""
-        if ('"sig"' if isinstance(raw, str) else b'"sig"') not in raw:  # type: ignore[operator]
-            return []
-        endpoint_id = self.endpoint_id
-        try:
-            message = wire.decode(raw)
-        except ProtocolError:
-            return []
-        if endpoint_id is None:
-            return []
-        answers: list[tuple[str, Fact, Created | None]] = []
-        if isinstance(message, wire.PromptUpdate):
-            answers.append((message.prompt_id, update_fact(message), None))
-        elif isinstance(message, wire.StateReport):
-            for held in message.prompts:
-                answers.extend((held.prompt.prompt_id, f, adopted_created(held.prompt)) for f in report_facts(held))
-        claims = []
-        for prompt_id, fact, adopted in answers:
-            answer = signed_answer(fact)
-            if answer is None or not isinstance(fact, Decided | Acknowledged):
-                continue
-            created = self._created(prompt_id) or adopted
-            claim = self.keys.claim(endpoint_id, prompt_id, created, fact, answer) if created is not None else None
-            if claim is not None:
-                claims.append(claim)
-        return claims
-
-    def _created(self, prompt_id: str) -> Created | None:
-        """The prompt's first fact: what was delivered (one row read, unless the event has them)."""
-        entries = self._facts.get(prompt_id)
-        if entries is not None:
-            first: Fact | None = entries[0].fact if entries else None
-        else:
-            rows = self._q("SELECT kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq LIMIT 1", prompt_id)
-            first = fact_from_record(rows[0]["kind"], json.loads(rows[0]["fields"])) if rows else None
-        return first if isinstance(first, Created) else None
-
     def agent_frame(self, raw: str | bytes, now_ms: int, verified: Collection[SignatureClaim] = ()) -> Effects:
         """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up.
         ``verified``: the frame's ``signature_claims`` that the host's crypto accepted."""
@@ -885,19 +845,6 @@ class EndpointBridge(EndpointRecord):
         effects.send.append(self._error_frame("invalid_decided_at", refusal, event_id, now_ms))
         return True
 
-    def _refusal_frame(self, prompt_id: str, refusal: str, of: str | None, now_ms: int) -> str:
-        return self._error_frame("signature_refused", f"{prompt_id}: {refusal}: {REFUSALS[refusal]}", of, now_ms)
-
-    def _signature_refusal(self, prompt_id: str, fact: Fact) -> str | None:
-        """DESIGN §10: an answer commits only with a valid signature of the current key (or
-        unsigned, from an endpoint that has never had a key)."""
-        answer = signed_answer(fact)
-        if answer is None or not isinstance(fact, Decided | Acknowledged):
-            return None
-        created = self._created(prompt_id)
-        assert created is not None, "a known prompt starts with its created fact"
-        return self.keys.refusal(self.endpoint_id or "", prompt_id, created, fact, answer, self._verified)
-
     def _apply_runtime_fact(self, prompt_id: str, fact: Fact, now_ms: int, event_id: str | None) -> str | None:
         """Commit a runtime fact if it is news; the refusal reason when its signature fails."""
         view = self._view(prompt_id, now_ms)
@@ -916,23 +863,6 @@ class EndpointBridge(EndpointRecord):
         if view.state in WITHDRAWN and isinstance(fact, (Received, Acknowledged)):
             self._queue_cancel(prompt_id, view.state.value, now_ms)
         return refusal
-
-    def _record_refusal(self, prompt_id: str, fact: Fact, reason: str, now_ms: int, event_id: str | None) -> None:
-        """A ``signature_refused`` fact, once per distinct refusal (a resent frame or a report
-        that repeats the same answer adds nothing)."""
-        assert isinstance(fact, Decided | Acknowledged)
-        refused = SignatureRefused(
-            answer=signed_answer(fact) or "",
-            how=fact.how,
-            reason=reason,
-            key_id=fact.key_id,
-            decided_at_ms=fact.decided_at_ms if isinstance(fact, Decided) else None,
-        )
-        fields = json.dumps(fact_to_record(refused)[1], separators=(",", ":"))
-        if not self._q(
-            "SELECT 1 FROM facts WHERE prompt_id = ? AND kind = ? AND fields = ?", prompt_id, refused.KIND, fields
-        ):
-            self._append(prompt_id, now_ms, refused, event_id)
 
     def _on_report(self, msg: wire.StateReport, now_ms: int, effects: Effects) -> None:
         if self._seen(msg.id):
