@@ -39,6 +39,7 @@ from caisey.signing import (
     decision_message,
     key_id,
     length_prefixed,
+    signed_answer,
 )
 
 CHAIN_TAG = "caisey/audit/v1"
@@ -231,7 +232,7 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
         entries.setdefault(prompt_id, []).append(Entry(seq, at_ms, fact))
         if isinstance(fact, Created):
             created.setdefault(prompt_id, fact)
-        answer = _signed_answer(fact)
+        answer = signed_answer(fact)
         if answer is None or not isinstance(fact, Decided | Acknowledged):
             continue
         why = _check_answer(report, verify, prompt_id, at_ms, created.get(prompt_id), fact, answer)
@@ -265,15 +266,6 @@ def _endpoint_fact(report: AuditReport, line_no: int, at_ms: int, kind: str, fie
         last = report.keys[-1]
         report.keys[-1] = KeyPeriod(last.key_id, last.public_key, last.valid_from_ms, at_ms)
     report.keys.append(KeyPeriod(key_id(public_key), public_key, at_ms, None))
-
-
-def _signed_answer(fact: Any) -> str | None:  # Any: narrowed by isinstance below
-    """The answer a fact signs (approve, deny, dismiss), or None for facts that sign nothing."""
-    if isinstance(fact, Decided):
-        return fact.decision.value
-    if isinstance(fact, Acknowledged) and fact.how == "dismissed" and fact.sig is not None:
-        return "dismiss"
-    return None
 
 
 def _check_answer(

@@ -27,7 +27,7 @@ import hashlib
 from dataclasses import dataclass
 
 from caisey.errors import ProtocolError
-from caisey.facts import Created
+from caisey.facts import Acknowledged, Created, Decided
 from caisey.wire import PromptCopy
 
 PROMPT_TAG = "caisey/prompt/v1"
@@ -54,6 +54,16 @@ def prompt_sha256(
     """SHA-256 (hex) of the prompt as delivered: what the user was shown and was asked."""
     encoded = length_prefixed(PROMPT_TAG, title, message, action, expires_at_ms, requested_by, on_no_user)
     return hashlib.sha256(encoded).hexdigest()
+
+
+def signed_answer(fact: object) -> str | None:
+    """What a runtime fact answers, if it is an answer — approve, deny, or dismiss (seen, no
+    choice) — and so what its signature must cover; None for facts that sign nothing."""
+    if isinstance(fact, Decided):
+        return fact.decision.value
+    if isinstance(fact, Acknowledged) and fact.how == "dismissed":
+        return "dismiss"
+    return None
 
 
 def created_sha256(created: Created) -> str:
@@ -153,4 +163,5 @@ __all__ = [
     "key_id",
     "length_prefixed",
     "prompt_sha256",
+    "signed_answer",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from caisey.audit import canonical_fields, export_fact, export_head, export_header, genesis, link
+from caisey.audit import export_fact, export_head, export_header, genesis, link
 from worker.host import SqlStore
 
 # An export is read in pages of this many rows: memory stays bounded on a long history.
@@ -97,4 +97,4 @@ def backfill(store: SqlStore) -> None:
             return
 
 
-__all__ = ["AuditChain", "backfill", "canonical_fields"]
+__all__ = ["AuditChain", "backfill"]

@@ -19,6 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided
 from caisey.signing import (
@@ -26,6 +27,7 @@ from caisey.signing import (
     SIGNATURE_BYTES,
     SignatureClaim,
     b64decode,
+    b64encode,
     created_sha256,
     decision_message,
     key_id,
@@ -50,8 +52,6 @@ class EndpointKey:
     registered_by: str
 
     def to_api(self) -> dict[str, Any]:
-        from caisey.clock import to_rfc3339
-
         return {
             "key_id": self.key_id,
             "public_key": self.public_key,
@@ -66,15 +66,6 @@ def parse_public_key(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ProtocolError("invalid_field", "public_key must be a string")
     return b64decode(text, PUBLIC_KEY_BYTES, "public_key")
-
-
-def signed_answer(fact: Any) -> str | None:
-    """What a runtime fact answers, if it is an answer: approve, deny or dismiss."""
-    if isinstance(fact, Decided):
-        return fact.decision.value
-    if isinstance(fact, Acknowledged) and fact.how == "dismissed":
-        return "dismiss"
-    return None
 
 
 class EndpointKeys:
@@ -112,8 +103,6 @@ class EndpointKeys:
             self.store.execute(
                 "UPDATE endpoint_keys SET valid_until_ms = ? WHERE key_id = ?", (now_ms, previous.key_id)
             )
-        from caisey.signing import b64encode
-
         new = EndpointKey(key_id(public_key), b64encode(public_key), now_ms, None, by)
         self.store.execute(
             "INSERT INTO endpoint_keys (key_id, public_key, valid_from_ms, valid_until_ms, registered_by) "
@@ -175,4 +164,4 @@ class EndpointKeys:
         return None
 
 
-__all__ = ["REFUSALS", "EndpointKey", "EndpointKeys", "parse_public_key", "signed_answer"]
+__all__ = ["REFUSALS", "EndpointKey", "EndpointKeys", "parse_public_key"]

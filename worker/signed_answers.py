@@ -18,8 +18,8 @@ from typing import Any
 from caisey import wire
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided, Fact, SignatureRefused, fact_from_record, fact_to_record
-from caisey.signing import SignatureClaim
-from worker.endpoint_keys import REFUSALS, signed_answer
+from caisey.signing import SignatureClaim, signed_answer
+from worker.endpoint_keys import REFUSALS
 from worker.runtime_facts import adopted_created, report_facts, update_fact
 
 
