@@ -351,3 +351,26 @@ async def test_an_admin_re_key_is_recorded_and_retires_the_old_key(bridge: Bridg
         (old_key_id, False),
         (new_key.key_id, True),
     ]
+
+
+# --- the routes this adds, tried without the right to use them ---------------------------------
+
+
+async def test_the_endpoint_record_and_its_audit_export_refuse_who_may_not_read_them(bridge: BridgeUnderTest) -> None:
+    """Both reads are technician calls: no token, a junk token or an agent's secret gets 401;
+    an endpoint that was never registered is 404 ``unknown_endpoint`` (never an empty export);
+    and on the Worker none of this creates storage."""
+    s = await signed_endpoint(bridge)
+    unknown = eid()
+    for path in (f"/api/endpoints/{s.endpoint.endpoint_id}", f"/api/endpoints/{s.endpoint.endpoint_id}/audit"):
+        for token in (None, "cst_not-a-token", s.endpoint.secret):
+            r = await bridge.request("GET", path, token=token)
+            assert r.status == 401 and r.body["error"]["code"] in ("missing_token", "invalid_token"), (path, r.body)
+    for path in (f"/api/endpoints/{unknown}", f"/api/endpoints/{unknown}/audit"):
+        r = await bridge.request("GET", path, token=bridge.admin_token)
+        assert r.status == 404 and r.body["error"]["code"] == "unknown_endpoint", (path, r.body)
+        r = await bridge.request("POST", path, token=bridge.admin_token, body={})
+        assert r.status == 405, (path, r.body)
+    harness = getattr(bridge, "harness", None)
+    if harness is not None:  # the Workers stand-in: the unknown endpoint's object stayed empty
+        assert not [name for name in harness.objects_with_storage() if unknown in name]
