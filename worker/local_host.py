@@ -389,7 +389,9 @@ class LocalBridge:
         app = web.Application(client_max_size=64 * 1024 + 1024)
         app.on_response_prepare.append(_security_headers)
         app.router.add_route("GET", "/api/endpoints/{eid}/agent", self.api)
-        app.router.add_route("*", "/api/{tail:.*}", self.api)
+        # ``(?s:…)``: a path may hold a newline (``%0A``); plain ``.*`` stops there and aiohttp
+        # would answer its own text 404 instead of the API's JSON error.
+        app.router.add_route("*", "/api/{tail:(?s:.*)}", self.api)
         if CONSOLE_DIR.is_dir():
             app.router.add_get("/", _index)
             app.router.add_static("/", CONSOLE_DIR, show_index=False)

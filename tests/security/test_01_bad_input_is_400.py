@@ -116,3 +116,20 @@ async def test_a_superscript_content_length_is_not_a_500_on_the_worker() -> None
         "POST", "/api/enrollments", headers={"authorization": f"Bearer {bridge.admin_token}", "content-length": "²"}
     )
     assert r.status < 500, r.status
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("DELETE", "/api/tokens/%0A", 404, "unknown_token"),  # found by the property test
+        ("GET", "/api/endpoints/%0A/prompts", 400, "invalid_endpoint_id"),
+        ("GET", "/api/x%0Ay", 404, "not_found"),
+    ],
+)
+async def test_a_newline_in_the_path_gets_the_api_error_shape(
+    bridge: BridgeUnderTest, method: str, path: str, status: int, code: str
+) -> None:
+    """On the local host aiohttp's ``{tail:.*}`` stopped at a newline and answered its own
+    text 404; every /api path is the API's, with its JSON error."""
+    r = await bridge.request(method, path, token=bridge.admin_token)
+    assert (r.status, r.body["error"]["code"]) == (status, code), r.body
