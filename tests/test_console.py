@@ -863,7 +863,8 @@ def test_agent_approves_and_a_late_cancel_is_refused_with_409(
         pid = newest_prompt_id(bridge, "pc-agent", "Allow remote control?")
         item = page.locator(f"li.prompt[data-pid='{pid}']")
         expect(item.locator(".state")).to_have_text("Seen by the user, no answer yet", timeout=10_000)
-        assert agent.shown(pid)
+        # The agent reports "shown" as it starts the presenter, which then writes its file.
+        assert wait_for(lambda: agent.shown(pid), 5, "the presenter's record of the prompt")
 
         # The technician's page is one poll behind: it still offers Cancel when the user approves.
         page.route(
