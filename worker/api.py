@@ -149,14 +149,18 @@ class Route:
 
     actor: str
     op: str
-    auth: str  # "admin", "technician", "agent_secret", "enrollment_token"
+    auth: str  # "admin", "technician", "agent_secret", "enrollment_token", "public"
     endpoint_id: str | None = None
     prompt_id: str | None = None
     name: str | None = None
 
 
+# Every route is documented in worker/openapi.py (operationId = op, x-caisey-auth = auth, the
+# path template with {eid}/{pid}/{name} for the named groups): tests/test_openapi.py fails
+# until a route added here is documented there and in README's API table.
 _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     # method, path pattern, actor, op, auth
+    ("GET", re.compile(r"^/api/openapi\.json$"), "gateway", "get_openapi", "public"),
     ("POST", re.compile(r"^/api/tokens$"), "fleet", "create_token", "admin"),
     ("DELETE", re.compile(r"^/api/tokens/(?P<name>[^/]+)$"), "fleet", "revoke_token", "admin"),
     ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),

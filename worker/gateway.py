@@ -2,7 +2,8 @@
 
 Both hosts call ``dispatch``; they differ only in how they reach an actor (in-process on
 the local host, ``stub.fetch`` to a Durable Object on Cloudflare), which ``Actors`` hides.
-Steps: strip client-sent internal headers → route → authenticate the technician with the
+Steps: strip client-sent internal headers → route (the OpenAPI document, public, is answered
+here) → authenticate the technician with the
 fleet index → find the endpoint a body names (enrollments; a new id is validated and
 claimed at the fleet index first: case-insensitively unique, within the endpoint quota)
 → forward.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from worker import admission
+from worker import admission, openapi
 from worker.api import (
     ENDPOINT_HEADER,
     ROLE_HEADER,
@@ -25,6 +26,7 @@ from worker.api import (
     endpoint_id_problem,
     label_problem,
     match,
+    with_etag,
 )
 from worker.fleet import AUTHENTICATE_PATH, CLAIM_PATH
 
@@ -43,6 +45,8 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
     try:
         req.headers = {k: v for k, v in req.headers.items() if not k.startswith("x-caisey-")}
         route = match(req.method, req.path)
+        if route.op == "get_openapi":  # public: the API's description holds no secret
+            return with_etag(req, openapi.DOCUMENT)
         if route.op == "agent_connect":
             raise ApiError(426, "upgrade_required", "the agent endpoint needs a WebSocket upgrade")
         if route.auth in ("admin", "technician"):

@@ -1,0 +1,129 @@
+"""Checking real answers against worker/openapi.py's document (issue 13 item 4).
+
+``conforms(method, path, status, headers, body)`` is the one check both the property test and
+the flow tests use: the path is matched to its operation by the document's own templates, the
+status must be one the operation documents, and a body must be what that status documents —
+JSON validated (JSON Schema 2020-12, ``$ref`` resolved inside the document) against its schema,
+the error envelope's ``code`` against the codes listed for that operation and status; the audit
+export's JSON Lines line by line against ``AuditLine``. A path no operation has, or a method its
+path does not document, must be the documented 404 ``not_found`` / 405 ``method_not_allowed``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from worker.openapi import DOCUMENT
+
+BASE = "urn:caisey:openapi"
+_REGISTRY: Registry = Registry().with_resource(BASE, Resource(contents=DOCUMENT, specification=DRAFT202012))
+_VALIDATORS: dict[str, Draft202012Validator] = {}
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def pointer(*parts: str) -> str:
+    """A JSON pointer into the document (``~`` and ``/`` escaped)."""
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def validator(json_pointer: str) -> Draft202012Validator:
+    if json_pointer not in _VALIDATORS:
+        _VALIDATORS[json_pointer] = Draft202012Validator({"$ref": f"{BASE}#{json_pointer}"}, registry=_REGISTRY)
+    return _VALIDATORS[json_pointer]
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(METHOD, template, operation)`` for every documented operation."""
+    return [
+        (method.upper(), template, op)
+        for template, item in DOCUMENT["paths"].items()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+
+
+def _template_re(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template)) + "$", re.S)
+
+
+_TEMPLATES = [(template, _template_re(template)) for template in DOCUMENT["paths"]]
+
+
+def template_of(path: str) -> str | None:
+    """The documented path template ``path`` (decoded, no query) falls under, if any."""
+    for template, pattern in _TEMPLATES:
+        if pattern.match(path):
+            return template
+    return None
+
+
+def invalid(schema_pointer: str, value: Any) -> str | None:
+    errors = sorted(validator(schema_pointer).iter_errors(value), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    return "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}" for e in errors[:5])
+
+
+def conforms(method: str, path: str, status: int, headers: dict[str, str], raw: bytes) -> None:
+    """Assert that this answer is one the document describes (see the module's doc)."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    where = f"{method} {path[:120]!r} → {status}"
+    template = template_of(path)
+    item = DOCUMENT["paths"].get(template or "", {})
+    op = item.get(method.lower())
+    if op is None:
+        expected = "method_not_allowed" if template is not None else "not_found"
+        assert status == (405 if template is not None else 404), f"{where}: undocumented route answered {raw[:200]!r}"
+        error = json.loads(raw)
+        assert invalid(pointer("components", "schemas", "Error"), error) is None, (where, error)
+        assert error["error"]["code"] == expected, (where, error)
+        return
+    responses = op["responses"]
+    assert str(status) in responses, (
+        f"{where}: status {status} is not documented for {op['operationId']} "
+        f"(documented: {', '.join(responses)}); body {raw[:300]!r}"
+    )
+    response = responses[str(status)]
+    content = response.get("content")
+    if not content:
+        assert not raw, f"{where}: documented without a body, got {raw[:200]!r}"
+        return
+    content_type = headers.get("content-type", "")
+    media = next((m for m in content if content_type.split(";")[0].strip() == m.split(";")[0].strip()), None)
+    assert media is not None, f"{where}: content-type {content_type!r}, documented {list(content)}"
+    schema_at = pointer("paths", template or "", method.lower(), "responses", str(status), "content", media, "schema")
+    if media.startswith("application/json"):
+        body = json.loads(raw)
+        problem = invalid(schema_at, body)
+        assert problem is None, f"{where}: body does not match the document: {problem}\n{json.dumps(body)[:600]}"
+        return
+    line_ref = content[media].get("x-caisey-line-schema")
+    assert line_ref is not None, f"{where}: {media} documented without a line schema"
+    lines = raw.decode("utf-8").splitlines()
+    assert lines, f"{where}: an empty {media} body"
+    line_at = line_ref["$ref"].removeprefix("#")
+    for number, line in enumerate(lines, 1):
+        problem = invalid(line_at, json.loads(line))
+        assert problem is None, f"{where}: line {number} does not match the document: {problem}\n{line[:400]}"
+
+
+def documented_error_codes() -> set[tuple[int, str]]:
+    """Every ``(status, code)`` the document names, on operations and for unrouted requests."""
+    found: set[tuple[int, str]] = set()
+    for _, _, op in operations():
+        for status, response in op["responses"].items():
+            for media in (response.get("content") or {}).values():
+                schema = media["schema"]
+                codes = schema.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
+                found |= {(int(status), c) for c in codes.get("enum", [])}
+                if schema.get("$ref", "").endswith("/AlreadyFinal"):
+                    found.add((int(status), "already_final"))
+    for status, codes in DOCUMENT["x-caisey-unrouted"].items():
+        found |= {(int(status), c) for c in codes}
+    return found

@@ -1,0 +1,296 @@
+"""The OpenAPI 3.1 contract (worker/openapi.py, issue 13 item 4) against the code, the README
+and both hosts.
+
+- The document is valid OpenAPI 3.1 (openapi-spec-validator) and every schema in it valid
+  JSON Schema 2020-12.
+- Routes and operations are the same set: every ``worker.api._ROUTES`` entry is documented
+  at its path template with its op and auth, and nothing else is documented. A route added
+  without documentation fails here, saying what to add.
+- Every ``ApiError(status, "code")`` the bridge can raise is documented with that status, and
+  every documented code is one the bridge raises.
+- The README's API table names exactly the documented operations.
+- Both hosts serve the document at ``GET /api/openapi.json`` without a token, and a realistic
+  flow on both (enroll, create, list, get, cancel, retry, a decided prompt's 409, audit export,
+  tokens, limits, conditional GETs) answers only what the document says.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
+from caisey import wire
+from tests.bridge_hosts import BridgeUnderTest, Resp, ScriptedRuntime, enroll, of_type
+from tests.openapi_contract import conforms, documented_error_codes, operations
+from worker.api import _ROUTES
+from worker.openapi import DOCUMENT, JSON_SCHEMA_DIALECT, OPENAPI_PATH
+
+ROOT = Path(__file__).resolve().parent.parent
+HOW_TO = (
+    "To document a route: add paths[TEMPLATE][METHOD] = _op(OP, AUTH, summary, responses, errors=…, "
+    "parameters=…, body=…) in _operations() of worker/openapi.py, and a README 'HTTP API' table row "
+    "naming `METHOD TEMPLATE` (see README 'OpenAPI')."
+)
+
+
+def route_templates() -> dict[tuple[str, str], tuple[str, str]]:
+    """``(METHOD, template) → (op, auth)`` from the route table: named groups become ``{name}``."""
+    routes = {}
+    for method, pattern, _actor, op, auth in _ROUTES:
+        template = re.sub(r"\(\?P<([a-z_]+)>\[\^/\]\+\)", r"{\1}", pattern.pattern)
+        template = template.removeprefix("^").removesuffix("$").replace("\\.", ".")
+        assert "(" not in template and "\\" not in template, f"cannot read a template from {pattern.pattern!r}"
+        routes[(method, template)] = (op, auth)
+    return routes
+
+
+# --- the document itself ---------------------------------------------------------------------------
+
+
+def test_the_document_is_valid_openapi_3_1_with_json_schema_2020_12() -> None:
+    assert DOCUMENT["openapi"].startswith("3.1.") and DOCUMENT["jsonSchemaDialect"] == JSON_SCHEMA_DIALECT
+    served = json.loads(json.dumps(DOCUMENT))  # what a client gets: JSON, nothing Python-only in it
+    validate(served)
+    for name, schema in served["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema), name
+    # The validator does refuse a broken document (the check can fail).
+    broken = copy.deepcopy(served)
+    broken["paths"][OPENAPI_PATH]["get"]["responses"]["200"] = {"content": {}}  # no description
+    with pytest.raises(OpenAPIValidationError):
+        validate(broken)
+
+
+def test_every_route_is_documented_and_every_operation_is_routed() -> None:
+    routes = route_templates()
+    documented = {(method, template): op for method, template, op in operations()}
+    missing = [
+        f"  {method} {template}: add paths[{template!r}][{method.lower()!r}] = _op({op!r}, {auth!r}, …)"
+        for (method, template), (op, auth) in sorted(routes.items())
+        if (method, template) not in documented
+    ]
+    assert not missing, (
+        "routes in worker/api.py _ROUTES without an OpenAPI operation:\n" + "\n".join(missing) + ("\n" + HOW_TO)
+    )
+    extra = sorted(f"  {m} {t}" for m, t in documented if (m, t) not in routes)
+    assert not extra, "operations in worker/openapi.py that no route in _ROUTES serves (remove them):\n" + "\n".join(
+        extra
+    )
+    for key, (op, auth) in routes.items():
+        operation = documented[key]
+        assert operation["operationId"] == op, f"{key}: operationId must be the route's op {op!r}"
+        assert operation["x-caisey-auth"] == auth, f"{key}: x-caisey-auth must be the route's auth {auth!r}"
+
+
+def raised_error_codes() -> set[tuple[int, str]]:
+    """``(status, code)`` of every ``ApiError`` in worker/, and the local host's raw refusals."""
+    found: set[tuple[int, str]] = set()
+    for path in sorted((ROOT / "worker").glob("*.py")):
+        text = path.read_text()
+        found |= {(int(s), c) for s, c in re.findall(r'ApiError\(\s*(\d{3}),\s*"([a-z_]+)"', text)}
+        found |= {(int(s), c) for s, c in re.findall(r'_refuse_raw\(\s*\w+,\s*(\d{3}),\s*"[^"]*",\s*"([a-z_]+)"', text)}
+    assert len(found) > 20, found  # the patterns still find the calls
+    return found
+
+
+def test_every_error_the_bridge_raises_is_documented_and_no_other() -> None:
+    raised, documented = raised_error_codes(), documented_error_codes()
+    undocumented = sorted(raised - documented)
+    assert not undocumented, (
+        f"error (status, code) raised in worker/ but documented on no operation: {undocumented}; "
+        "add them to the errors={status: [codes]} of the operations that can answer them (worker/openapi.py)"
+    )
+    phantom = sorted(documented - raised)
+    assert not phantom, f"documented error codes the bridge never raises: {phantom}"
+
+
+def readme_api_calls() -> set[tuple[str, str]]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    calls = set()
+    for row in rows:
+        first_cell = row.split(" | ")[0]
+        calls |= set(re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/api/[^\s`?]*)", first_cell))
+    return calls
+
+
+def test_the_readme_api_table_names_exactly_the_documented_operations() -> None:
+    readme = readme_api_calls()
+    documented = {(method, template) for method, template, _ in operations()}
+    missing = sorted(f"  `{m} {t}`" for m, t in documented - readme)
+    assert not missing, "README.md 'HTTP API' table has no row for:\n" + "\n".join(missing)
+    stale = sorted(f"  `{m} {t}`" for m, t in readme - documented)
+    assert not stale, "README.md 'HTTP API' table names calls the document does not have:\n" + "\n".join(stale)
+
+
+def test_every_documented_error_code_is_in_the_readme_status_table() -> None:
+    section = (ROOT / "README.md").read_text().split("## HTTP API", 1)[1].split("\n## ", 1)[0]
+    table = {
+        (int(line[2:5]), code)
+        for line in section.splitlines()
+        if re.match(r"\| [1-5][0-9]{2} \|", line)
+        for code in re.findall(r"`([a-z_]+)`", line)
+    }
+    missing = sorted(documented_error_codes() - table)
+    assert not missing, f"README's status table (HTTP API, 'Statuses') lacks these (status, code): {missing}"
+
+
+# --- both hosts -----------------------------------------------------------------------------------------
+
+
+def raw_of(r: Resp) -> bytes:
+    if r.body is None:
+        return b""
+    return r.body.encode() if isinstance(r.body, str) else json.dumps(r.body).encode()
+
+
+def check(method: str, path: str, r: Resp, status: int) -> Resp:
+    assert r.status == status, (method, path, r.status, r.body)
+    headers = {k.lower(): v for k, v in dict(r.headers).items()}
+    if r.body is not None and "content-type" not in headers:
+        headers["content-type"] = "application/json"
+    conforms(method, path.split("?")[0], r.status, headers, raw_of(r))
+    return r
+
+
+async def call(bridge: BridgeUnderTest, method: str, path: str, status: int, **kw: object) -> Resp:
+    r = await bridge.request(method, path, **kw)  # type: ignore[arg-type]
+    return check(method, path, r, status)
+
+
+async def test_both_hosts_serve_the_document_without_a_token(bridge: BridgeUnderTest) -> None:
+    r = await call(bridge, "GET", OPENAPI_PATH, 200)
+    assert r.body == json.loads(json.dumps(DOCUMENT))
+    headers = {k.lower(): v for k, v in dict(r.headers).items()}
+    assert headers["content-type"].startswith("application/json")
+    assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff"
+    again = await call(bridge, "GET", OPENAPI_PATH, 304, headers={"If-None-Match": headers["etag"]})
+    assert again.body is None
+    await call(bridge, "GET", OPENAPI_PATH, 200, token="cst_not-a-token")  # a token is not looked at
+    await call(bridge, "POST", OPENAPI_PATH, 405, body={})
+
+
+async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: BridgeUnderTest) -> None:
+    admin = bridge.admin_token
+    suffix = uuid.uuid4().hex[:8]
+    eid = f"oa-{suffix}"
+    # tokens
+    tech = (await call(bridge, "POST", "/api/tokens", 201, token=admin, body={"name": f"tech-{suffix}"})).body
+    await call(bridge, "POST", "/api/tokens", 409, token=admin, body={"name": f"TECH-{suffix}"})
+    await call(bridge, "POST", "/api/tokens", 400, token=admin, body={"name": "Admin"})
+    await call(bridge, "POST", "/api/tokens", 403, token=tech["token"], body={"name": "x"})
+    await call(bridge, "POST", "/api/tokens", 401, body={"name": "x"})
+    # enrollment and the agent's exchange
+    await call(bridge, "POST", "/api/enrollments", 400, token=tech["token"], body={"endpoint_id": "nul.txt"})
+    enrollment = await call(
+        bridge, "POST", "/api/enrollments", 201, token=tech["token"], body={"endpoint_id": eid, "label": "Front desk"}
+    )
+    await call(
+        bridge,
+        "POST",
+        "/api/agent/enroll",
+        400,
+        body={"enrollment_token": enrollment.body["enrollment_token"], "public_key": "x"},
+    )
+    secret = (
+        await call(
+            bridge, "POST", "/api/agent/enroll", 200, body={"enrollment_token": enrollment.body["enrollment_token"]}
+        )
+    ).body["agent_secret"]
+    await call(bridge, "POST", "/api/agent/enroll", 401, body={"enrollment_token": enrollment.body["enrollment_token"]})
+    await call(bridge, "POST", "/api/enrollments", 403, token=tech["token"], body={"endpoint_id": eid})
+    await call(bridge, "GET", f"/api/endpoints/{eid}/agent", 426, token=secret)
+    # the fleet, the endpoint, limits
+    fleet = await call(bridge, "GET", "/api/endpoints", 200, token=tech["token"])
+    await call(
+        bridge, "GET", "/api/endpoints", 304, token=tech["token"], headers={"If-None-Match": fleet.headers["etag"]}
+    )
+    endpoint = await call(bridge, "GET", f"/api/endpoints/{eid}", 200, token=tech["token"])
+    assert endpoint.body["endpoint_id"] == eid
+    await call(bridge, "GET", "/api/endpoints/oa-unknown-endpoint", 404, token=tech["token"])
+    await call(bridge, "GET", "/api/limits", 200, token=tech["token"])
+    await call(bridge, "PUT", "/api/limits", 403, token=tech["token"], body={"max_endpoints": 5})
+    await call(bridge, "PUT", "/api/limits", 400, token=admin, body={"max_endpoints": 0})
+    # prompts
+    base = f"/api/endpoints/{eid}/prompts"
+    body = {
+        "title": "Allow remote control?",
+        "message": "Alice\nhelp desk",
+        "action": "remote_control",
+        "expires_in": 120,
+    }
+    first = await call(bridge, "POST", base, 201, token=tech["token"], body=body, headers={"Idempotency-Key": "k1"})
+    await call(bridge, "POST", base, 200, token=tech["token"], body=body, headers={"Idempotency-Key": "k1"})
+    await call(
+        bridge,
+        "POST",
+        base,
+        422,
+        token=tech["token"],
+        body={**body, "title": "other"},
+        headers={"Idempotency-Key": "k1"},
+    )
+    await call(bridge, "POST", base, 400, token=tech["token"], body={**body, "expires_in": 3})
+    await call(bridge, "POST", base, 400, token=tech["token"], raw=b'{"title": "t", "action": "a", "expires_in": NaN}')
+    await call(
+        bridge, "POST", base, 404, token=tech["token"], body={**body, "supersedes": "01HZZZZZZZZZZZZZZZZZZZZZZZ"}
+    )
+    pid = first.body["prompt_id"]
+    listed = await call(bridge, "GET", base + "?limit=10", 200, token=tech["token"])
+    await call(
+        bridge, "GET", base + "?limit=10", 304, token=tech["token"], headers={"If-None-Match": listed.headers["etag"]}
+    )
+    await call(bridge, "GET", base + "?limit=0", 400, token=tech["token"])
+    await call(bridge, "GET", f"{base}/{pid}", 200, token=tech["token"])
+    await call(bridge, "GET", f"{base}/01HZZZZZZZZZZZZZZZZZZZZZZZ", 404, token=tech["token"])
+    await call(bridge, "POST", f"{base}/{pid}/cancel", 200, token=tech["token"])
+    await call(bridge, "POST", f"{base}/{pid}/cancel", 200, token=tech["token"])  # already withdrawn: unchanged
+    retried = await call(bridge, "POST", f"{base}/{pid}/retry", 201, token=tech["token"], body={"expires_in": 300})
+    # a decided prompt cannot be cancelled: 409 with the prompt
+    runtime = ScriptedRuntime(bridge, await enroll(bridge, f"oa2-{suffix}"))
+    other = f"/api/endpoints/{runtime.endpoint.endpoint_id}/prompts"
+    decided = await call(bridge, "POST", other, 201, token=tech["token"], body=body)
+    delivers = of_type(await runtime.connect(), wire.PromptDeliver)
+    assert delivers, "the prompt was not delivered"
+    await runtime.receipt(delivers[0])
+    await runtime.decide(decided.body["prompt_id"], "approve")
+    view = await call(bridge, "GET", f"{other}/{decided.body['prompt_id']}", 200, token=tech["token"])
+    assert view.body["state"] == "approved", view.body
+    await call(bridge, "POST", f"{other}/{decided.body['prompt_id']}/cancel", 409, token=tech["token"])
+    await runtime.close()
+    await call(bridge, "GET", f"/api/endpoints/{runtime.endpoint.endpoint_id}", 200, token=tech["token"])
+    # the audit export (JSON Lines), every line against the document
+    audit = await call(bridge, "GET", f"/api/endpoints/{eid}/audit", 200, token=tech["token"])
+    assert len(audit.body.splitlines()) >= 4
+    await call(bridge, "GET", f"{base}/{retried.body['prompt_id']}", 200, token=tech["token"])
+    # revocation, unknown paths and methods
+    await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 200, token=admin)
+    await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 404, token=admin)
+    await call(bridge, "GET", "/api/endpoints", 401, token=tech["token"])
+    await call(bridge, "PATCH", base, 405, token=admin, body={})
+    await call(bridge, "GET", "/api/nothing-here", 404, token=admin)
+
+
+def test_the_check_refuses_what_the_document_does_not_say() -> None:
+    """``conforms`` can fail: an undocumented status, field or error code, a wrong type."""
+    error = json.dumps({"error": {"code": "invalid_limit", "message": "m"}}).encode()
+    json_type = {"content-type": "application/json"}
+    conforms("GET", "/api/endpoints/e1/prompts", 400, json_type, error)
+    bad = [
+        ("GET", "/api/endpoints/e1/prompts", 409, error),  # status not documented there
+        ("GET", "/api/endpoints/e1", 400, error),  # code not documented for that status
+        ("GET", "/api/limits", 200, json.dumps({"max_endpoints": 3, "endpoints": 1, "extra": 1}).encode()),
+        ("GET", "/api/limits", 200, json.dumps({"max_endpoints": "3", "endpoints": 1}).encode()),
+        ("PATCH", "/api/limits", 400, error),  # an undocumented method must be 405
+    ]
+    for method, path, status, raw in bad:
+        with pytest.raises(AssertionError):
+            conforms(method, path, status, json_type, raw)

@@ -1,0 +1,906 @@
+"""The HTTP API's contract as an OpenAPI 3.1 document (issue 13 item 4), served by both hosts
+at ``GET /api/openapi.json`` without authentication (it describes the API; it holds no secret).
+
+A Python module, not a JSON file, because the Worker uploads Python modules only
+(scripts/stage-worker.mjs stages ``worker/*.py``): the document is the dict ``DOCUMENT``,
+built once at import from small helpers, with the limits taken from the code that enforces
+them (``caisey.wire``, ``worker.api``, ``worker.fleet``, ``BridgeConfig``), so a limit changed
+there changes here. Standard library only (it runs on Pyodide).
+
+Kept honest by tests (tests/test_openapi.py, tests/test_openapi_property.py):
+
+- every route in ``worker.api._ROUTES`` has an operation here, at the same path template, with
+  ``operationId`` = the route's op and ``x-caisey-auth`` = its auth — and nothing else is here;
+- every error code the bridge raises (``ApiError(status, "code", …)`` in ``worker/``) is
+  documented, and every README API-table row names an operation here, and back;
+- the document validates as OpenAPI 3.1, and a property test drives every operation against
+  a running local host: no 5xx, every status documented for its operation, every JSON body
+  valid against the documented schema (the error envelope's ``code`` against the codes listed
+  for that operation and status).
+
+Documenting a new route: add its ``_ROUTES`` entry in worker/api.py, then one entry in
+``_operations()`` below — ``paths[TEMPLATE][METHOD] = _op(OP, AUTH, summary, responses, …)`` —
+with its parameters, request body and every status it can answer (success schemas in
+``_schemas()``, errors as ``{status: [codes]}``; ``_op`` adds the ones every route shares), and
+a README API-table row naming ``METHOD /api/…``.
+
+Response objects are closed (``additionalProperties: false``) so the tests notice an
+undocumented field; clients should still ignore fields they do not know — the API only ever
+adds (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caisey import wire
+from worker.api import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
+from worker.endpoint import MAX_EXPIRES_IN_S, BridgeConfig
+from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
+
+OPENAPI_PATH = "/api/openapi.json"
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+AUDIT_MEDIA_TYPE = "application/x-ndjson"
+
+_CONFIG = BridgeConfig()
+_DAY_S = 86_400
+
+# --- patterns (ECMA-262 as JSON Schema has them; also valid Python ``re``) ------------------------
+
+ENDPOINT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+PROMPT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+SECRET_BODY = "[A-Za-z0-9_-]{16,128}"
+# One line, no control character (C0, DEL, C1): caisey/text.py. A message may also hold tab
+# and newline. (A lone surrogate is refused too; JSON Schema cannot say so.)
+ONE_LINE_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+MULTILINE_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+# "CON", "nul.txt", "Com1": Windows device names in any case, with any extension (worker.api).
+RESERVED_DEVICE_PATTERN = "^(" + "|".join(_any_case(n) for n in sorted(RESERVED_DEVICE_NAMES)) + r")(\.|$)"
+RESERVED_NAME_PATTERN = "^(" + "|".join(_any_case(n) for n in sorted(RESERVED_NAMES)) + ")$"
+
+# --- small builders -------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Any], *, optional: tuple[str, ...] = (), closed: bool = True) -> dict[str, Any]:
+    """An object whose properties are all required but ``optional``."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": [k for k in properties if k not in optional],
+        "properties": properties,
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _str(description: str = "", **kw: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **kw}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+_TIME = {"$ref": "#/components/schemas/Time"}
+_TIME_OR_NULL = _null(_TIME)
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _etag_headers() -> dict[str, Any]:
+    return {"ETag": {"$ref": "#/components/headers/ETag"}}
+
+
+def _ok(description: str, schema: dict[str, Any], *, etag: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _json(schema)}
+    if etag:
+        response["headers"] = _etag_headers()
+    return response
+
+
+_NOT_MODIFIED = {
+    "description": "Not modified: `If-None-Match` named the current `ETag`. No body.",
+    "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+}
+
+# What every route may answer, whatever it is (added by ``_op``).
+_SHARED_ERRORS: dict[int, list[str]] = {
+    408: ["header_timeout"],  # local host: request headers not complete within 10 s
+    413: ["body_too_large"],  # either host: a body (declared or sent) over MAX_BODY_BYTES
+    429: ["too_many_connections"],  # local host: 128 connections per remote address
+}
+_AUTH_ERRORS: dict[str, dict[int, list[str]]] = {
+    "technician": {401: ["missing_token", "invalid_token"]},
+    "admin": {401: ["missing_token", "invalid_token"], 403: ["forbidden"]},
+    "agent_secret": {401: ["missing_token", "invalid_agent_secret"]},
+    "enrollment_token": {401: ["invalid_enrollment_token"]},
+    "public": {},
+}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "technician": [{"technicianToken": []}],
+    "admin": [{"adminToken": []}],
+    "agent_secret": [{"agentSecret": []}],
+    "enrollment_token": [],  # the token travels in the body (``enrollment_token``)
+    "public": [],
+}
+_STATUS_WORDS = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    408: "Request timeout (local host only)",
+    409: "Conflict",
+    413: "Body too large",
+    422: "Unprocessable",
+    426: "Upgrade required",
+    429: "Too many (local host's `too_many_connections`: per remote address)",
+}
+
+
+def _error(status: int, codes: list[str]) -> dict[str, Any]:
+    """An error response: the envelope, its ``code`` one of ``codes``."""
+    return {
+        "description": f"{_STATUS_WORDS.get(status, 'Error')}: " + ", ".join(f"`{c}`" for c in codes),
+        "content": _json(
+            {
+                "allOf": [_ref("Error")],
+                "properties": {"error": {"properties": {"code": {"enum": codes}}}},
+            }
+        ),
+    }
+
+
+def _op(
+    op: str,
+    auth: str,
+    summary: str,
+    responses: dict[int, Any],
+    *,
+    errors: dict[int, list[str]] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    body_required: bool = True,
+    description: str = "",
+    tag: str = "prompts",
+) -> dict[str, Any]:
+    """One operation: its own responses, its errors, and the errors its auth and every route share."""
+    merged: dict[int, list[str]] = {}
+    for source in (errors or {}, _AUTH_ERRORS[auth], _SHARED_ERRORS):
+        for status, codes in source.items():
+            merged.setdefault(status, [])
+            merged[status] += [c for c in codes if c not in merged[status]]
+    all_responses: dict[str, Any] = {str(s): r for s, r in sorted(responses.items())}
+    for status, codes in sorted(merged.items()):
+        if str(status) in all_responses:  # a status with its own schema (409 already_final)
+            continue
+        all_responses[str(status)] = _error(status, codes)
+    operation: dict[str, Any] = {
+        "operationId": op,
+        "summary": summary,
+        "tags": [tag],
+        "security": _SECURITY[auth],
+        "x-caisey-auth": auth,
+        "responses": dict(sorted(all_responses.items())),
+    }
+    if description:
+        operation["description"] = description
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": body_required, "content": _json(body)}
+    return operation
+
+
+def _param(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+# --- schemas ---------------------------------------------------------------------------------------
+
+
+def _prompt_properties() -> dict[str, Any]:
+    state = _str(
+        "open: pending, delivered, acknowledged; final: approved, denied (decided), cancelled, "
+        "superseded (withdrawn), expired, failed_to_deliver (provisional until firm, R4)",
+        enum=[
+            "pending",
+            "delivered",
+            "acknowledged",
+            "approved",
+            "denied",
+            "expired",
+            "failed_to_deliver",
+            "cancelled",
+            "superseded",
+        ],
+    )
+    decision = _str(enum=["approve", "deny"])
+    return {
+        "prompt_id": _str("sortable ULID", pattern=PROMPT_ID_PATTERN),
+        "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+        "state": state,
+        "final": {"type": "boolean"},
+        "provisional": {"type": "boolean", "description": "final but may still turn decided (R4)"},
+        "reason": _null(_str("why it is final when not decided (e.g. no_receipt)")),
+        "title": _str(maxLength=wire.MAX_TITLE_CHARS),
+        "message": _str(maxLength=wire.MAX_MESSAGE_CHARS),
+        "action": _str(maxLength=wire.MAX_ACTION_CHARS),
+        "on_no_user": _str(enum=list(wire.NO_USER_POLICIES)),
+        "created_at": _TIME,
+        "created_by": _str("the technician's name; `endpoint (claimed: NAME)` for an adopted prompt"),
+        "expires_at": _TIME,
+        "adopted": {"type": "boolean", "description": "rebuilt from the agent's copy (R6)"},
+        "delivery": _obj(
+            {
+                "attempts": {"type": "integer", "minimum": 0},
+                "last_attempt_at": _TIME_OR_NULL,
+                "next_attempt_at": _TIME_OR_NULL,
+                "last_error": _null(_str()),
+                "replays": {"type": "integer", "minimum": 0},
+                "received_at": _TIME_OR_NULL,
+                "acknowledged_at": _TIME_OR_NULL,
+            }
+        ),
+        "decision": _null(decision),
+        "decided_at": _TIME_OR_NULL,
+        "synced_at": _TIME_OR_NULL,
+        "decided_how": _null(_str("how the runtime decided (user, policy, …)")),
+        "decision_signature": _null(
+            _obj({"key_id": _str(), "sig": _str("Ed25519 signature, unpadded URL-safe base64")})
+        ),
+        "late_decision": _null(_obj({"decision": decision, "decided_at": _TIME, "synced_at": _TIME, "why": _str()})),
+        "cancelled_by": _null(_str()),
+        "supersedes": _null(_str(pattern=PROMPT_ID_PATTERN)),
+        "superseded_by": _null(_str(pattern=PROMPT_ID_PATTERN)),
+        "final_at": _TIME_OR_NULL,
+    }
+
+
+def _prompt_fields(*, create: bool) -> dict[str, Any]:
+    """The body of a create (``create``) or of a retry's overrides (every field optional)."""
+    min_s = _CONFIG.min_expires_in_ms // 1000
+    max_s = _CONFIG.max_expires_in_ms // 1000
+    properties: dict[str, Any] = {
+        "title": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": wire.MAX_TITLE_CHARS,
+            "allOf": [{"pattern": r"\S"}, {"pattern": ONE_LINE_PATTERN}],
+            "description": "not blank; one line, no control character",
+        },
+        "message": _str(
+            "newline and tab allowed, no other control character",
+            maxLength=wire.MAX_MESSAGE_CHARS,
+            pattern=MULTILINE_PATTERN,
+            default="",
+        ),
+        "action": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": wire.MAX_ACTION_CHARS,
+            "allOf": [{"pattern": r"\S"}, {"pattern": ONE_LINE_PATTERN}],
+            "description": "what the technician will do, e.g. `remote_control`",
+        },
+        "expires_in": {
+            "type": "number",
+            "minimum": min_s,
+            "maximum": max_s,
+            "default": _CONFIG.default_expires_in_ms // 1000,
+            "description": f"seconds from now; outside {min_s} s – {max_s // _DAY_S} days (or beyond "
+            f"±{MAX_EXPIRES_IN_S:.0e}, NaN, ±Infinity) → 400 `invalid_expiry`",
+        },
+        "expires_at": _str(
+            f"RFC 3339 with an explicit offset, {min_s} s to {max_s // _DAY_S} days from now",
+            format="date-time",
+        ),
+        "on_no_user": _str(
+            "what the agent does when nobody is logged in", enum=list(wire.NO_USER_POLICIES), default="wait"
+        ),
+    }
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "not": {"required": ["expires_in", "expires_at"]},
+        "description": "Give `expires_in` or `expires_at`, not both. Other fields are ignored.",
+    }
+    if create:
+        properties["supersedes"] = _str(
+            "a prompt of this endpoint this one replaces (withdrawn as superseded); unknown → 404 `unknown_prompt`",
+            pattern=PROMPT_ID_PATTERN,
+        )
+        schema["required"] = ["title", "action"]
+    else:
+        schema["description"] = (
+            "Overrides for the new prompt; what is left out is copied from the old one "
+            "(`expires_in` as the old lifetime). Other fields are ignored. May be empty."
+        )
+    return schema
+
+
+def _schemas() -> dict[str, Any]:
+    prompt = _prompt_properties()
+    event = _obj(
+        {
+            "source": _str(enum=["console", "bridge", "runtime"]),
+            "type": _str("the fact's kind (created, delivery_attempted, received, decided, cancelled, …)"),
+            "time": _TIME,
+            "detail": {"type": "object", "description": "the fact's fields"},
+        }
+    )
+    key = _obj(
+        {
+            "key_id": _str(),
+            "public_key": _str("raw Ed25519 public key, unpadded URL-safe base64"),
+            "valid_from": _TIME,
+            "valid_until": _TIME_OR_NULL,
+            "registered_by": _str(),
+        }
+    )
+    fleet_line = _obj(
+        {
+            "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+            "label": _str(),
+            "online": {"type": "boolean", "description": "as of `checked_at`"},
+            "last_seen": _TIME_OR_NULL,
+            "checked_at": {
+                "$ref": "#/components/schemas/Time",
+                "description": "when the endpoint's actor last sent this line (on Cloudflare an idle "
+                "endpoint's line is refreshed by each full heartbeat, every 6 min)",
+            },
+            "open_prompts": {"type": "integer", "minimum": 0},
+            "last_outcome": _null(
+                _obj({"prompt_id": _str(pattern=PROMPT_ID_PATTERN), "state": prompt["state"], "at": _TIME})
+            ),
+        }
+    )
+    audit_line = {
+        "description": "One line of the audit export (`caisey.audit`): a header, every fact, the head.",
+        "oneOf": [
+            _obj(
+                {
+                    "type": {"const": "header"},
+                    "format": _str(),
+                    "version": {"type": "integer"},
+                    "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                    "exported_at": _TIME,
+                    "genesis": _str(),
+                }
+            ),
+            _obj(
+                {
+                    "type": {"const": "fact"},
+                    "seq": {"type": "integer", "minimum": 1},
+                    "prompt_id": _str("empty for a fact about the endpoint itself (enrollment, keys)"),
+                    "at_ms": {"type": "integer"},
+                    "at": _TIME,
+                    "kind": _str(),
+                    "fields": {"type": "object"},
+                    "event_id": _null(_str()),
+                    "hash": _str(),
+                }
+            ),
+            _obj(
+                {
+                    "type": {"const": "head"},
+                    "seq": {"type": "integer", "minimum": 0},
+                    "hash": _str(),
+                    "facts": {"type": "integer", "minimum": 0},
+                }
+            ),
+        ],
+    }
+    return {
+        "Time": _str("RFC 3339, UTC, milliseconds", pattern=TIME_PATTERN, format="date-time"),
+        "Error": _obj(
+            {
+                "error": _obj(
+                    {
+                        "code": _str("stable, for programs"),
+                        "message": _str("for people"),
+                    }
+                )
+            }
+        ),
+        "AlreadyFinal": _obj(
+            {
+                "error": _obj({"code": {"const": "already_final"}, "message": _str()}),
+                "prompt": _ref("Prompt"),
+            }
+        ),
+        "Prompt": _obj(prompt),
+        "PromptWithEvents": _obj(
+            {**prompt, "events": {"type": "array", "items": _ref("TimelineEvent"), "description": "the timeline"}}
+        ),
+        "TimelineEvent": event,
+        "PromptList": _obj({"prompts": {"type": "array", "items": _ref("Prompt")}}),
+        "FleetLine": fleet_line,
+        "EndpointList": _obj({"endpoints": {"type": "array", "items": _ref("FleetLine")}}),
+        "EndpointKey": key,
+        "Endpoint": _obj(
+            {
+                "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                "label": _str(),
+                "online": {"type": "boolean"},
+                "registered_at": _TIME_OR_NULL,
+                "enrolled_at": _TIME_OR_NULL,
+                "agent_version": _null(_str()),
+                "key_id": _null(_str("the current endpoint key")),
+                "keys": {"type": "array", "items": _ref("EndpointKey"), "description": "every key, oldest first"},
+                "audit_head": _obj({"seq": {"type": "integer", "minimum": 0}, "hash": _str()}),
+            }
+        ),
+        "AuditLine": audit_line,
+        "Limits": _obj(
+            {
+                "max_endpoints": {"type": "integer", "minimum": 1, "maximum": MAX_ENDPOINTS_CEILING},
+                "endpoints": {"type": "integer", "minimum": 0, "description": "registered now"},
+            }
+        ),
+        "TokenCreated": _obj(
+            {
+                "name": _str(pattern=NAME_PATTERN),
+                "role": _str(enum=list(ROLES)),
+                "token": _str("the bearer token (`cst_…`), shown this once; only its hash is kept"),
+                "created_at": _TIME,
+            }
+        ),
+        "TokenRevoked": _obj({"name": _str(pattern=NAME_PATTERN), "revoked": {"const": True}}),
+        "EnrollmentCreated": _obj(
+            {
+                "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                "enrollment_token": _str("one-time (`cse_<endpoint_id>~…`)"),
+                "expires_at": _TIME,
+            }
+        ),
+        "AgentEnrolled": _obj(
+            {
+                "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                "agent_secret": _str("the agent's bearer (`csa_…`), shown this once"),
+                "key_id": _null(_str("the endpoint key registered with this enrollment")),
+            }
+        ),
+        "OpenApiDocument": {
+            "type": "object",
+            "required": ["openapi", "info", "paths"],
+            "description": "this document",
+        },
+    }
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+
+def _operations() -> dict[str, dict[str, Any]]:
+    eid, pid = _param("eid"), _param("pid")
+    bad_eid = {400: ["invalid_endpoint_id"]}
+    prompt_errors = {
+        400: ["malformed_json", "invalid_field", "field_too_long", "invalid_expiry", "invalid_idempotency_key"],
+        422: ["idempotency_key_reused"],
+        429: ["too_many_open_prompts"],
+    }
+    prompt_created = {
+        201: _ok("The prompt, committed and queued for delivery", _ref("Prompt")),
+        200: _ok("The prompt this `Idempotency-Key` already made (same body)", _ref("Prompt")),
+    }
+    limits = "#/components/schemas/Limits"
+    paths: dict[str, dict[str, Any]] = {
+        OPENAPI_PATH: {
+            "get": _op(
+                "get_openapi",
+                "public",
+                "This document",
+                {200: _ok("The OpenAPI document", _ref("OpenApiDocument"), etag=True), 304: _NOT_MODIFIED},
+                parameters=[_param("ifNoneMatch")],
+                description="No authentication: it describes the API and holds no secret.",
+                tag="meta",
+            )
+        },
+        "/api/tokens": {
+            "post": _op(
+                "create_token",
+                "admin",
+                "Create a named technician token",
+                {201: _ok("The token, shown this once", _ref("TokenCreated"))},
+                errors={400: ["malformed_json", "invalid_field", "reserved_name"], 409: ["token_exists"]},
+                body={
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": _str(
+                            "unique without case; never a reserved name (admin, unknown, system, bridge, "
+                            "console, runtime, agent, root) in any case",
+                            pattern=NAME_PATTERN,
+                            **{"not": {"pattern": RESERVED_NAME_PATTERN}},
+                        ),
+                        "role": _str(enum=list(ROLES), default="technician"),
+                    },
+                },
+                tag="tokens",
+            )
+        },
+        "/api/tokens/{name}": {
+            "delete": _op(
+                "revoke_token",
+                "admin",
+                "Revoke a token",
+                {200: _ok("Revoked", _ref("TokenRevoked"))},
+                errors={404: ["unknown_token"]},
+                parameters=[_param("name")],
+                description="At once on the local host; on Cloudflare within 60 s (each Worker isolate "
+                "trusts a token it verified for up to 60 s; the isolate that revoked it forgets it at once).",
+                tag="tokens",
+            )
+        },
+        "/api/endpoints": {
+            "get": _op(
+                "list_endpoints",
+                "technician",
+                "The fleet: one line per endpoint",
+                {200: _ok("Every registered endpoint", _ref("EndpointList"), etag=True), 304: _NOT_MODIFIED},
+                parameters=[_param("ifNoneMatch")],
+                tag="endpoints",
+            )
+        },
+        "/api/endpoints/{eid}": {
+            "get": _op(
+                "get_endpoint",
+                "technician",
+                "One endpoint: label, enrollment, keys, audit head",
+                {200: _ok("The endpoint", _ref("Endpoint"), etag=True), 304: _NOT_MODIFIED},
+                errors={**bad_eid, 404: ["unknown_endpoint"]},
+                parameters=[eid, _param("ifNoneMatch")],
+                tag="endpoints",
+            )
+        },
+        "/api/endpoints/{eid}/audit": {
+            "get": _op(
+                "export_audit",
+                "technician",
+                "The endpoint's audit chain as JSON Lines (for `caisey-audit verify`)",
+                {
+                    200: {
+                        "description": "One JSON object per line (`AuditLine`): header, every fact with "
+                        "its hash, head. Sent as an attachment `caisey-audit-<endpoint_id>.jsonl`.",
+                        "headers": {"Content-Disposition": {"schema": _str(), "description": "attachment; filename=…"}},
+                        "content": {
+                            f"{AUDIT_MEDIA_TYPE}; charset=utf-8": {
+                                "schema": _str(),
+                                "x-caisey-line-schema": _ref("AuditLine"),
+                            }
+                        },
+                    }
+                },
+                errors={**bad_eid, 404: ["unknown_endpoint"]},
+                parameters=[eid],
+                tag="endpoints",
+            )
+        },
+        "/api/limits": {
+            "get": _op(
+                "get_limits",
+                "technician",
+                "The endpoint quota and how many are registered",
+                {200: _ok("The limits", {"$ref": limits})},
+                tag="limits",
+            ),
+            "put": _op(
+                "set_limits",
+                "admin",
+                "Change the endpoint quota",
+                {200: _ok("The limits now", {"$ref": limits})},
+                errors={400: ["malformed_json", "invalid_field"]},
+                body={
+                    "type": "object",
+                    "required": ["max_endpoints"],
+                    "properties": {
+                        "max_endpoints": {"type": "integer", "minimum": 1, "maximum": MAX_ENDPOINTS_CEILING}
+                    },
+                },
+                tag="limits",
+            ),
+        },
+        "/api/enrollments": {
+            "post": _op(
+                "create_enrollment",
+                "technician",
+                "Register an endpoint (if new, within the quota) and issue a one-time enrollment token",
+                {201: _ok("The enrollment token (valid 24 h, one use)", _ref("EnrollmentCreated"))},
+                errors={
+                    400: ["malformed_json", "invalid_endpoint_id", "invalid_field"],
+                    403: ["forbidden"],
+                    409: ["endpoint_id_conflict"],
+                    429: ["endpoint_quota_exceeded"],
+                },
+                body={
+                    "type": "object",
+                    "required": ["endpoint_id"],
+                    "properties": {
+                        "endpoint_id": {"$ref": "#/components/schemas/EndpointId"},
+                        "label": _str(
+                            "one line, no control character; kept when left out or empty on a re-enrollment",
+                            maxLength=wire.MAX_NAME_CHARS,
+                            pattern=ONE_LINE_PATTERN,
+                        ),
+                    },
+                },
+                description="Re-enrolling an endpoint that already has an agent replaces its secret and "
+                "key: admin only (a technician gets 403 `forbidden`, nothing changes). An id differing "
+                "from a registered one only in case → 409 `endpoint_id_conflict`.",
+                tag="enrollment",
+            )
+        },
+        "/api/agent/enroll": {
+            "post": _op(
+                "agent_enroll",
+                "enrollment_token",
+                "The agent exchanges its enrollment token for an agent secret (and registers its key)",
+                {200: _ok("The agent secret, shown this once", _ref("AgentEnrolled"))},
+                errors={400: ["malformed_json", "missing_field", "invalid_public_key"]},
+                body={
+                    "type": "object",
+                    "required": ["enrollment_token"],
+                    "properties": {
+                        "enrollment_token": _str(
+                            "from `POST /api/enrollments`; unknown, used or expired → 401",
+                            pattern=f"^cse_[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}~{SECRET_BODY}$",
+                        ),
+                        "public_key": _null(
+                            _str(
+                                "the endpoint key: raw Ed25519 public key, unpadded URL-safe base64 (bad → 400 "
+                                "`invalid_public_key`, the token is not spent); required once the endpoint has "
+                                "had a key (400 `missing_field`)",
+                                pattern="^[A-Za-z0-9_-]{43}$",
+                            )
+                        ),
+                    },
+                },
+                description="Authenticated by the enrollment token in the body (no Authorization header).",
+                tag="enrollment",
+            )
+        },
+        "/api/endpoints/{eid}/prompts": {
+            "post": _op(
+                "create_prompt",
+                "technician",
+                "Create a prompt",
+                prompt_created,
+                errors={
+                    **prompt_errors,
+                    400: [*bad_eid[400], *prompt_errors[400]],
+                    404: ["unknown_endpoint", "unknown_prompt"],
+                },
+                parameters=[eid, _param("idempotencyKey")],
+                body=_prompt_fields(create=True),
+                description="With an `Idempotency-Key`, the same key again answers 200 with the same prompt "
+                "(for its lifetime plus 24 h); the same key with another body → 422. At most "
+                f"{wire.MAX_OPEN_PROMPTS} open prompts per endpoint (429).",
+            ),
+            "get": _op(
+                "list_prompts",
+                "technician",
+                "The endpoint's prompts, newest first",
+                {200: _ok("Reconciled prompts", _ref("PromptList"), etag=True), 304: _NOT_MODIFIED},
+                errors={400: ["invalid_endpoint_id", "invalid_limit"], 404: ["unknown_endpoint"]},
+                parameters=[eid, _param("limit"), _param("ifNoneMatch")],
+            ),
+        },
+        "/api/endpoints/{eid}/prompts/{pid}": {
+            "get": _op(
+                "get_prompt",
+                "technician",
+                "One prompt with its timeline",
+                {200: _ok("The prompt and its events", _ref("PromptWithEvents"))},
+                errors={**bad_eid, 404: ["unknown_endpoint", "unknown_prompt"]},
+                parameters=[eid, pid],
+            )
+        },
+        "/api/endpoints/{eid}/prompts/{pid}/cancel": {
+            "post": _op(
+                "cancel_prompt",
+                "technician",
+                "Cancel a prompt (R3)",
+                {
+                    200: _ok("The prompt, cancelled (or already withdrawn: unchanged)", _ref("Prompt")),
+                    409: {
+                        "description": "`already_final`: approved, denied or firmly final; the prompt as it is",
+                        "content": _json(_ref("AlreadyFinal")),
+                    },
+                },
+                errors={**bad_eid, 404: ["unknown_endpoint", "unknown_prompt"], 409: ["already_final"]},
+                parameters=[eid, pid],
+                description="No body is read.",
+            )
+        },
+        "/api/endpoints/{eid}/prompts/{pid}/retry": {
+            "post": _op(
+                "retry_prompt",
+                "technician",
+                "Issue a new prompt superseding this one",
+                {
+                    201: _ok("The new prompt", _ref("Prompt")),
+                    200: _ok("The prompt this `Idempotency-Key` already made (same body)", _ref("Prompt")),
+                },
+                errors={
+                    **prompt_errors,
+                    400: [*bad_eid[400], *prompt_errors[400]],
+                    404: ["unknown_endpoint", "unknown_prompt"],
+                },
+                parameters=[eid, pid, _param("idempotencyKey")],
+                body=_prompt_fields(create=False),
+                body_required=False,
+            )
+        },
+        "/api/endpoints/{eid}/agent": {
+            "get": _op(
+                "agent_connect",
+                "agent_secret",
+                "The agent's WebSocket (wire protocol, README 'Wire protocol')",
+                {
+                    101: {
+                        "description": "Switching Protocols: the socket is open; the agent sends `hello` and "
+                        "the bridge answers in the wire protocol (JSON text frames). A newer socket replaces "
+                        "an older one (close 4000)."
+                    }
+                },
+                errors={
+                    400: ["invalid_endpoint_id"],
+                    404: ["unknown_endpoint"],
+                    426: ["upgrade_required"],
+                },
+                parameters=[eid, _param("upgrade")],
+                description="A WebSocket upgrade (`Upgrade: websocket`) with `Authorization: Bearer "
+                "<agent_secret>`. Without the upgrade → 426 `upgrade_required`, whatever the credentials.",
+                tag="agent",
+            )
+        },
+    }
+    return paths
+
+
+def _components() -> dict[str, Any]:
+    schemas = _schemas()
+    schemas["EndpointId"] = _str(
+        "1-64 ASCII letters, digits, '.', '_', '-'; compared without case; never a Windows device name",
+        pattern=ENDPOINT_ID_PATTERN,
+        **{"not": {"pattern": RESERVED_DEVICE_PATTERN}},
+    )
+    return {
+        "schemas": dict(sorted(schemas.items())),
+        "securitySchemes": {
+            "technicianToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A technician token (`cst_…`, POST /api/tokens) or the admin token.",
+            },
+            "adminToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An admin token: the deployment's (local host: DIR/admin-token or "
+                "CAISEY_ADMIN_TOKEN; Cloudflare: the secret ADMIN_TOKEN_SHA256 holds its hash) or one made "
+                "with role admin. A technician token → 403 `forbidden`.",
+            },
+            "agentSecret": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The endpoint's agent secret (`csa_…`, POST /api/agent/enroll); opens only its endpoint.",
+            },
+        },
+        "parameters": {
+            "eid": {
+                "name": "eid",
+                "in": "path",
+                "required": True,
+                "description": "the endpoint id (malformed → 400 `invalid_endpoint_id`)",
+                "schema": _str(pattern=ENDPOINT_ID_PATTERN),
+            },
+            "pid": {
+                "name": "pid",
+                "in": "path",
+                "required": True,
+                "description": "the prompt id (unknown → 404 `unknown_prompt`)",
+                "schema": _str(pattern=PROMPT_ID_PATTERN),
+            },
+            "name": {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "the token's name (unknown → 404 `unknown_token`)",
+                "schema": _str(pattern=NAME_PATTERN),
+            },
+            "limit": {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": f"how many, in ASCII digits (else 400 `invalid_limit`); default {_CONFIG.list_default}",
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": _CONFIG.list_max,
+                    "default": _CONFIG.list_default,
+                },
+            },
+            "idempotencyKey": {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "the same key again answers the same prompt (DESIGN §5)",
+                "schema": _str(minLength=1, maxLength=MAX_IDEMPOTENCY_KEY_CHARS),
+            },
+            "ifNoneMatch": {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "the `ETag` of a previous answer: 304 when nothing changed",
+                "schema": _str(),
+            },
+            "upgrade": {
+                "name": "Upgrade",
+                "in": "header",
+                "required": True,
+                "schema": _str(enum=["websocket"]),
+            },
+        },
+        "headers": {
+            "ETag": {"description": 'a weak validator (`W/"…"`) for If-None-Match', "schema": _str(pattern='^W/".+"$')}
+        },
+    }
+
+
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": JSON_SCHEMA_DIALECT,
+        "info": {
+            "title": "Caisey bridge HTTP API",
+            "version": "1",
+            "summary": "Remote-support consent prompts: technician console → bridge → endpoint agent.",
+            "description": (
+                "Identical on both hosts (the local host `caisey-bridge serve` and the Cloudflare Worker). "
+                'JSON in and out; every error is `{"error": {"code", "message"}}` with a stable code '
+                "(the 409 `already_final` adds `prompt`). Bodies are at most "
+                f"{MAX_BODY_BYTES // 1024} KiB (413 `body_too_large`); `NaN`/`Infinity` are not JSON. "
+                "A known path with another method → 405 `method_not_allowed`; an unknown /api path → 404 "
+                "`not_found`. Responses carry `Cache-Control: no-store` and the API's security headers. "
+                "The API only adds: clients ignore fields they do not know."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": "/", "description": "the bridge's own origin"}],
+        "tags": [
+            {"name": "prompts"},
+            {"name": "endpoints"},
+            {"name": "enrollment"},
+            {"name": "agent"},
+            {"name": "tokens"},
+            {"name": "limits"},
+            {"name": "meta"},
+        ],
+        "paths": _operations(),
+        "components": _components(),
+        "x-caisey-unrouted": {
+            "404": ["not_found"],
+            "405": ["method_not_allowed"],
+        },
+    }
+
+
+DOCUMENT: dict[str, Any] = _document()
+
+__all__ = ["DOCUMENT", "OPENAPI_PATH"]
