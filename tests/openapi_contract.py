@@ -11,10 +11,13 @@ path does not document, must be the documented 404 ``not_found`` / 405 ``method_
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import time
 from typing import Any
 
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -127,3 +130,70 @@ def documented_error_codes() -> set[tuple[int, str]]:
     for status, codes in DOCUMENT["x-caisey-unrouted"].items():
         found |= {(int(status), c) for c in codes}
     return found
+
+
+# --- values a schema accepts -------------------------------------------------------------------------
+
+
+def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with a local ``$ref`` replaced by its target (siblings kept)."""
+    while "$ref" in schema:
+        target: Any = DOCUMENT
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _times() -> st.SearchStrategy[str]:
+    now = int(time.time())
+    return st.integers(now - 86_400, now + 8 * 86_400).map(
+        lambda s: dt.datetime.fromtimestamp(s, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+    )
+
+
+def _strings(schema: dict[str, Any]) -> st.SearchStrategy[str]:
+    patterns = [schema["pattern"]] if "pattern" in schema else []
+    patterns += [s["pattern"] for s in schema.get("allOf", []) if "pattern" in s]
+    low, high = schema.get("minLength", 0), schema.get("maxLength", 80)
+    if schema.get("format") == "date-time" and not patterns:
+        return _times()
+    anchored = [p for p in patterns if p.startswith("^")]
+    if anchored:
+        base = st.from_regex(anchored[0], fullmatch=True)
+    else:
+        base = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=low, max_size=high)
+    compiled = [re.compile(p) for p in patterns]
+    return base.filter(lambda v: low <= len(v) <= high and all(c.search(v) for c in compiled))
+
+
+def values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values ``schema`` (a part of the document) accepts — modulo ``not``: filter with ``invalid``."""
+    schema = resolve(schema)
+    if "const" in schema:
+        return st.just(schema["const"])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    if "anyOf" in schema:
+        return st.one_of([values(s) for s in schema["anyOf"]])
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        required = [k for k in schema.get("required", []) if k in properties]
+        optional = {k: values(v) for k, v in properties.items() if k not in required}
+        return st.fixed_dictionaries({k: values(properties[k]) for k in required}, optional=optional)
+    if kind == "string":
+        return _strings(schema)
+    if kind in ("integer", "number"):
+        low, high = schema.get("minimum", -(10**6)), schema.get("maximum", 10**6)
+        integers = st.integers(int(low), int(high))
+        if kind == "integer":
+            return integers
+        return st.one_of(integers, st.floats(low, high, allow_nan=False, allow_infinity=False))
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    if kind == "array":
+        return st.lists(values(schema.get("items", {})), max_size=3)
+    return st.none()

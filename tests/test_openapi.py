@@ -17,6 +17,7 @@ and both hosts.
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import re
 import uuid
@@ -28,7 +29,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from caisey import wire
-from tests.bridge_hosts import BridgeUnderTest, Resp, ScriptedRuntime, enroll, of_type
+from tests.bridge_hosts import BridgeUnderTest, LocalBridgeProcess, Resp, ScriptedRuntime, enroll, of_type
 from tests.openapi_contract import conforms, documented_error_codes, operations
 from worker.api import _ROUTES
 from worker.openapi import DOCUMENT, JSON_SCHEMA_DIALECT, OPENAPI_PATH
@@ -294,3 +295,43 @@ def test_the_check_refuses_what_the_document_does_not_say() -> None:
     for method, path, status, raw in bad:
         with pytest.raises(AssertionError):
             conforms(method, path, status, json_type, raw)
+
+
+def raw_call(bridge: LocalBridgeProcess, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Resp:
+    """Over http.client: header values go out as the latin-1 bytes they are (aiohttp's client would not)."""
+    conn = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=10)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+    conforms(method, path, response.status, headers, raw)
+    return Resp(response.status, headers, json.loads(raw) if raw else None)
+
+
+async def test_local_host_bugs_the_property_test_found_answer_documented_4xx(local_bridge: LocalBridgeProcess) -> None:
+    """Found by tests/test_openapi_property.py on the local host: an Idempotency-Key byte that is
+    not UTF-8 (aiohttp makes it a lone surrogate, which SQLite refused: 500), and an agent upgrade
+    without a WebSocket handshake (aiohttp's own text/plain 400)."""
+    ep = await enroll(local_bridge, f"oa-bugs-{uuid.uuid4().hex[:6]}")
+    admin = {"Authorization": f"Bearer {local_bridge.admin_token}"}
+    body = json.dumps({"title": "t", "action": "a", "expires_in": 60}).encode()
+    path = f"/api/endpoints/{ep.endpoint_id}/prompts"
+    r = raw_call(local_bridge, "POST", path, {**admin, "Idempotency-Key": "caf\xe9"}, body)
+    assert r.status == 400 and r.body["error"]["code"] == "invalid_idempotency_key", r
+    created = raw_call(
+        local_bridge, "POST", path, {**admin, "Idempotency-Key": "caf\u00e9".encode().decode("latin-1")}, body
+    )
+    assert created.status == 201, created  # the same key in UTF-8 is a key
+    retry = f"{path}/{created.body['prompt_id']}/retry"
+    r = raw_call(local_bridge, "POST", retry, {**admin, "Idempotency-Key": "\xff"}, b"{}")
+    assert r.status == 400 and r.body["error"]["code"] == "invalid_idempotency_key", r
+    upgrade = {"Authorization": f"Bearer {ep.secret}", "Upgrade": "websocket", "Connection": "Upgrade"}
+    r = raw_call(local_bridge, "GET", f"/api/endpoints/{ep.endpoint_id}/agent", upgrade)
+    assert r.status == 400 and r.body["error"]["code"] == "invalid_websocket_handshake", r
+    r = raw_call(
+        local_bridge, "GET", f"/api/endpoints/{ep.endpoint_id}/agent", {**upgrade, "Authorization": "Bearer x"}
+    )
+    assert r.status == 401, r  # credentials are still checked first

@@ -67,6 +67,7 @@ from worker.api import (
     ApiRequest,
     ApiResponse,
     Route,
+    idempotency_key_ok,
     route_for_actor,
     with_etag,
 )
@@ -422,7 +423,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         key = req.header("idempotency-key")
         body_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
         if key is not None:
-            if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+            if not idempotency_key_ok(key):
                 raise ApiError(
                     400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters"
                 )

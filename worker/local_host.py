@@ -353,6 +353,16 @@ class LocalBridge:
             return _to_aiohttp(refusal)
         assert actor is not None
         ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=None)
+        if not ws.can_prepare(request).ok:
+            # aiohttp would answer its own text/plain 400 (found by the OpenAPI property test).
+            # On Cloudflare the runtime does the handshake.
+            return _to_aiohttp(
+                ApiError(
+                    400,
+                    "invalid_websocket_handshake",
+                    "a WebSocket upgrade needs Connection: Upgrade, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key",
+                ).response()
+            )
         await ws.prepare(request)
         guard = request.app.get(GUARD_KEY)
         if guard is not None:

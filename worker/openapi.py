@@ -760,13 +760,16 @@ def _operations() -> dict[str, dict[str, Any]]:
                     }
                 },
                 errors={
-                    400: ["invalid_endpoint_id"],
+                    400: ["invalid_endpoint_id", "invalid_websocket_handshake"],
                     404: ["unknown_endpoint"],
                     426: ["upgrade_required"],
                 },
                 parameters=[eid, _param("upgrade")],
                 description="A WebSocket upgrade (`Upgrade: websocket`) with `Authorization: Bearer "
-                "<agent_secret>`. Without the upgrade → 426 `upgrade_required`, whatever the credentials.",
+                "<agent_secret>`. Without the upgrade → 426 `upgrade_required`, whatever the credentials. "
+                "On the local host, an upgrade without a valid handshake (`Connection: Upgrade`, "
+                "`Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) → 400 `invalid_websocket_handshake` "
+                "(on Cloudflare the runtime does the handshake).",
                 tag="agent",
             )
         },
