@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.bridge_hosts import LocalBridgeProcess
-from tests.openapi_contract import conforms, invalid, operations, pointer, values
+from tests.openapi_contract import conforms, invalid, operations, pointer, resolve, values
 
 EXAMPLES = int(os.environ.get("CAISEY_API_EXAMPLES", "400"))
 ENDPOINT = "oa-prop"
@@ -144,14 +144,15 @@ def requests(draw: st.DrawFn) -> Request:
         method, documented = draw(st.sampled_from(["PATCH", "PUT", "DELETE"])), False
         if draw(st.booleans()):
             template = "/api/nothing/{eid}"
-    parameters = {p["name"] if "name" in p else p["$ref"].rsplit("/", 1)[1]: p for p in op.get("parameters", [])}
+    parameters = {p["name"]: p for p in map(resolve, op.get("parameters", []))}
     segments: dict[str, str] = {}
     for name in re.findall(r"\{([a-z_]+)\}", template):
         kind = draw(st.sampled_from(["existing", "existing", "schema", "hostile"]))
-        if kind == "existing":
-            value = {"eid": ENDPOINT, "pid": "{pid}", "name": VICTIM}[name]
-        elif kind == "schema" and name in parameters:
-            value = draw(values({"$ref": f"#/components/parameters/{name}/schema"}))
+        existing = {"eid": ENDPOINT, "pid": "{pid}", "name": VICTIM}.get(name)
+        if kind == "existing" and existing is not None:
+            value = existing
+        elif kind != "hostile" and name in parameters:
+            value = draw(values(parameters[name]["schema"]))
         else:
             value = draw(hostile_text.filter(segment_ok))
         segments[name] = value if value == "{pid}" else quote(value.encode("utf-8", "surrogatepass"), safe="")

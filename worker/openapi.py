@@ -321,9 +321,12 @@ def _prompt_fields(*, create: bool) -> dict[str, Any]:
         "description": "Give `expires_in` or `expires_at`, not both. Other fields are ignored.",
     }
     if create:
-        properties["supersedes"] = _str(
-            "a prompt of this endpoint this one replaces (withdrawn as superseded); unknown → 404 `unknown_prompt`",
-            pattern=PROMPT_ID_PATTERN,
+        properties["supersedes"] = _null(
+            _str(
+                "a prompt of this endpoint this one replaces (withdrawn as superseded); unknown → 404 "
+                "`unknown_prompt`; null as if left out",
+                pattern=PROMPT_ID_PATTERN,
+            )
         )
         schema["required"] = ["title", "action"]
     else:
@@ -577,10 +580,11 @@ def _operations() -> dict[str, dict[str, Any]]:
                 {
                     200: {
                         "description": "One JSON object per line (`AuditLine`): header, every fact with "
-                        "its hash, head. Sent as an attachment `caisey-audit-<endpoint_id>.jsonl`.",
+                        "its hash, head. UTF-8 (`charset=utf-8`), sent as an attachment "
+                        "`caisey-audit-<endpoint_id>.jsonl`.",
                         "headers": {"Content-Disposition": {"schema": _str(), "description": "attachment; filename=…"}},
                         "content": {
-                            f"{AUDIT_MEDIA_TYPE}; charset=utf-8": {
+                            AUDIT_MEDIA_TYPE: {
                                 "schema": _str(),
                                 "x-caisey-line-schema": _ref("AuditLine"),
                             }
