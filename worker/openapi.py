@@ -34,6 +34,8 @@ from __future__ import annotations
 from typing import Any
 
 from caisey import wire
+from caisey.facts import Decision, Source
+from caisey.prompt import State
 from worker.api import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
 from worker.endpoint import MAX_EXPIRES_IN_S, BridgeConfig
 from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
@@ -150,7 +152,7 @@ _STATUS_WORDS = {
     413: "Body too large",
     422: "Unprocessable",
     426: "Upgrade required",
-    429: "Too many (local host's `too_many_connections`: per remote address)",
+    429: "Too many (`too_many_connections`: the local host, per remote address)",
 }
 
 
@@ -181,6 +183,10 @@ def _op(
     tag: str = "prompts",
 ) -> dict[str, Any]:
     """One operation: its own responses, its errors, and the errors its auth and every route share."""
+    if auth not in _SECURITY:
+        raise ValueError(
+            f"{op}: auth {auth!r} is new here: add its scheme to _SECURITY and its 401/403 to _AUTH_ERRORS"
+        )
     merged: dict[int, list[str]] = {}
     for source in (errors or {}, _AUTH_ERRORS[auth], _SHARED_ERRORS):
         for status, codes in source.items():
@@ -219,19 +225,9 @@ def _prompt_properties() -> dict[str, Any]:
     state = _str(
         "open: pending, delivered, acknowledged; final: approved, denied (decided), cancelled, "
         "superseded (withdrawn), expired, failed_to_deliver (provisional until firm, R4)",
-        enum=[
-            "pending",
-            "delivered",
-            "acknowledged",
-            "approved",
-            "denied",
-            "expired",
-            "failed_to_deliver",
-            "cancelled",
-            "superseded",
-        ],
+        enum=[state.value for state in State if state is not State.NEW],  # "new" is never shown
     )
-    decision = _str(enum=["approve", "deny"])
+    decision = _str(enum=[d.value for d in Decision])
     return {
         "prompt_id": _str("sortable ULID", pattern=PROMPT_ID_PATTERN),
         "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
@@ -341,7 +337,7 @@ def _schemas() -> dict[str, Any]:
     prompt = _prompt_properties()
     event = _obj(
         {
-            "source": _str(enum=["console", "bridge", "runtime"]),
+            "source": _str(enum=[source.value for source in Source]),
             "type": _str("the fact's kind (created, delivery_attempted, received, decided, cancelled, …)"),
             "time": _TIME,
             "detail": {"type": "object", "description": "the fact's fields"},
