@@ -29,12 +29,22 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from caisey import wire
-from tests.bridge_hosts import BridgeUnderTest, LocalBridgeProcess, Resp, ScriptedRuntime, enroll, of_type
+from tests.bridge_hosts import (
+    BridgeUnderTest,
+    LocalBridgeProcess,
+    Resp,
+    ScriptedRuntime,
+    UrlBridge,
+    enroll,
+    of_type,
+)
+from tests.conftest import HOSTS, bridge_of_kind
 from tests.openapi_contract import conforms, documented_error_codes, operations
 from worker.api import _ROUTES
 from worker.openapi import DOCUMENT, JSON_SCHEMA_DIALECT, OPENAPI_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
+URL_BRIDGE = UrlBridge.from_env()  # scripts/test-worker: wrangler dev (the real workerd)
 HOW_TO = (
     "To document a route: add paths[TEMPLATE][METHOD] = _op(OP, AUTH, summary, responses, errors=…, "
     "parameters=…, body=…) in _operations() of worker/openapi.py, and a README 'HTTP API' table row "
@@ -145,6 +155,15 @@ def test_every_documented_error_code_is_in_the_readme_status_table() -> None:
 
 
 # --- both hosts -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[*HOSTS, "url"] if URL_BRIDGE is not None else HOSTS)
+def bridge(request: pytest.FixtureRequest) -> BridgeUnderTest:
+    """tests/conftest.py's hosts, and the bridge at ``CAISEY_BRIDGE_URL`` when it is set."""
+    if request.param == "url":
+        assert URL_BRIDGE is not None
+        return URL_BRIDGE
+    return bridge_of_kind(request, request.param)
 
 
 def raw_of(r: Resp) -> bytes:
