@@ -12,11 +12,13 @@ holding any JSON value, any JSON, raw bytes or nothing; an ``Idempotency-Key`` a
 ``If-None-Match`` (sometimes the current ``ETag``, to reach 304); for the agent's enroll, a
 fresh real enrollment token. ``CAISEY_API_EXAMPLES`` sets the number of examples (default
 400: about 15 s); the existing tests/security/test_01_api_property.py still covers
-transport-level hostility.
+transport-level hostility. The same requests also go to the Worker on the Workers stand-in
+(a quarter as many; no fresh enrollment tokens there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -277,5 +279,81 @@ def test_every_answer_is_one_the_document_describes(live: Live, request: Request
         if "etag" in first_headers:
             headers["If-None-Match"] = first_headers["etag"]
     status, response_headers, raw = live.call(request.method, path, body, headers)
+    assert status < 500, (request, status, raw[:300])
+    conforms(request.method, _decoded(path), status, response_headers, raw)
+
+
+# --- the same requests to the Worker, on the Workers stand-in ----------------------------------------
+
+
+@dataclass
+class Standin:
+    """The Worker (worker/entry.py) on the Workers stand-in, driven from one event loop."""
+
+    bridge: Any  # tests.workers_host.WorkersBridge
+    loop: asyncio.AbstractEventLoop
+    live: Live
+
+    def call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Any:
+        hdrs = {k.lower(): v for k, v in headers.items()}
+        if method in ("GET", "HEAD"):
+            body = None  # a Request cannot carry one there (the runtime's fetch API)
+        r = self.loop.run_until_complete(self.bridge.harness.fetch(method, path, headers=hdrs, body=body))
+        return r.status, {k.lower(): v for k, v in dict(r.headers).items()}, r.body
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[Standin]:
+    workers_host = pytest.importorskip("tests.workers_host")
+    loop = asyncio.new_event_loop()
+    bridge = workers_host.WorkersBridge()
+    admin = {"Authorization": f"Bearer {bridge.admin_token}"}
+    setup = Standin(bridge, loop, Live(None, "", "", ""))  # type: ignore[arg-type]
+
+    def call(method: str, path: str, body: Any, headers: dict[str, str] = admin) -> Any:
+        status, _, raw = setup.call(method, path, json.dumps(body).encode(), headers)
+        return status, json.loads(raw) if raw else None
+
+    status, tech = call("POST", "/api/tokens", {"name": "oa-tech"})
+    assert status == 201, tech
+    assert call("POST", "/api/tokens", {"name": VICTIM})[0] == 201
+    status, enrollment = call("POST", "/api/enrollments", {"endpoint_id": ENDPOINT, "label": "prop"})
+    assert status == 201, enrollment
+    status, enrolled = call("POST", "/api/agent/enroll", {"enrollment_token": enrollment["enrollment_token"]}, {})
+    assert status == 200, enrolled
+    body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
+    status, created = call("POST", f"/api/endpoints/{ENDPOINT}/prompts", body)
+    assert status == 201, created
+    setup.live = Live(None, tech["token"], enrolled["agent_secret"], created["prompt_id"])  # type: ignore[arg-type]
+    try:
+        yield setup
+    finally:
+        loop.close()
+
+
+@settings(
+    max_examples=max(20, EXAMPLES // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(request=requests())
+def test_the_worker_on_the_stand_in_answers_only_what_the_document_describes(
+    standin: Standin, request: Request
+) -> None:
+    """The same property for the Cloudflare host (a quarter of the examples: it runs in-process)."""
+    live, admin = standin.live, standin.bridge.admin_token
+    values_of = {"{admin}": admin, "{tech}": live.tech, "{secret}": live.secret}
+    headers = {}
+    for name, value in request.headers.items():
+        for placeholder, real in values_of.items():
+            value = value.replace(placeholder, real)
+        headers[name] = value
+    path = request.path.replace("{pid}", live.prompt_id)
+    body = request.body.replace(b'"{pid}"', json.dumps(live.prompt_id).encode()) if request.body else request.body
+    if request.conditional:
+        _, first_headers, _ = standin.call(request.method, path, body, headers)
+        if "etag" in first_headers:
+            headers["If-None-Match"] = first_headers["etag"]
+    status, response_headers, raw = standin.call(request.method, path, body, headers)
     assert status < 500, (request, status, raw[:300])
     conforms(request.method, _decoded(path), status, response_headers, raw)
