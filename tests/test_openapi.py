@@ -103,7 +103,7 @@ def test_every_route_is_documented_and_every_operation_is_routed() -> None:
 def raised_error_codes() -> set[tuple[int, str]]:
     """``(status, code)`` of every ``ApiError`` in worker/, and the local host's raw refusals."""
     found: set[tuple[int, str]] = set()
-    for path in sorted((ROOT / "worker").glob("*.py")):
+    for path in sorted((ROOT / "worker").rglob("*.py")):
         text = path.read_text()
         found |= {(int(s), c) for s, c in re.findall(r'ApiError\(\s*(\d{3}),\s*"([a-z_]+)"', text)}
         found |= {(int(s), c) for s, c in re.findall(r'_refuse_raw\(\s*\w+,\s*(\d{3}),\s*"[^"]*",\s*"([a-z_]+)"', text)}
