@@ -276,8 +276,15 @@ class LocalBridge:
     # --- gateway's Actors ----------------------------------------------------------------------
 
     async def fleet_call(self, req: ApiRequest) -> ApiResponse:
-        if req.path != AUTHENTICATE_PATH:  # authentication reads tokens only, never fleet lines
+        if req.path != AUTHENTICATE_PATH:
             self.flush_fleet()
+        else:
+            # Authentication reads tokens, and for a scoped token the named endpoint's line
+            # (its client): that one line is written first if it waits in the batch.
+            endpoint_id = req.json().get("endpoint_id")
+            if isinstance(endpoint_id, str) and endpoint_id in self._fleet_lines:
+                line = self._fleet_lines.pop(endpoint_id)
+                self.fleet_store.transaction(lambda: self.fleet.update_endpoint(line, now_ms()))
         return self.fleet.handle(req, now_ms())
 
     async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
