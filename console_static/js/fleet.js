@@ -112,7 +112,7 @@ export class FleetView {
     const row = h(
       "tr",
       { dataset: { eid: e.endpoint_id } },
-      h("td.c-name", { "data-label": "Endpoint" }, h("a.endpoint-link", { href }, h("span.label"), " ", h("span.eid"))),
+      h("td.c-name", { "data-label": "Endpoint" }, h("a.endpoint-link", { href }, h("span.label"), " ", h("span.eid")), h("span.where")),
       h("td.c-conn", { "data-label": "Connection" }, h("span.conn")),
       h("td.c-seen", { "data-label": "Last seen" }, h("time.seen")),
       h("td.c-open", { "data-label": "Open prompts" }, h("span.open")),
@@ -121,6 +121,7 @@ export class FleetView {
     row._el = {
       label: row.querySelector(".label"),
       eid: row.querySelector(".eid"),
+      where: row.querySelector(".where"),
       conn: row.querySelector(".conn"),
       seen: row.querySelector(".seen"),
       open: row.querySelector(".open"),
@@ -132,7 +133,7 @@ export class FleetView {
   updateRow(row, e, now) {
     const sig = JSON.stringify(e);
     row._data = e;
-    row._hay = `${e.endpoint_id} ${e.label || ""}`.toLowerCase();
+    row._hay = `${e.endpoint_id} ${e.label || ""} ${e.client || ""} ${e.site || ""}`.toLowerCase();
     if (row._sig === sig) {
       this.updateTimes(row, now);
       return;
@@ -141,8 +142,11 @@ export class FleetView {
     const x = row._el;
     setText(x.label, e.label || e.endpoint_id);
     setText(x.eid, e.label ? e.endpoint_id : "");
-    setText(x.conn, e.online ? "Online" : "Offline");
-    x.conn.className = `conn badge ${e.online ? "is-online" : "is-offline"}`;
+    setText(x.where, [e.client, e.site].filter(Boolean).join(" · "));
+    // Registered, its agent never connected yet (issue 17: "waiting for its agent").
+    const waiting = !e.online && !e.last_seen;
+    setText(x.conn, e.online ? "Online" : waiting ? "Waiting for its agent" : "Offline");
+    x.conn.className = `conn badge ${e.online ? "is-online" : waiting ? "is-waiting" : "is-offline"}`;
     setText(x.open, e.open_prompts ? nf.format(e.open_prompts) : "0");
     setClass(x.open, "has-open", e.open_prompts > 0);
     const out = describeOutcome(e.last_outcome, now);
@@ -184,7 +188,7 @@ export class FleetView {
     const filtered = shown === total ? "" : ` · showing ${nf.format(shown)}`;
     setText(this.summary, `${nf.format(total)} endpoints · ${nf.format(online)} online · ${nf.format(open)} with open prompts${filtered}`);
     setHidden(this.empty, shown > 0 || total === 0);
-    if (total === 0) setText(this.summary, "No endpoints yet. Register one with POST /api/enrollments.");
+    if (total === 0) setText(this.summary, "No endpoints yet. Add one with “Add endpoint” above.");
   }
 
   tick(now) {
