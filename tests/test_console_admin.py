@@ -164,6 +164,9 @@ def test_admin_adds_an_endpoint_its_agent_comes_online_and_a_revoked_technician_
             expect(tech.locator("#whoami")).to_contain_text("sam · technician · Acme Dental")
             expect(tech.locator("#fleet-rows tr[data-eid='pc-frontdesk']")).to_be_visible()
             expect(tech.get_by_role("link", name="Tokens")).to_have_count(0)
+            # Adding an endpoint, a scoped technician may name only its own clients.
+            tech.get_by_role("link", name="Add endpoint").click()
+            expect(tech.locator("#add-client option")).to_have_text(["Acme Dental"])
             tech.goto(bridge.url + "/#/tokens")  # typed by hand: still no tokens page
             expect(tech.get_by_role("heading", name="Fleet")).to_be_visible()
             tech.goto(bridge.url + "/#/endpoint/pc-frontdesk")
@@ -205,7 +208,9 @@ def test_admin_adds_an_endpoint_its_agent_comes_online_and_a_revoked_technician_
         expect(box.locator("#adm-removed")).to_contain_text("Removed")
         expect(admin.locator("#endpoint-line")).to_contain_text("Removed", timeout=10_000)
         # The real agent is refused from then on (it keeps retrying with backoff, told why).
-        wait_for(lambda: b"410" in agent_log.read_bytes(), 30, "the agent to be refused with 410")
+        wait_for(
+            lambda: b"an admin removed this endpoint" in agent_log.read_bytes(), 30, "the agent told it was removed"
+        )
         admin.click(".brand")
         expect(admin.locator("#fleet-summary")).to_be_visible()
         expect(admin.locator("#fleet-rows tr[data-eid='pc-frontdesk']")).to_have_count(0)
