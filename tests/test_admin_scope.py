@@ -255,6 +255,12 @@ async def test_patch_relabels_and_moves_out_of_scope_at_once(bridge: BridgeUnder
     assert r.status == 200 and r.body["client"] == fleet.client_b
     r = await bridge.request("GET", path, token=fleet.scoped)
     assert (r.status, r.body) == (404, unknown_body(fleet.mine))
+    # A change always answers in full, whatever If-None-Match says.
+    etag = (await bridge.request("GET", path, token=bridge.admin_token)).headers["etag"]
+    r = await bridge.request(
+        "PATCH", path, token=bridge.admin_token, body={"label": "Front desk 2"}, headers={"If-None-Match": etag}
+    )
+    assert r.status == 200 and r.body["label"] == "Front desk 2"
     # Taking the client away leaves it to unscoped tokens only.
     r = await bridge.request("PATCH", path, token=bridge.admin_token, body={"client": None, "site": None})
     assert r.status == 200 and (r.body["client"], r.body["site"]) == (None, None)
@@ -266,6 +272,7 @@ async def test_patch_relabels_and_moves_out_of_scope_at_once(bridge: BridgeUnder
     assert [u["fields"] for u in updates] == [
         {"by": "admin", "label": "Front desk", "site": "Annex"},
         {"by": "admin", "client": fleet.client_b},
+        {"by": "admin", "label": "Front desk 2"},
         {"by": "admin", "client": None, "site": None},
     ]
     # Refusals.
@@ -365,3 +372,25 @@ def test_wire_close_code_is_private_use() -> None:
     from worker.endpoint_admin import REMOVED_CLOSE
 
     assert 4000 <= REMOVED_CLOSE[0] <= 4999 and len(REMOVED_CLOSE[1]) < wire.MAX_NAME_CHARS
+
+
+def test_an_older_fleet_line_never_undoes_a_move_or_a_removal(tmp_path: Any) -> None:
+    """On Cloudflare two lines of one endpoint may reach the fleet object out of order: the one
+    computed before a move (or removal) must not restore the old client after it."""
+    from worker.fleet import FleetIndex
+    from worker.host import Entropy
+    from worker.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "fleet.sqlite3")
+    fleet = FleetIndex(store, Entropy(), None)
+    base = {"endpoint_id": "pc", "label": "PC", "online": True, "open_prompts": 0}
+    fleet.update_endpoint(dict(base, client="Acme", site="HQ", record_seq=1), 1_000)
+    fleet.update_endpoint(dict(base, client="Globex", site=None, removed_at_ms=None, record_seq=5), 2_000)
+    fleet.update_endpoint(dict(base, label="PC (late line)", client="Acme", site="HQ", record_seq=1), 3_000)
+    row = store.execute("SELECT label, client, site, record_seq FROM endpoints")[0]
+    assert (row["client"], row["site"], row["record_seq"]) == ("Globex", None, 5)
+    assert row["label"] == "PC (late line)"  # the rest of the line is as before: last write wins
+    fleet.update_endpoint(dict(base, client="Globex", removed_at_ms=9_000, record_seq=7), 4_000)
+    fleet.update_endpoint(dict(base, client="Globex", removed_at_ms=None, record_seq=5), 5_000)
+    assert store.execute("SELECT removed_at_ms FROM endpoints")[0]["removed_at_ms"] == 9_000
+    store.close()

@@ -31,6 +31,7 @@ REMOVED_CLOSE = (4410, "endpoint removed by an admin")
 # Calls refused once the endpoint is removed: everything that would make something new.
 REFUSED_WHEN_REMOVED = frozenset({"create_prompt", "retry_prompt", "create_enrollment", "update_endpoint"})
 UPDATABLE = ("label", "client", "site")
+RECORD_SEQ = "record_seq"  # meta: the audit seq of the last change to client, site or removal
 
 
 class EndpointAdmin:
@@ -47,6 +48,7 @@ class EndpointAdmin:
     _withdraw: Any
     _op_get_endpoint: Any
     endpoint_id: Any
+    chain: Any
 
     def _removed_at_ms(self) -> int | None:
         value = self._meta("removed_at_ms")
@@ -64,8 +66,18 @@ class EndpointAdmin:
             )
 
     def _record_fields(self) -> dict[str, Any]:
-        """What the fleet line carries of the endpoint's record: client, site, removal."""
-        return {"client": self._meta("client"), "site": self._meta("site"), "removed_at_ms": self._removed_at_ms()}
+        """What the fleet line carries of the endpoint's record: client, site, removal, and the
+        audit seq of their last change (the fleet keeps the newest: ``FleetIndex.update_endpoint``)."""
+        return {
+            "client": self._meta("client"),
+            "site": self._meta("site"),
+            "removed_at_ms": self._removed_at_ms(),
+            "record_seq": int(self._meta(RECORD_SEQ) or 0),
+        }
+
+    def _record_changed(self) -> None:
+        """After appending the fact that changed client, site or removal (inside its transaction)."""
+        self._set_meta(RECORD_SEQ, str(self.chain.head(self.endpoint_id)[0]))
 
     def _mark_removed(self, prompt: dict[str, Any]) -> dict[str, Any]:
         removed = self._removed_at_ms()
@@ -101,12 +113,11 @@ class EndpointAdmin:
                 for name, value in changed.items():
                     self._set_meta(name, value)
                 self._append_endpoint_fact(ENDPOINT_UPDATED, dict(changed, by=by), now_ms)
+                self._record_changed()
 
             self._atomically(update)
             effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)
-        response: ApiResponse = self._op_get_endpoint(route, req, now_ms, connected, effects)
-        response.status = 200
-        return response
+        return self._endpoint_now(route, req, now_ms, connected, effects)
 
     def _op_remove_endpoint(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -124,13 +135,20 @@ class EndpointAdmin:
                 self._set_meta("removed_at_ms", str(now_ms))
                 self._set_meta("removed_by", by)
                 self._append_endpoint_fact(ENDPOINT_REMOVED, {"by": by, "cancelled": cancelled}, now_ms)
+                self._record_changed()
 
             self._atomically(remove)
             if connected:
                 effects.close_agent = REMOVED_CLOSE
             effects.fleet_summary = self._fleet_summary(now_ms, False, force=True)
-        response: ApiResponse = self._op_get_endpoint(route, req, now_ms, False, effects)
-        response.status = 200
+        return self._endpoint_now(route, req, now_ms, False, effects)
+
+    def _endpoint_now(
+        self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
+    ) -> ApiResponse:
+        """The endpoint as ``GET`` shows it, always in full (a change answers 200, never 304)."""
+        plain = ApiRequest(req.method, req.path, {k: v for k, v in req.headers.items() if k != "if-none-match"})
+        response: ApiResponse = self._op_get_endpoint(route, plain, now_ms, connected, effects)
         return response
 
 

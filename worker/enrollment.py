@@ -45,6 +45,7 @@ class EndpointRecord:
     _append_endpoint_fact: Any
     _fleet_summary: Any
     _require_registered: Any
+    _record_changed: Any
     endpoint_id: Any
     entropy: Any
     config: Any
@@ -106,6 +107,8 @@ class EndpointRecord:
                 1 if rekey else 0,
             )
             self._append_endpoint_fact(ENROLLMENT_ISSUED, fact, now_ms)
+            if new:
+                self._record_changed()
 
         self._atomically(register)
         effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)

@@ -75,6 +75,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE endpoints ADD COLUMN client TEXT",
         "ALTER TABLE endpoints ADD COLUMN site TEXT",
         "ALTER TABLE endpoints ADD COLUMN removed_at_ms INTEGER",
+        "ALTER TABLE endpoints ADD COLUMN record_seq INTEGER",
         "CREATE INDEX IF NOT EXISTS endpoints_client ON endpoints (client COLLATE NOCASE, site COLLATE NOCASE)",
     ],
 }
@@ -334,14 +335,23 @@ class FleetIndex:
         self.store.execute("UPDATE endpoints SET online = 0, updated_at_ms = ? WHERE online = 1", (now_ms,))
 
     def update_endpoint(self, summary: dict[str, Any], now_ms: int) -> None:
-        """An endpoint actor's line changed (pushed after its transaction committed)."""
+        """An endpoint actor's line changed (pushed after its transaction committed).
+
+        Client, site and removal decide who may see the endpoint (``worker.scope``), so an
+        older line never undoes them: each line carries ``record_seq``, the audit seq of the
+        record change it reflects, and only a line at least as recent replaces them (on
+        Cloudflare two lines of one endpoint can arrive out of order)."""
+        newer = "excluded.record_seq >= COALESCE(endpoints.record_seq, 0)"
         self.store.execute(
             "INSERT INTO endpoints (endpoint_id, label, online, last_seen_ms, open_prompts, last_outcome, updated_at_ms, "
-            "client, site, removed_at_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET label = excluded.label, "
+            "client, site, removed_at_ms, record_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET label = excluded.label, "
             "online = excluded.online, last_seen_ms = excluded.last_seen_ms, open_prompts = excluded.open_prompts, "
-            "last_outcome = excluded.last_outcome, updated_at_ms = excluded.updated_at_ms, client = excluded.client, "
-            "site = excluded.site, removed_at_ms = excluded.removed_at_ms",
+            "last_outcome = excluded.last_outcome, updated_at_ms = excluded.updated_at_ms, "
+            f"client = CASE WHEN {newer} THEN excluded.client ELSE endpoints.client END, "
+            f"site = CASE WHEN {newer} THEN excluded.site ELSE endpoints.site END, "
+            f"removed_at_ms = CASE WHEN {newer} THEN excluded.removed_at_ms ELSE endpoints.removed_at_ms END, "
+            f"record_seq = CASE WHEN {newer} THEN excluded.record_seq ELSE endpoints.record_seq END",
             (
                 str(summary["endpoint_id"]),
                 str(summary.get("label") or ""),
@@ -353,6 +363,7 @@ class FleetIndex:
                 summary.get("client"),
                 summary.get("site"),
                 summary.get("removed_at_ms"),
+                int(summary.get("record_seq") or 0),
             ),
         )
 
