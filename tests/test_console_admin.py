@@ -255,6 +255,42 @@ def test_admin_pages_keyboard_and_200_percent_zoom(browser: Any, bridge: Bridge)
     assert console.unexpected() == [], console.unexpected()
 
 
+def test_revoking_your_own_token_signs_you_out_and_the_fleet_filters_by_client(browser: Any, bridge: Bridge) -> None:
+    console = ConsoleLog()
+    ops_token = bridge.ok("POST", "/api/tokens", {"name": "ops", "role": "admin"})["token"]
+    bridge.ok("POST", "/api/enrollments", {"endpoint_id": "pc-globex", "label": "Globex PC", "client": "Globex"})
+    bridge.ok("POST", "/api/enrollments", {"endpoint_id": "pc-loose", "label": "Unowned PC"})
+    page = open_page(browser, console)
+    try:
+        sign_in(page, bridge, ops_token)
+        # The fleet's client filter: one client, or the endpoints without one.
+        expect(page.locator("#fleet-rows tr[data-eid='pc-globex']")).to_be_visible()
+        page.select_option("#fleet-client", label="Globex")
+        expect(page.locator("#fleet-rows tr:visible")).to_have_count(1)
+        page.select_option("#fleet-client", label="(no client)")
+        expect(page.locator("#fleet-rows tr[data-eid='pc-loose']")).to_be_visible()
+        expect(page.locator("#fleet-rows tr[data-eid='pc-globex']")).to_be_hidden()
+        page.select_option("#fleet-client", label="all clients")
+
+        page.get_by_role("link", name="Tokens").click()
+        row = page.locator("#token-rows tr[data-name='ops']")
+        expect(row).to_contain_text("(you)")
+        row.get_by_role("button", name="Revoke ops").click()
+        expect(row.locator(".confirm")).to_contain_text("you will be signed out")
+        page.keyboard.press("Escape")  # changed my mind: nothing happens
+        expect(row.locator(".confirm")).to_be_hidden()
+        expect(row.get_by_role("button", name="Revoke ops")).to_be_focused()
+        row.get_by_role("button", name="Revoke ops").click()
+        row.get_by_role("button", name="Revoke ops").last.click()
+        expect(page.locator("#signin-error")).to_contain_text("You revoked the token “ops” you were signed in with")
+        assert page.evaluate("sessionStorage.getItem('caisey.token')") is None
+        status, _ = bridge.call("GET", "/api/whoami", token=ops_token)
+        assert status == 401
+    finally:
+        page.context.close()
+    assert console.unexpected() == [], console.unexpected()
+
+
 def bridge_admin_token() -> str:
     from tests.test_console import ADMIN_TOKEN
 

@@ -412,6 +412,9 @@ export class TokensView {
       no,
       h("div.result", { role: "status" }),
     );
+    confirm.onkeydown = (ev) => {
+      if (ev.key === "Escape") no.click();
+    };
     setHidden(confirm, false);
     yes.focus();
   }
@@ -566,6 +569,10 @@ export class EndpointAdminBox {
     const yes = h("button.primary.danger", { type: "button", onclick: async () => { setHidden(f.confirm, true); await onYes(); } }, yesLabel);
     const no = h("button.secondary", { type: "button", onclick: () => { setHidden(f.confirm, true); back.focus(); } }, "Cancel");
     replaceChildren(f.confirm, h("p", null, text), yes, " ", no);
+    // (A handler property returning false would cancel the key: Enter must still press buttons.)
+    f.confirm.onkeydown = (ev) => {
+      if (ev.key === "Escape") no.click();
+    };
     setHidden(f.confirm, false);
     yes.focus();
   }

@@ -34,6 +34,8 @@ export class FleetView {
       h("option", { value: "missed" }, "last prompt missed or undelivered"),
       h("option", { value: "never" }, "never connected"),
     );
+    // Clients (DESIGN §12): the options follow the fleet's lines; "" is every client.
+    this.client = h("select", { id: "fleet-client", onchange: () => this.applyFilter() }, h("option", { value: "" }, "all clients"));
     this.sort = h(
       "select",
       { id: "fleet-sort", onchange: () => this.render(true) },
@@ -56,6 +58,7 @@ export class FleetView {
         field("fleet-search", "Search", this.search),
         field("fleet-status", "Connection", this.status),
         field("fleet-attention", "Show", this.attention),
+        field("fleet-client", "Client", this.client),
         field("fleet-sort", "Sort by", this.sort),
       ),
       this.summary,
@@ -85,8 +88,22 @@ export class FleetView {
     setText(this.error, "");
     if (res.changed || this.data === null) {
       this.data = res.body.endpoints;
+      this.syncClients();
       this.render(true);
     }
+  }
+
+  syncClients() {
+    const clients = [...new Set(this.data.map((e) => e.client || ""))].sort();
+    const sig = clients.join("\n");
+    if (sig === this.clientsSig) return;
+    this.clientsSig = sig;
+    const chosen = this.client.value;
+    this.client.replaceChildren(
+      h("option", { value: "" }, "all clients"),
+      ...clients.map((c) => h("option", { value: c ? `=${c}` : "-" }, c || "(no client)")),
+    );
+    this.client.value = [...this.client.options].some((o) => o.value === chosen) ? chosen : "";
   }
 
   showError(exc) {
@@ -181,6 +198,7 @@ export class FleetView {
       if (match && attention === "open") match = e.open_prompts > 0;
       if (match && attention === "missed") match = !!e.last_outcome && MISSED.has(bucketOf(e.last_outcome.state));
       if (match && attention === "never") match = !e.last_seen;
+      if (match && this.client.value) match = this.client.value === "-" ? !e.client : this.client.value === `=${e.client}`;
       setHidden(row, !match);
       if (match) shown++;
     }
