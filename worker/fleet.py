@@ -367,6 +367,22 @@ class FleetIndex:
             ),
         )
 
+    def record_differs(self, summary: dict[str, Any]) -> bool:
+        """Whether a line changes the endpoint's client, site or removal (reads only)."""
+        rows = self.store.execute(
+            "SELECT client, site, removed_at_ms, record_seq FROM endpoints WHERE endpoint_id = ?",
+            (str(summary["endpoint_id"]),),
+        )
+        if not rows:
+            return True
+        held = rows[0]
+        return (held["client"], held["site"], held["removed_at_ms"], int(held["record_seq"] or 0)) != (
+            summary.get("client"),
+            summary.get("site"),
+            summary.get("removed_at_ms"),
+            int(summary.get("record_seq") or 0),
+        )
+
     def _list_endpoints(self, req: ApiRequest, now_ms: int) -> ApiResponse:
         """The fleet, as the caller may see it: ``?client=&site=`` filter (ignoring case),
         removed endpoints only with ``?include_removed=1``; a scoped token sees its clients'."""

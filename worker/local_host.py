@@ -280,10 +280,12 @@ class LocalBridge:
             self.flush_fleet()
         else:
             # Authentication reads tokens, and for a scoped token the named endpoint's line
-            # (its client): that one line is written first if it waits in the batch.
+            # (its client): a line waiting in the batch that moves or removes the endpoint is
+            # written first (a read to compare; the write only when the record changed).
             endpoint_id = req.json().get("endpoint_id")
-            if isinstance(endpoint_id, str) and endpoint_id in self._fleet_lines:
-                line = self._fleet_lines.pop(endpoint_id)
+            line = self._fleet_lines.get(endpoint_id) if isinstance(endpoint_id, str) else None
+            if line is not None and self.fleet.record_differs(line):
+                del self._fleet_lines[str(endpoint_id)]
                 self.fleet_store.transaction(lambda: self.fleet.update_endpoint(line, now_ms()))
         return self.fleet.handle(req, now_ms())
 
