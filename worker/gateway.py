@@ -4,8 +4,9 @@ Both hosts call ``dispatch``; they differ only in how they reach an actor (in-pr
 the local host, ``stub.fetch`` to a Durable Object on Cloudflare), which ``Actors`` hides.
 Steps: strip client-sent internal headers → route → authenticate the technician with the
 fleet index (for a route naming an endpoint, a scoped token is checked against the endpoint's
-client there too: ``worker.scope``, the one place that rule is enforced) → find the endpoint a body names (enrollments; a new id is validated and
-claimed at the fleet index first: case-insensitively unique, within the endpoint quota)
+client there too: ``worker.scope``, the one place that rule is enforced) → find the endpoint
+a body names (enrollments; a new id is validated and claimed at the fleet index first:
+case-insensitively unique, within the endpoint quota, within a scoped caller's clients)
 → forward.
 The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
 """
