@@ -252,6 +252,11 @@ class AgentRunner:
                     except aiohttp.WSServerHandshakeError as exc:
                         if exc.status in (401, 403):
                             log.error("the bridge refused the agent secret (%s); re-enroll this endpoint", exc.status)
+                        elif exc.status == 410:  # DELETE /api/endpoints/{eid}: for good
+                            log.error(
+                                "the bridge refused the agent (410): an admin removed this endpoint, and its secret "
+                                "opens nothing now; stop and uninstall the agent, or enroll it as a new endpoint"
+                            )
                         else:
                             log.warning("bridge refused the WebSocket: %s %s", exc.status, exc.message)
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -48,12 +48,19 @@ EXPORT_FORMAT = "caisey.audit"
 EXPORT_VERSION = 1
 
 # Endpoint facts: rows of the chain with prompt_id ''. Their fields:
-# - ``enrollment_issued``: by (who asked), expires_at_ms, rekey (the endpoint had an agent).
+# - ``enrollment_issued``: by (who asked), expires_at_ms, rekey (the endpoint had an agent);
+#   for the enrollment that registered the endpoint, its client and site when given.
 # - ``key_registered``: key_id, public_key (base64), previous_key_id (or None), by (who issued
 #   the enrollment it came with), rekey. The previous key is retired at this fact's time.
+# - ``endpoint_updated``: by, and the new value of each of label, client, site that changed
+#   (client or site None: taken away).
+# - ``endpoint_removed``: by, cancelled (the prompt ids the removal cancelled). After it the
+#   chain may hold no new prompt: a ``created`` fact after the removal is reported.
 ENROLLMENT_ISSUED = "enrollment_issued"
 KEY_REGISTERED = "key_registered"
-ENDPOINT_FACT_KINDS = (ENROLLMENT_ISSUED, KEY_REGISTERED)
+ENDPOINT_UPDATED = "endpoint_updated"
+ENDPOINT_REMOVED = "endpoint_removed"
+ENDPOINT_FACT_KINDS = (ENROLLMENT_ISSUED, KEY_REGISTERED, ENDPOINT_UPDATED, ENDPOINT_REMOVED)
 
 
 def genesis(endpoint_id: str) -> str:
@@ -132,6 +139,7 @@ class AuditReport:
     problems: list[tuple[int, str]] = field(default_factory=list)  # (line number, what)
     prompts: list[PromptVerdict] = field(default_factory=list)
     keys: list[KeyPeriod] = field(default_factory=list)
+    removed_at_ms: int | None = None  # the endpoint was removed (``endpoint_removed``)
 
     @property
     def ok(self) -> bool:
@@ -232,6 +240,8 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
         entries.setdefault(prompt_id, []).append(Entry(seq, at_ms, fact))
         if isinstance(fact, Created):
             created.setdefault(prompt_id, fact)
+            if report.removed_at_ms is not None:
+                report.problems.append((line_no, f"prompt {prompt_id} created after the endpoint was removed"))
         answer = signed_answer(fact)
         if answer is None or not isinstance(fact, Decided | Acknowledged):
             continue
@@ -249,7 +259,12 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
 
 
 def _endpoint_fact(report: AuditReport, line_no: int, at_ms: int, kind: str, fields: dict[str, Any]) -> None:
-    if kind == ENROLLMENT_ISSUED:
+    if kind in (ENROLLMENT_ISSUED, ENDPOINT_UPDATED):
+        return
+    if kind == ENDPOINT_REMOVED:
+        if report.removed_at_ms is not None:
+            report.problems.append((line_no, "the endpoint is removed a second time"))
+        report.removed_at_ms = at_ms
         return
     if kind != KEY_REGISTERED:
         report.problems.append((line_no, f"unknown endpoint fact {kind[:40]!r}"))
@@ -335,6 +350,8 @@ def _verdict(
 __all__ = [
     "CHAIN_TAG",
     "ENDPOINT_FACT_KINDS",
+    "ENDPOINT_REMOVED",
+    "ENDPOINT_UPDATED",
     "ENROLLMENT_ISSUED",
     "KEY_REGISTERED",
     "AuditReport",

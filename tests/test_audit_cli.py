@@ -471,3 +471,32 @@ def test_an_empty_or_foreign_file_fails(tmp_path: Path, capsys: pytest.CaptureFi
     assert status == 1 and problems(out) == ["line 1: no head line: the export is cut short"]
     status, out = verify_lines(['{"type":"header","format":"other","version":1}'], capsys, tmp_path)
     assert status == 1 and problems(out) == ["line 1: not a caisey.audit v1 export"]
+
+
+def test_a_removed_endpoints_export_verifies_and_a_prompt_created_after_removal_fails(
+    answered: tuple[Endpoint, EndpointKey, list[str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 17: a removal is a chained endpoint fact; the signed decisions before it still
+    verify, its open prompt was cancelled by the admin, and a prompt made up after it fails."""
+    endpoint, _, prompts = answered
+    removed = endpoint.api("DELETE", f"/api/endpoints/{ENDPOINT}", headers=ADMIN)
+    assert removed["removed_by"] == "root"
+    lines = endpoint.export()
+    status, out = verify_lines(lines, capsys, tmp_path)
+    assert status == 0, out
+    assert any(line.startswith("removed ") for line in out), out
+    for prompt_id in prompts[:3]:
+        assert any(prompt_id in line and "signed by the endpoint" in line for line in out), out
+    assert any(prompts[3] in line and "cancelled" in line for line in out), out
+    removal = fact(lines[line_of(lines, lambda item: item["kind"] == "endpoint_removed") - 1])
+    assert removal["fields"] == {"by": "root", "cancelled": [prompts[3]]}
+    # A prompt created after the removal (its chain relinked, as a forger would): refused.
+    created = next(fact(line) for line in lines if '"kind":"created"' in line)
+    forged = dict(created, seq=removal["seq"] + 1, prompt_id="01ZZZZZZZZZZZZZZZZZZZZZZZZ", at_ms=removal["at_ms"] + 1)
+    head = lines[-1]
+    forged_lines = relinked([*lines[:-1], dumps(forged), head])
+    status, out = verify_lines(forged_lines, capsys, tmp_path)
+    assert status != 0
+    assert problems(out) == [
+        f"line {len(forged_lines) - 1}: prompt 01ZZZZZZZZZZZZZZZZZZZZZZZZ created after the endpoint was removed"
+    ]

@@ -113,11 +113,19 @@ def agent_refusal(store: SqlStore, endpoint_id: str, secret: str | None) -> ApiR
     shape = agent_secret_shape(secret)
     if shape is not None:
         return shape
-    meta = _meta(store, "endpoint_id", "agent_secret_hash")
+    meta = _meta(store, "endpoint_id", "agent_secret_hash", "removed_at_ms")
     if not meta or meta.get("endpoint_id") != endpoint_id:
         return _unknown_endpoint(endpoint_id)
     if not same_secret(meta.get("agent_secret_hash"), secret):
         return _wrong_secret()
+    if meta.get("removed_at_ms"):
+        # Told only to the agent that proves it holds the secret: anyone else learns nothing.
+        return ApiError(
+            410,
+            "endpoint_removed",
+            f"endpoint {endpoint_id!r} was removed by an admin; this agent's secret opens nothing now "
+            "(uninstall the agent, or enroll it as a new endpoint)",
+        ).response()
     return None
 
 

@@ -25,6 +25,10 @@ MAX_TOKEN_CHARS = 256
 
 TECHNICIAN_HEADER = "x-caisey-technician"
 ROLE_HEADER = "x-caisey-role"
+# The clients a scoped technician token may see (DESIGN §12), as a JSON list; absent for an
+# unscoped token. Fleet-wide routes filter by it; routes naming an endpoint were checked by
+# the gateway before they reach an actor (``worker.scope``).
+CLIENTS_HEADER = "x-caisey-clients"
 
 ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -82,6 +86,22 @@ def label_problem(label: object) -> str | None:
     if not isinstance(label, str) or len(label) > wire.MAX_NAME_CHARS:
         return f"label must be a string of at most {wire.MAX_NAME_CHARS} characters"
     return text.check(label, "label")
+
+
+# Clients and sites (DESIGN §12): 1-64 characters, ASCII letters, digits, space and
+# ``. _ - & ' ( )``, starting and ending with a letter, digit or one of ``. _ - & ' ( )``
+# (never a space); compared ignoring case, like endpoint ids ("Acme" and "ACME" are one client).
+CLIENT_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._&'()-]{0,62}[A-Za-z0-9._&'()-])?$")
+CLIENT_RULE = (
+    "1-64 ASCII letters, digits, spaces and . _ - & ' ( ), starting with a letter or digit, not ending with a space"
+)
+
+
+def client_problem(value: object, name: str = "client") -> str | None:
+    """Why ``value`` cannot be a client (or site) name, or None when it can."""
+    if not isinstance(value, str) or not CLIENT_RE.fullmatch(value):
+        return f"{name} must be {CLIENT_RULE}"
+    return None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -169,8 +189,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("GET", re.compile(r"^/api/openapi\.json$"), "gateway", "get_openapi", "public"),
     ("POST", re.compile(r"^/api/tokens$"), "fleet", "create_token", "admin"),
     ("DELETE", re.compile(r"^/api/tokens/(?P<name>[^/]+)$"), "fleet", "revoke_token", "admin"),
+    ("GET", re.compile(r"^/api/tokens$"), "fleet", "list_tokens", "admin"),
+    ("GET", re.compile(r"^/api/whoami$"), "fleet", "whoami", "technician"),
     ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "get_endpoint", "technician"),
+    ("PATCH", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "update_endpoint", "admin"),
+    ("DELETE", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "remove_endpoint", "admin"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/audit$"), "endpoint", "export_audit", "technician"),
     ("GET", re.compile(r"^/api/limits$"), "fleet", "get_limits", "technician"),
     ("PUT", re.compile(r"^/api/limits$"), "fleet", "set_limits", "admin"),

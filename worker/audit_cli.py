@@ -128,6 +128,8 @@ def render_text(report: AuditReport) -> list[str]:
     for i, key in enumerate(report.keys):
         label = "keys" if i == 0 else ""
         out.append(f"{label:<10}{key.key_id}  valid {_time(key.valid_from_ms)} until {_time(key.valid_until_ms)}")
+    if report.removed_at_ms is not None:
+        out.append(f"removed   {_time(report.removed_at_ms)}")
     out.append(f"prompts   {len(report.prompts)}")
     for prompt in report.prompts:
         out.append(

@@ -19,8 +19,9 @@ liveness deadline, housekeeping)``, recomputed from the rows after every call.
 Around it, each in its own module: the schema (``endpoint_schema``), what runtime frames mean
 as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, audit export —
 (``enrollment``), the keys and the check of signed answers (``endpoint_keys``), the hash
-chain every fact is appended to (``audit_chain``), and what an adoption may claim
-(``adoption``).
+chain every fact is appended to (``audit_chain``), what an adoption may claim
+(``adoption``), a create's fields (``prompt_fields``) and an admin's relabel, move and removal
+(``endpoint_admin``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import Any
 
 from caisey import wire
 from caisey.backoff import Backoff
-from caisey.clock import from_rfc3339
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError
 from caisey.facts import (
@@ -57,7 +57,6 @@ from caisey.facts import (
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
-from caisey.text import check as text_problem
 from worker import adoption
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -72,10 +71,12 @@ from worker.api import (
     with_etag,
 )
 from worker.audit_chain import AuditChain
+from worker.endpoint_admin import EndpointAdmin
 from worker.endpoint_keys import EndpointKeys
 from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.enrollment import EndpointRecord
 from worker.host import Effects, Entropy, Row, SqlStore
+from worker.prompt_fields import MAX_EXPIRES_IN_S, prompt_fields
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
 
@@ -86,10 +87,6 @@ DAY_MS = 24 * HOUR_MS
 HISTORY_WAIT_MS = 10 * 60_000
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
-
-# expires_in beyond this is refused before any arithmetic (a float's * 1000 overflows to inf,
-# and int(inf) raises); the lifetime bounds in BridgeConfig then apply. 10**12 s ≈ 31,700 years.
-MAX_EXPIRES_IN_S = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +123,7 @@ class BridgeConfig:
     list_max: int = 200
 
 
-class EndpointBridge(EndpointRecord, SignedAnswers):
+class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -282,7 +279,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         return bool(self._q("SELECT 1 FROM prompts WHERE prompt_id = ?", prompt_id))
 
     def _api_view(self, view: PromptView, *, with_events: bool = False) -> dict[str, Any]:
-        return view.to_api(self.endpoint_id or "", with_events=with_events)
+        return self._mark_removed(view.to_api(self.endpoint_id or "", with_events=with_events))
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -309,6 +306,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             nonlocal connected
             connected = self._check_liveness(now_ms, connected, heard_ms, effects)
             try:
+                self._refuse_if_removed(route.op)
                 handler = getattr(self, f"_op_{route.op}")
                 response: ApiResponse = handler(route, req, now_ms, connected, effects)
             except ApiError as exc:
@@ -323,7 +321,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
     ) -> ApiResponse:
         self._require_registered(route.endpoint_id)
         body = req.json()
-        fields = self._prompt_fields(body, now_ms)
+        fields = prompt_fields(body, now_ms, self.config)
         supersedes = body.get("supersedes")
         if supersedes is not None and (not _is_prompt_id(supersedes) or not self._known(supersedes)):
             raise ApiError(
@@ -347,7 +345,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         merged.update({k: v for k, v in body.items() if k in merged or k == "expires_at"})
         if "expires_at" in body:
             merged.pop("expires_in", None)
-        fields = self._prompt_fields(merged, now_ms)
+        fields = prompt_fields(merged, now_ms, self.config)
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
 
     def _existing(self, route: Route) -> str:
@@ -357,58 +355,6 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         if not _is_prompt_id(prompt_id) or not self._known(prompt_id):
             raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
         return prompt_id
-
-    def _prompt_fields(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        """Validate a create body into ``Created`` fields; 400 with the field named otherwise."""
-
-        def text(name: str, limit: int, *, required: bool) -> str:
-            value = body.get(name, None if required else "")
-            if not isinstance(value, str) or (required and not value.strip()):
-                raise ApiError(400, "invalid_field", f"{name} must be a non-empty string")
-            if len(value) > limit:
-                raise ApiError(400, "field_too_long", f"{name} has {len(value)} characters; the limit is {limit}")
-            problem = text_problem(value, name, multiline=name == "message")  # controls, lone surrogates
-            if problem is not None:
-                raise ApiError(400, "invalid_field", problem)
-            return value
-
-        title = text("title", wire.MAX_TITLE_CHARS, required=True)
-        message = text("message", wire.MAX_MESSAGE_CHARS, required=False)
-        action = text("action", wire.MAX_ACTION_CHARS, required=True)
-        policy = body.get("on_no_user", NoUserPolicy.WAIT.value)
-        if policy not in wire.NO_USER_POLICIES:
-            raise ApiError(400, "invalid_field", f"on_no_user must be one of {', '.join(wire.NO_USER_POLICIES)}")
-        if "expires_in" in body and "expires_at" in body:
-            raise ApiError(400, "invalid_field", "give expires_in or expires_at, not both")
-        if "expires_at" in body:
-            if not isinstance(body["expires_at"], str):
-                raise ApiError(400, "invalid_field", "expires_at must be an RFC 3339 time")
-            try:
-                expires_at_ms = from_rfc3339(body["expires_at"])
-            except ProtocolError as exc:
-                raise ApiError(400, "invalid_field", exc.message) from None
-        else:
-            seconds = body.get("expires_in", self.config.default_expires_in_ms // 1000)
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-                raise ApiError(400, "invalid_field", "expires_in must be a number of seconds")
-            if not -MAX_EXPIRES_IN_S <= seconds <= MAX_EXPIRES_IN_S:  # also NaN, ±Infinity, 1e308
-                raise ApiError(400, "invalid_expiry", "expires_in must be a finite number of seconds")
-            expires_at_ms = now_ms + int(seconds * 1000)
-        lifetime = expires_at_ms - now_ms
-        if not self.config.min_expires_in_ms <= lifetime <= self.config.max_expires_in_ms:
-            raise ApiError(
-                400,
-                "invalid_expiry",
-                f"a prompt must expire between {self.config.min_expires_in_ms // 1000} s and "
-                f"{self.config.max_expires_in_ms // DAY_MS} days from now",
-            )
-        return {
-            "title": title,
-            "message": message,
-            "action": action,
-            "on_no_user": policy,
-            "expires_at_ms": expires_at_ms,
-        }
 
     def _create(
         self,
@@ -1142,6 +1088,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
                 if last_id is not None
                 else None
             ),
+            **self._record_fields(),
         }
         # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
         comparable = dict(summary, last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000)
@@ -1196,6 +1143,7 @@ _FRAME_HANDLERS: dict[type, Callable[[EndpointBridge, Any, int, Effects], None]]
 
 __all__ = [
     "AGENT_VERSION_HEADER",
+    "MAX_EXPIRES_IN_S",
     "ROLE_HEADER",
     "BridgeConfig",
     "EndpointBridge",

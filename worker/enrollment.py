@@ -25,6 +25,7 @@ from worker.api import (
     ApiRequest,
     ApiResponse,
     Route,
+    client_problem,
     label_problem,
     with_etag,
 )
@@ -44,6 +45,7 @@ class EndpointRecord:
     _append_endpoint_fact: Any
     _fleet_summary: Any
     _require_registered: Any
+    _record_changed: Any
     endpoint_id: Any
     entropy: Any
     config: Any
@@ -58,6 +60,13 @@ class EndpointRecord:
         problem = label_problem(label)
         if problem is not None:
             raise ApiError(400, "invalid_field", problem)
+        record: dict[str, str] = {}  # client and site: set when the endpoint is registered (DESIGN §12)
+        for name in ("client", "site"):
+            if body.get(name) is not None:
+                problem = client_problem(body[name], name)
+                if problem is not None:
+                    raise ApiError(400, "invalid_field", problem)
+                record[name] = body[name]
         endpoint_id = route.endpoint_id
         assert endpoint_id is not None, "the gateway routes enrollments by the body's endpoint_id"
         registered = self.endpoint_id
@@ -77,10 +86,17 @@ class EndpointRecord:
         token = ENROLLMENT_PREFIX + endpoint_id + ENROLLMENT_SEPARATOR + self.entropy.token("", 24)
         expires_at_ms = now_ms + self.config.enrollment_ttl_ms
 
+        new = self.endpoint_id is None
+        fact: dict[str, Any] = {"by": issuer, "expires_at_ms": expires_at_ms, "rekey": rekey}
+        if new:
+            fact.update(record)
+
         def register() -> None:
-            if self.endpoint_id is None:
+            if new:
                 self._set_meta("endpoint_id", endpoint_id)
                 self._set_meta("registered_at_ms", str(now_ms))
+                for name, value in record.items():  # an existing endpoint's are checked by the fleet's claim
+                    self._set_meta(name, value)
             if label or self._meta("label") is None:
                 self._set_meta("label", label)
             self._q(
@@ -90,9 +106,9 @@ class EndpointRecord:
                 issuer,
                 1 if rekey else 0,
             )
-            self._append_endpoint_fact(
-                ENROLLMENT_ISSUED, {"by": issuer, "expires_at_ms": expires_at_ms, "rekey": rekey}, now_ms
-            )
+            self._append_endpoint_fact(ENROLLMENT_ISSUED, fact, now_ms)
+            if new:
+                self._record_changed()
 
         self._atomically(register)
         effects.fleet_summary = self._fleet_summary(now_ms, connected, force=True)
@@ -175,6 +191,8 @@ class EndpointRecord:
             {
                 "endpoint_id": endpoint_id,
                 "label": self._meta("label") or "",
+                "client": self._meta("client"),
+                "site": self._meta("site"),
                 "online": connected,
                 "registered_at": time("registered_at_ms"),
                 "enrolled_at": time("enrolled_at_ms"),
@@ -182,6 +200,8 @@ class EndpointRecord:
                 "key_id": current.key_id if current is not None else None,
                 "keys": [key.to_api() for key in self.keys.history()],
                 "audit_head": {"seq": head_seq, "hash": head_hash},
+                "removed_at": time("removed_at_ms"),
+                "removed_by": self._meta("removed_by"),
             },
         )
 

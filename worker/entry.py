@@ -75,9 +75,13 @@ DIGEST_EVERY_MS = 6 * 60_000
 # for TOKEN_CACHE_MS: a revoked token stops working within 60 s on Cloudflare (at once through
 # the isolate that revoked it, which drops the name; at once on the local host, which has no
 # cache). Only successes are kept, so an unknown token always reaches the fleet object.
+# A scoped token (DESIGN §12) calling a route that names an endpoint always reaches the fleet
+# object, which checks the endpoint's client (an admin may have moved it meanwhile). Because of
+# the cache, a token's ``last_used`` may lag by up to TOKEN_CACHE_MS more than the fleet's own
+# once-a-minute write (``fleet.LAST_USED_EVERY_MS``); it still moves while the token is used.
 TOKEN_CACHE_MS = 60_000
 TOKEN_CACHE_MAX = 1024  # oldest dropped first: an isolate's memory stays bounded
-_token_cache: OrderedDict[str, tuple[str, str, int]] = OrderedDict()
+_token_cache: OrderedDict[str, tuple[str, str, list[str] | None, int]] = OrderedDict()
 
 
 def now_ms() -> int:
@@ -231,14 +235,21 @@ class _ObjectActors:
         key = hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) and token.isascii() else None
         now = now_ms()
         cached = _token_cache.get(key) if key is not None else None
-        if cached is not None and now - cached[2] < TOKEN_CACHE_MS:
-            name, role, _ = cached
+        if cached is not None and now - cached[3] < TOKEN_CACHE_MS:
+            name, role, clients, _ = cached
             if need_role == "admin" and role != "admin":
                 return ApiError(403, "forbidden", "this call needs an admin token").response()
-            return ApiResponse(200, {"name": name, "role": role})
+            if clients is None or body.get("endpoint_id") is None:
+                return ApiResponse(200, {"name": name, "role": role, "clients": clients})
         answer = await call_object(fleet_stub(self.env), req)
         if key is not None and answer.status == 200 and isinstance(answer.body, dict):
-            _token_cache[key] = (str(answer.body["name"]), str(answer.body["role"]), now)
+            clients = answer.body.get("clients")
+            _token_cache[key] = (
+                str(answer.body["name"]),
+                str(answer.body["role"]),
+                [str(c) for c in clients] if isinstance(clients, list) else None,
+                now,
+            )
             _token_cache.move_to_end(key)
             while len(_token_cache) > TOKEN_CACHE_MAX:
                 _token_cache.popitem(last=False)
@@ -446,7 +457,7 @@ def _bearer(request: Any) -> str | None:
 
 
 def forget_token_name(name: str) -> None:
-    for key in [k for k, (cached_name, _, _) in _token_cache.items() if cached_name == name]:
+    for key in [k for k, (cached_name, _, _, _) in _token_cache.items() if cached_name == name]:
         del _token_cache[key]
 
 

@@ -12,12 +12,16 @@ import json
 from typing import Any
 
 from caisey.clock import to_rfc3339
+from worker import scope
 from worker.api import (
     NAME_RE,
+    ROLE_HEADER,
+    TECHNICIAN_HEADER,
     ApiError,
     ApiRequest,
     ApiResponse,
     Route,
+    client_problem,
     endpoint_id_problem,
     route_for_actor,
     with_etag,
@@ -43,6 +47,11 @@ MAX_ENDPOINTS_CEILING = 1_000_000
 AUTHENTICATE_PATH = "/internal/authenticate"
 SUMMARY_PATH = "/internal/endpoint-summary"
 CLAIM_PATH = "/internal/claim-endpoint"
+# A token's ``last_used`` is written at most this often (one write a minute per token in use,
+# not one per request). On Cloudflare the Worker also trusts a verified token for up to
+# ``entry.TOKEN_CACHE_MS`` without asking this index, so there ``last_used`` may lag by up to
+# that much more: it still moves at least every two minutes while the token is in use.
+LAST_USED_EVERY_MS = 60_000
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -58,6 +67,16 @@ MIGRATIONS: dict[int, list[str]] = {
     2: [
         "CREATE INDEX IF NOT EXISTS endpoints_nocase ON endpoints (endpoint_id COLLATE NOCASE)",
         "CREATE INDEX IF NOT EXISTS tokens_nocase ON tokens (name COLLATE NOCASE)",
+    ],
+    # Clients, sites and scoped technicians (DESIGN §12), token last use (issue 17), removal.
+    3: [
+        "ALTER TABLE tokens ADD COLUMN clients TEXT",
+        "ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER",
+        "ALTER TABLE endpoints ADD COLUMN client TEXT",
+        "ALTER TABLE endpoints ADD COLUMN site TEXT",
+        "ALTER TABLE endpoints ADD COLUMN removed_at_ms INTEGER",
+        "ALTER TABLE endpoints ADD COLUMN record_seq INTEGER",
+        "CREATE INDEX IF NOT EXISTS endpoints_client ON endpoints (client COLLATE NOCASE, site COLLATE NOCASE)",
     ],
 }
 
@@ -81,31 +100,45 @@ class FleetIndex:
         self.lines_are_current = False
         migrate(store, MIGRATIONS)
 
-    def authenticate(self, token: str | None, need_role: str) -> tuple[str, str]:
-        """``(name, role)`` of the technician presenting ``token``, or ``ApiError`` 401/403."""
+    def authenticate(self, token: str | None, need_role: str, now_ms: int = 0) -> tuple[str, str, list[str] | None]:
+        """``(name, role, clients)`` of the technician presenting ``token`` (clients None:
+        unscoped), or ``ApiError`` 401/403. Notes the token's last use (at most once a minute)."""
         if not token:
             raise ApiError(401, "missing_token", "Authorization: Bearer <technician token> is required")
         if not isinstance(token, str) or not token.isascii():  # tokens are ASCII; a header may not be
             raise ApiError(401, "invalid_token", "the token is unknown or was revoked")
         if same_secret(self.admin_token_hash, token):
-            return ADMIN_NAME, "admin"
+            return ADMIN_NAME, "admin", None
         rows = self.store.execute(
-            "SELECT name, role, token_hash FROM tokens WHERE token_hash = ?", (secret_hash(token),)
+            "SELECT name, role, token_hash, clients, last_used_ms FROM tokens WHERE token_hash = ?",
+            (secret_hash(token),),
         )
         if not rows or not same_secret(rows[0]["token_hash"], token):
             raise ApiError(401, "invalid_token", "the token is unknown or was revoked")
         name, role = rows[0]["name"], rows[0]["role"]
+        last_used = rows[0]["last_used_ms"]
+        if now_ms and (last_used is None or now_ms - int(last_used) >= LAST_USED_EVERY_MS):
+            self.store.execute("UPDATE tokens SET last_used_ms = ? WHERE name = ?", (now_ms, name))
         if need_role == "admin" and role != "admin":
             raise ApiError(403, "forbidden", "this call needs an admin token")
-        return name, role
+        return name, role, scope.decode(rows[0]["clients"])
+
+    def _authenticate_call(self, body: dict[str, Any], now_ms: int) -> ApiResponse:
+        """The gateway's token check. With ``endpoint_id`` (a route naming an endpoint), a
+        scoped token is also checked against that endpoint's client (``worker.scope``)."""
+        name, role, clients = self.authenticate(body.get("token"), str(body.get("need_role", "technician")), now_ms)
+        endpoint_id = body.get("endpoint_id")
+        if clients is not None and endpoint_id is not None:
+            rows = self.store.execute("SELECT client FROM endpoints WHERE endpoint_id = ?", (str(endpoint_id),))
+            if not rows or not scope.visible(clients, rows[0]["client"]):
+                raise scope.unknown_endpoint(str(endpoint_id))
+        return ApiResponse(200, {"name": name, "role": role, "clients": clients})
 
     def handle(self, req: ApiRequest, now_ms: int) -> ApiResponse:
         """A request the gateway forwarded: internal calls first, then the public routes."""
         try:
             if req.path == AUTHENTICATE_PATH:
-                body = req.json()
-                name, role = self.authenticate(body.get("token"), str(body.get("need_role", "technician")))
-                return ApiResponse(200, {"name": name, "role": role})
+                return self._authenticate_call(req.json(), now_ms)
             if req.path == SUMMARY_PATH:
                 self.update_endpoint(req.json(), now_ms)
                 return ApiResponse(204)
@@ -121,6 +154,17 @@ class FleetIndex:
                 return self._create_token(req, now_ms)
             if route.op == "revoke_token":
                 return self._revoke_token(route.name or "")
+            if route.op == "list_tokens":
+                return self._list_tokens(req)
+            if route.op == "whoami":
+                return ApiResponse(
+                    200,
+                    {
+                        "name": req.header(TECHNICIAN_HEADER),
+                        "role": req.header(ROLE_HEADER),
+                        "clients": scope.of_request(req),
+                    },
+                )
             if route.op == "list_endpoints":
                 return self._list_endpoints(req, now_ms)
             if route.op == "get_limits":
@@ -142,6 +186,11 @@ class FleetIndex:
             )
         if role not in ROLES:
             raise ApiError(400, "invalid_field", f"role must be one of {', '.join(ROLES)}")
+        clients = scope.parse_clients(body.get("clients"))
+        if clients is not None and role == "admin":
+            raise ApiError(
+                400, "invalid_field", "admin tokens cannot be scoped: leave clients out, or use role technician"
+            )
         existing = self.store.execute("SELECT name FROM tokens WHERE name = ? COLLATE NOCASE", (name,))
         if existing:
             # "bob" and "Bob" would read as one person in an audit trail.
@@ -152,11 +201,38 @@ class FleetIndex:
             )
         token = self.entropy.token(TECHNICIAN_TOKEN_PREFIX)
         self.store.execute(
-            "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by) VALUES (?, ?, ?, ?, ?)",
-            (name, role, secret_hash(token), now_ms, req.header("x-caisey-technician") or ADMIN_NAME),
+            "INSERT INTO tokens (name, role, token_hash, created_at_ms, created_by, clients) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                role,
+                secret_hash(token),
+                now_ms,
+                req.header(TECHNICIAN_HEADER) or ADMIN_NAME,
+                scope.encode(clients),
+            ),
         )
         # The secret is shown once; only its hash is kept.
-        return ApiResponse(201, {"name": name, "role": role, "token": token, "created_at": to_rfc3339(now_ms)})
+        return ApiResponse(
+            201, {"name": name, "role": role, "clients": clients, "token": token, "created_at": to_rfc3339(now_ms)}
+        )
+
+    def _list_tokens(self, req: ApiRequest) -> ApiResponse:
+        """Named tokens without their secrets or hashes (the built-in admin token is not one)."""
+        rows = self.store.execute(
+            "SELECT name, role, clients, created_at_ms, created_by, last_used_ms FROM tokens ORDER BY name COLLATE NOCASE"
+        )
+        tokens = [
+            {
+                "name": row["name"],
+                "role": row["role"],
+                "clients": scope.decode(row["clients"]),
+                "created_at": to_rfc3339(int(row["created_at_ms"])),
+                "created_by": row["created_by"],
+                "last_used": to_rfc3339(int(row["last_used_ms"])) if row["last_used_ms"] is not None else None,
+            }
+            for row in rows
+        ]
+        return with_etag(req, {"tokens": tokens})
 
     def _revoke_token(self, name: str) -> ApiResponse:
         if not NAME_RE.fullmatch(name) or not self.store.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)):
@@ -192,16 +268,49 @@ class FleetIndex:
         or exactly one already registered, never one differing only in case (issue 11).
 
         A new id gets its fleet line now, in the fleet's own order, so two racing claims
-        cannot both pass and the quota counts it at once; the actor's line replaces it."""
+        cannot both pass and the quota counts it at once; the actor's line replaces it.
+
+        Clients and sites (DESIGN §12): a scoped caller (``scope``, its clients) must name one
+        of its clients; an endpoint it cannot see is "taken", never "exists for client X".
+        An existing endpoint keeps its client and site: naming others is refused (an admin
+        moves an endpoint with ``PATCH /api/endpoints/{eid}``)."""
         endpoint_id = body.get("endpoint_id")
         problem = endpoint_id_problem(endpoint_id)
         if problem is not None:
             raise ApiError(400, "invalid_endpoint_id", problem)
         assert isinstance(endpoint_id, str)
+        client, site = body.get("client"), body.get("site")
+        for name, value in (("client", client), ("site", site)):
+            problem = client_problem(value, name) if value is not None else None
+            if problem is not None:
+                raise ApiError(400, "invalid_field", problem)
+        clients = body.get("scope")
+        if clients is not None:
+            if client is None:
+                raise ApiError(
+                    400, "missing_field", f"this token is scoped to clients {', '.join(clients)}: name one as client"
+                )
+            if not scope.visible(clients, client):
+                raise ApiError(
+                    403, "client_out_of_scope", f"this token may enroll endpoints of {', '.join(clients)} only"
+                )
         rows = self.store.execute(
-            "SELECT endpoint_id FROM endpoints WHERE endpoint_id = ? COLLATE NOCASE", (endpoint_id,)
+            "SELECT endpoint_id, client, site FROM endpoints WHERE endpoint_id = ? COLLATE NOCASE", (endpoint_id,)
         )
-        if any(r["endpoint_id"] == endpoint_id for r in rows):
+        if rows and not all(scope.visible(clients, r["client"]) for r in rows):
+            raise ApiError(
+                409, "endpoint_id_conflict", f"endpoint id {endpoint_id!r} is taken (ids ignore case); choose another"
+            )
+        exact = next((r for r in rows if r["endpoint_id"] == endpoint_id), None)
+        if exact is not None:
+            for name, given, held in (("client", client, exact["client"]), ("site", site, exact["site"])):
+                if given is not None and given.lower() != (held or "").lower():
+                    raise ApiError(
+                        409,
+                        f"{name}_mismatch",
+                        f"endpoint {endpoint_id!r} belongs to {name} {held!r}; an admin moves it with "
+                        f"PATCH /api/endpoints/{endpoint_id}",
+                    )
             return ApiResponse(200, {"endpoint_id": endpoint_id, "new": False})
         if rows:
             # One file on a case-insensitive file system; one person reading "LAPTOP" and "laptop".
@@ -217,7 +326,8 @@ class FleetIndex:
                 "endpoint_quota_exceeded",
                 f"this deployment may register {limit} endpoints; an admin can raise it (PUT /api/limits)",
             )
-        self.update_endpoint({"endpoint_id": endpoint_id, "label": "", "online": False}, now_ms)
+        line = {"endpoint_id": endpoint_id, "label": "", "online": False, "client": client, "site": site}
+        self.update_endpoint(line, now_ms)
         return ApiResponse(200, {"endpoint_id": endpoint_id, "new": True})
 
     def all_offline(self, now_ms: int) -> None:
@@ -225,12 +335,23 @@ class FleetIndex:
         self.store.execute("UPDATE endpoints SET online = 0, updated_at_ms = ? WHERE online = 1", (now_ms,))
 
     def update_endpoint(self, summary: dict[str, Any], now_ms: int) -> None:
-        """An endpoint actor's line changed (pushed after its transaction committed)."""
+        """An endpoint actor's line changed (pushed after its transaction committed).
+
+        Client, site and removal decide who may see the endpoint (``worker.scope``), so an
+        older line never undoes them: each line carries ``record_seq``, the audit seq of the
+        record change it reflects, and only a line at least as recent replaces them (on
+        Cloudflare two lines of one endpoint can arrive out of order)."""
+        newer = "excluded.record_seq >= COALESCE(endpoints.record_seq, 0)"
         self.store.execute(
-            "INSERT INTO endpoints (endpoint_id, label, online, last_seen_ms, open_prompts, last_outcome, updated_at_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET label = excluded.label, "
+            "INSERT INTO endpoints (endpoint_id, label, online, last_seen_ms, open_prompts, last_outcome, updated_at_ms, "
+            "client, site, removed_at_ms, record_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (endpoint_id) DO UPDATE SET label = excluded.label, "
             "online = excluded.online, last_seen_ms = excluded.last_seen_ms, open_prompts = excluded.open_prompts, "
-            "last_outcome = excluded.last_outcome, updated_at_ms = excluded.updated_at_ms",
+            "last_outcome = excluded.last_outcome, updated_at_ms = excluded.updated_at_ms, "
+            f"client = CASE WHEN {newer} THEN excluded.client ELSE endpoints.client END, "
+            f"site = CASE WHEN {newer} THEN excluded.site ELSE endpoints.site END, "
+            f"removed_at_ms = CASE WHEN {newer} THEN excluded.removed_at_ms ELSE endpoints.removed_at_ms END, "
+            f"record_seq = CASE WHEN {newer} THEN excluded.record_seq ELSE endpoints.record_seq END",
             (
                 str(summary["endpoint_id"]),
                 str(summary.get("label") or ""),
@@ -239,13 +360,51 @@ class FleetIndex:
                 int(summary.get("open_prompts") or 0),
                 json.dumps(summary.get("last_outcome")),
                 now_ms,
+                summary.get("client"),
+                summary.get("site"),
+                summary.get("removed_at_ms"),
+                int(summary.get("record_seq") or 0),
             ),
         )
 
+    def record_differs(self, summary: dict[str, Any]) -> bool:
+        """Whether a line changes the endpoint's client, site or removal (reads only)."""
+        rows = self.store.execute(
+            "SELECT client, site, removed_at_ms, record_seq FROM endpoints WHERE endpoint_id = ?",
+            (str(summary["endpoint_id"]),),
+        )
+        if not rows:
+            return True
+        held = rows[0]
+        return (held["client"], held["site"], held["removed_at_ms"], int(held["record_seq"] or 0)) != (
+            summary.get("client"),
+            summary.get("site"),
+            summary.get("removed_at_ms"),
+            int(summary.get("record_seq") or 0),
+        )
+
     def _list_endpoints(self, req: ApiRequest, now_ms: int) -> ApiResponse:
-        rows = self.store.execute("SELECT * FROM endpoints ORDER BY endpoint_id", ())
+        """The fleet, as the caller may see it: ``?client=&site=`` filter (ignoring case),
+        removed endpoints only with ``?include_removed=1``; a scoped token sees its clients'."""
+        where, params = [], []
+        for name in ("client", "site"):
+            if name in req.query:
+                problem = client_problem(req.query[name], name)
+                if problem is not None:
+                    raise ApiError(400, "invalid_query", problem)
+                where.append(f"{name} = ? COLLATE NOCASE")
+                params.append(req.query[name])
+        include_removed = req.query.get("include_removed", "0")
+        if include_removed not in ("0", "1"):
+            raise ApiError(400, "invalid_query", "include_removed must be 0 or 1")
+        if include_removed == "0":
+            where.append("removed_at_ms IS NULL")
+        sql = "SELECT * FROM endpoints" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY endpoint_id"
+        clients = scope.of_request(req)
         endpoints = []
-        for row in rows:
+        for row in self.store.execute(sql, params):
+            if not scope.visible(clients, row["client"]):
+                continue
             outcome = json.loads(row["last_outcome"]) if row["last_outcome"] else None
             if outcome and outcome.get("at_ms") is not None:
                 outcome = {
@@ -267,6 +426,9 @@ class FleetIndex:
                     ),
                     "open_prompts": int(row["open_prompts"]),
                     "last_outcome": outcome,
+                    "client": row["client"],
+                    "site": row["site"],
+                    "removed_at": to_rfc3339(int(row["removed_at_ms"])) if row["removed_at_ms"] is not None else None,
                 }
             )
         return with_etag(req, {"endpoints": endpoints})

@@ -4,8 +4,10 @@ Both hosts call ``dispatch``; they differ only in how they reach an actor (in-pr
 the local host, ``stub.fetch`` to a Durable Object on Cloudflare), which ``Actors`` hides.
 Steps: strip client-sent internal headers → route (the OpenAPI document, public, is answered
 here) → authenticate the technician with the
-fleet index → find the endpoint a body names (enrollments; a new id is validated and
-claimed at the fleet index first: case-insensitively unique, within the endpoint quota)
+fleet index (for a route naming an endpoint, a scoped token is checked against the endpoint's
+client there too: ``worker.scope``, the one place that rule is enforced) → find the endpoint
+a body names (enrollments; a new id is validated and claimed at the fleet index first:
+case-insensitively unique, within the endpoint quota, within a scoped caller's clients)
 → forward.
 The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
 """
@@ -15,14 +17,16 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from worker import admission, openapi
+from worker import admission, openapi, scope
 from worker.api import (
+    CLIENTS_HEADER,
     ENDPOINT_HEADER,
     ROLE_HEADER,
     TECHNICIAN_HEADER,
     ApiError,
     ApiRequest,
     ApiResponse,
+    client_problem,
     endpoint_id_problem,
     label_problem,
     match,
@@ -49,20 +53,22 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
             return with_etag(req, openapi.DOCUMENT)
         if route.op == "agent_connect":
             raise ApiError(426, "upgrade_required", "the agent endpoint needs a WebSocket upgrade")
+        clients: list[str] | None = None
         if route.auth in ("admin", "technician"):
             refusal = admission.technician_bearer_shape(req)  # no bearer: no object is reached
             if refusal is not None:
                 return refusal
-            auth_request = ApiRequest(
-                "POST",
-                AUTHENTICATE_PATH,
-                body=json.dumps({"token": req.bearer(), "need_role": route.auth}).encode(),
-            )
-            answer = await actors.fleet(auth_request)
+            check: dict[str, object] = {"token": req.bearer(), "need_role": route.auth}
+            if route.endpoint_id is not None:
+                check["endpoint_id"] = route.endpoint_id  # scoped tokens: in scope, or unknown
+            answer = await actors.fleet(ApiRequest("POST", AUTHENTICATE_PATH, body=json.dumps(check).encode()))
             if answer.status != 200:
                 return answer
             req.headers[TECHNICIAN_HEADER] = answer.body["name"]
             req.headers[ROLE_HEADER] = answer.body["role"]
+            clients = answer.body.get("clients")
+            if clients is not None:
+                req.headers[CLIENTS_HEADER] = scope.encode(clients) or ""
         endpoint_id = route.endpoint_id
         if route.op == "create_enrollment":
             body = req.json()
@@ -74,9 +80,17 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
             problem = label_problem(body.get("label", ""))
             if problem is not None:
                 raise ApiError(400, "invalid_field", problem)
-            claim = await actors.fleet(
-                ApiRequest("POST", CLAIM_PATH, body=json.dumps({"endpoint_id": endpoint_id}).encode())
-            )
+            for name in ("client", "site"):
+                problem = client_problem(body[name], name) if body.get(name) is not None else None
+                if problem is not None:
+                    raise ApiError(400, "invalid_field", problem)
+            claim_body = {
+                "endpoint_id": endpoint_id,
+                "client": body.get("client"),
+                "site": body.get("site"),
+                "scope": clients,
+            }
+            claim = await actors.fleet(ApiRequest("POST", CLAIM_PATH, body=json.dumps(claim_body).encode()))
             if claim.status != 200:
                 return claim
         elif route.op == "agent_enroll":

@@ -276,8 +276,17 @@ class LocalBridge:
     # --- gateway's Actors ----------------------------------------------------------------------
 
     async def fleet_call(self, req: ApiRequest) -> ApiResponse:
-        if req.path != AUTHENTICATE_PATH:  # authentication reads tokens only, never fleet lines
+        if req.path != AUTHENTICATE_PATH:
             self.flush_fleet()
+        else:
+            # Authentication reads tokens, and for a scoped token the named endpoint's line
+            # (its client): a line waiting in the batch that moves or removes the endpoint is
+            # written first (a read to compare; the write only when the record changed).
+            endpoint_id = req.json().get("endpoint_id")
+            line = self._fleet_lines.get(endpoint_id) if isinstance(endpoint_id, str) else None
+            if line is not None and self.fleet.record_differs(line):
+                del self._fleet_lines[str(endpoint_id)]
+                self.fleet_store.transaction(lambda: self.fleet.update_endpoint(line, now_ms()))
         return self.fleet.handle(req, now_ms())
 
     async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:

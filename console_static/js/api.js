@@ -189,6 +189,30 @@ export class Api {
     // Cancel is safe to repeat (a cancelled prompt answers 200 with its state again): no key needed.
     return this.postIdempotent(`/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/cancel`, undefined, null, opts);
   }
+  // --- administration (issue 17): every console action is a documented API call -------------
+  /** Who this token is: {name, role, clients} (clients null: unscoped). */
+  whoami() {
+    return this.get("/api/whoami");
+  }
+  tokens() {
+    return this.get("/api/tokens", { poll: true });
+  }
+  createToken(body) {
+    return this.request("POST", "/api/tokens", { body });
+  }
+  revokeToken(name) {
+    return this.request("DELETE", `/api/tokens/${encodeURIComponent(name)}`);
+  }
+  /** A one-time enrollment token for a new endpoint, or a re-key of an existing one (admin). */
+  enroll(body) {
+    return this.request("POST", "/api/enrollments", { body });
+  }
+  updateEndpoint(eid, body) {
+    return this.request("PATCH", `/api/endpoints/${encodeURIComponent(eid)}`, { body });
+  }
+  removeEndpoint(eid) {
+    return this.request("DELETE", `/api/endpoints/${encodeURIComponent(eid)}`);
+  }
   retry(eid, pid, body, key, opts) {
     return this.postIdempotent(`/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/retry`, body, key, opts);
   }

@@ -7,6 +7,7 @@ import { h, setText, setHidden, setAttr, syncKeyed, replaceChildren } from "./do
 import { describeAuditExport, describeKeys, describePrompt, fmtAgo, fmtTime, onlineAsOf, OPEN_STATES, pad2 } from "./describe.js";
 import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
 import { patternsPanel } from "./patterns.js";
+import { EndpointAdminBox } from "./admin.js";
 
 export const LIST_LIMIT = 200; // the bridge's maximum page; patterns use the same prompts
 
@@ -30,6 +31,8 @@ export class EndpointView {
     this.form = this.buildForm();
     this.info = null; // GET /api/endpoints/{eid}: keys and audit head
     this.keysCard = this.buildKeys();
+    // Admin actions are built for admins only: a technician's page has none (issue 17).
+    this.adminBox = ctx.me?.role === "admin" ? new EndpointAdminBox(ctx, eid) : null;
 
     this.el = h(
       "section.view.endpoint",
@@ -53,6 +56,7 @@ export class EndpointView {
           null,
           h("section.card", { "aria-labelledby": "create-h" }, h("h2", { id: "create-h" }, "New prompt"), this.form),
           this.keysCard,
+          this.adminBox?.el,
           h("section.card", { "aria-labelledby": "patterns-h" }, h("h2", { id: "patterns-h" }, "Patterns"), this.patterns),
         ),
       ),
@@ -252,6 +256,8 @@ export class EndpointView {
     if (info.changed || this.info === null || this.info.error) {
       this.info = info.error ? { error: info.error } : info.body;
       this.renderKeys();
+      this.adminBox?.update(this.info);
+      this.renderLine();
     }
     if (list.changed || this.prompts === null) {
       this.prompts = list.body.prompts;
@@ -279,6 +285,11 @@ export class EndpointView {
 
   renderLine() {
     const e = this.line;
+    if (!e && this.info?.removed_at) {
+      setText(this.lineEl, `Removed ${fmtTime(this.info.removed_at, this.ctx.now())} by ${this.info.removed_by} · its prompts stay readable`);
+      this.lineEl.className = "endpoint-line is-removed";
+      return;
+    }
     if (!e) return;
     const now = this.ctx.now();
     if (e.label && this.heading.textContent !== e.label) {
@@ -287,7 +298,8 @@ export class EndpointView {
     }
     const conn = e.online ? "Online" : "Offline";
     const seen = e.online ? onlineAsOf(e, now, "connected now") : e.last_seen ? `last seen ${fmtAgo(e.last_seen, now)} (${fmtTime(e.last_seen, now)})` : "never connected";
-    setText(this.lineEl, `${conn} · ${seen} · ${e.open_prompts} open ${e.open_prompts === 1 ? "prompt" : "prompts"}`);
+    const where = [e.client && `client ${e.client}`, e.site && `site ${e.site}`].filter(Boolean);
+    setText(this.lineEl, [conn, seen, `${e.open_prompts} open ${e.open_prompts === 1 ? "prompt" : "prompts"}`, ...where].join(" · "));
     this.lineEl.className = `endpoint-line ${e.online ? "is-online" : "is-offline"}`;
   }
 
@@ -367,6 +379,7 @@ export class EndpointView {
   }
 
   tick(now) {
+    this.adminBox?.tick(now);
     if (!this.prompts) return;
     this.renderLine();
     // "expires in …", "no answer yet for 2 min" move with time; final prompts do not.

@@ -34,6 +34,8 @@ export class FleetView {
       h("option", { value: "missed" }, "last prompt missed or undelivered"),
       h("option", { value: "never" }, "never connected"),
     );
+    // Clients (DESIGN §12): the options follow the fleet's lines; "" is every client.
+    this.client = h("select", { id: "fleet-client", onchange: () => this.applyFilter() }, h("option", { value: "" }, "all clients"));
     this.sort = h(
       "select",
       { id: "fleet-sort", onchange: () => this.render(true) },
@@ -56,6 +58,7 @@ export class FleetView {
         field("fleet-search", "Search", this.search),
         field("fleet-status", "Connection", this.status),
         field("fleet-attention", "Show", this.attention),
+        field("fleet-client", "Client", this.client),
         field("fleet-sort", "Sort by", this.sort),
       ),
       this.summary,
@@ -85,8 +88,22 @@ export class FleetView {
     setText(this.error, "");
     if (res.changed || this.data === null) {
       this.data = res.body.endpoints;
+      this.syncClients();
       this.render(true);
     }
+  }
+
+  syncClients() {
+    const clients = [...new Set(this.data.map((e) => e.client || ""))].sort();
+    const sig = clients.join("\n");
+    if (sig === this.clientsSig) return;
+    this.clientsSig = sig;
+    const chosen = this.client.value;
+    this.client.replaceChildren(
+      h("option", { value: "" }, "all clients"),
+      ...clients.map((c) => h("option", { value: c ? `=${c}` : "-" }, c || "(no client)")),
+    );
+    this.client.value = [...this.client.options].some((o) => o.value === chosen) ? chosen : "";
   }
 
   showError(exc) {
@@ -112,7 +129,7 @@ export class FleetView {
     const row = h(
       "tr",
       { dataset: { eid: e.endpoint_id } },
-      h("td.c-name", { "data-label": "Endpoint" }, h("a.endpoint-link", { href }, h("span.label"), " ", h("span.eid"))),
+      h("td.c-name", { "data-label": "Endpoint" }, h("a.endpoint-link", { href }, h("span.label"), " ", h("span.eid")), h("span.where")),
       h("td.c-conn", { "data-label": "Connection" }, h("span.conn")),
       h("td.c-seen", { "data-label": "Last seen" }, h("time.seen")),
       h("td.c-open", { "data-label": "Open prompts" }, h("span.open")),
@@ -121,6 +138,7 @@ export class FleetView {
     row._el = {
       label: row.querySelector(".label"),
       eid: row.querySelector(".eid"),
+      where: row.querySelector(".where"),
       conn: row.querySelector(".conn"),
       seen: row.querySelector(".seen"),
       open: row.querySelector(".open"),
@@ -132,7 +150,7 @@ export class FleetView {
   updateRow(row, e, now) {
     const sig = JSON.stringify(e);
     row._data = e;
-    row._hay = `${e.endpoint_id} ${e.label || ""}`.toLowerCase();
+    row._hay = `${e.endpoint_id} ${e.label || ""} ${e.client || ""} ${e.site || ""}`.toLowerCase();
     if (row._sig === sig) {
       this.updateTimes(row, now);
       return;
@@ -141,8 +159,11 @@ export class FleetView {
     const x = row._el;
     setText(x.label, e.label || e.endpoint_id);
     setText(x.eid, e.label ? e.endpoint_id : "");
-    setText(x.conn, e.online ? "Online" : "Offline");
-    x.conn.className = `conn badge ${e.online ? "is-online" : "is-offline"}`;
+    setText(x.where, [e.client, e.site].filter(Boolean).join(" · "));
+    // Registered, its agent never connected yet (issue 17: "waiting for its agent").
+    const waiting = !e.online && !e.last_seen;
+    setText(x.conn, e.online ? "Online" : waiting ? "Waiting for its agent" : "Offline");
+    x.conn.className = `conn badge ${e.online ? "is-online" : waiting ? "is-waiting" : "is-offline"}`;
     setText(x.open, e.open_prompts ? nf.format(e.open_prompts) : "0");
     setClass(x.open, "has-open", e.open_prompts > 0);
     const out = describeOutcome(e.last_outcome, now);
@@ -177,6 +198,7 @@ export class FleetView {
       if (match && attention === "open") match = e.open_prompts > 0;
       if (match && attention === "missed") match = !!e.last_outcome && MISSED.has(bucketOf(e.last_outcome.state));
       if (match && attention === "never") match = !e.last_seen;
+      if (match && this.client.value) match = this.client.value === "-" ? !e.client : this.client.value === `=${e.client}`;
       setHidden(row, !match);
       if (match) shown++;
     }
@@ -184,7 +206,7 @@ export class FleetView {
     const filtered = shown === total ? "" : ` · showing ${nf.format(shown)}`;
     setText(this.summary, `${nf.format(total)} endpoints · ${nf.format(online)} online · ${nf.format(open)} with open prompts${filtered}`);
     setHidden(this.empty, shown > 0 || total === 0);
-    if (total === 0) setText(this.summary, "No endpoints yet. Register one with POST /api/enrollments.");
+    if (total === 0) setText(this.summary, "No endpoints yet. Add one with “Add endpoint” above.");
   }
 
   tick(now) {

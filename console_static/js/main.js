@@ -9,6 +9,7 @@ import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
 import { forgetPendingKeys } from "./actions.js";
+import { AddEndpointView, TokensView } from "./admin.js";
 
 const TOKEN_KEY = "caisey.token";
 const POLL_MS = 2_000; // a live prompt's change shows within one poll (R7)
@@ -20,6 +21,7 @@ const $ = (id) => document.getElementById(id);
 
 const shell = {
   api: null,
+  me: null, // GET /api/whoami: {name, role, clients}; admin actions exist only for role admin
   view: null,
   clockOffsetMs: 0,
   lastOkAt: null, // browser time of the last answer from the bridge (a 304 counts)
@@ -40,7 +42,7 @@ export function now() {
 }
 
 function ctx() {
-  return { api: shell.api, now, navigate, cache: shell.cache, refreshSoon };
+  return { api: shell.api, me: shell.me, now, navigate, cache: shell.cache, refreshSoon, signOut };
 }
 
 // --- session -----------------------------------------------------------------------------------
@@ -65,6 +67,8 @@ function signOut(message) {
   forgetPendingKeys();
   stopPolling();
   shell.api = null;
+  shell.me = null;
+  renderNav();
   shell.cache.fleet = null;
   shell.view?.destroy?.();
   shell.view = null;
@@ -100,7 +104,7 @@ function showSignIn(message = "") {
         const api = makeApi(token);
         api.onUnauthorized = () => {};
         try {
-          await api.endpoints();
+          await api.whoami();
         } catch (exc) {
           button.disabled = false;
           if (exc instanceof ApiError) setText(status, `Not accepted: ${exc.detail || exc.code} (${exc.status} ${exc.code}).`);
@@ -116,7 +120,7 @@ function showSignIn(message = "") {
     h("p", null, "Paste your technician token. It is kept for this browser tab only and cleared when you sign out or close the tab."),
     h("label", { for: "token" }, "Technician token"),
     input,
-    h("p.hint", { id: "token-help" }, "An administrator creates one with POST /api/tokens."),
+    h("p.hint", { id: "token-help" }, "An administrator creates one on the console's Tokens page (or with POST /api/tokens)."),
     button,
     status,
   );
@@ -129,7 +133,29 @@ function start(token, api = makeApi(token)) {
   shell.api = api;
   api.onUnauthorized = () => signOut("The bridge no longer accepts this token (revoked or wrong). Sign in again.");
   setHidden($("signout"), false);
-  route();
+  shell.me = null; // learnt by the first poll (GET /api/whoami), then the page is built
+  replaceChildren($("main"), h("p.loading", null, "Loading…"));
+  refreshSoon();
+}
+
+/** The top navigation, for the caller's role: technicians never see admin pages. (The
+ *  brand links to the fleet, as every page's breadcrumb does.) */
+function renderNav() {
+  const nav = $("topnav");
+  const me = shell.me;
+  setHidden(nav, !me);
+  document.body.classList.toggle("role-admin", me?.role === "admin");
+  setText($("whoami"), me ? `${me.name} · ${me.role}${me.clients ? " · " + me.clients.join(", ") : ""}` : "");
+  if (!me) {
+    replaceChildren(nav);
+    return;
+  }
+  const link = (href, text, id) => h("a", { href, id }, text);
+  replaceChildren(
+    nav,
+    link("#/add", "Add endpoint", "nav-add"),
+    me.role === "admin" ? link("#/tokens", "Tokens", "nav-tokens") : null,
+  );
 }
 
 // --- routing -----------------------------------------------------------------------------------
@@ -138,6 +164,8 @@ function parseRoute() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "endpoint" && parts[1] && parts[2] === "prompt" && parts[3]) return { name: "prompt", eid: parts[1], pid: parts[3] };
   if (parts[0] === "endpoint" && parts[1]) return { name: "endpoint", eid: parts[1] };
+  if (parts[0] === "add") return { name: "add" };
+  if (parts[0] === "tokens") return { name: "tokens" };
   return { name: "fleet" };
 }
 
@@ -147,12 +175,14 @@ export function navigate(hash) {
 }
 
 function route() {
-  if (!shell.api) return;
+  if (!shell.api || !shell.me) return;
   const r = parseRoute();
   shell.view?.destroy?.();
   const c = ctx();
   if (r.name === "prompt") shell.view = new PromptView(c, r.eid, r.pid);
   else if (r.name === "endpoint") shell.view = new EndpointView(c, r.eid);
+  else if (r.name === "add") shell.view = new AddEndpointView(c);
+  else if (r.name === "tokens" && shell.me.role === "admin") shell.view = new TokensView(c);
   else shell.view = new FleetView(c);
   replaceChildren($("main"), shell.view.el);
   document.title = `${shell.view.title} — Caisey console`;
@@ -180,7 +210,9 @@ function stopPolling() {
 }
 
 async function tick() {
-  if (!shell.api || !shell.view) return;
+  if (!shell.api) return;
+  if (!shell.me) return whoami();
+  if (!shell.view) return;
   if (shell.running) {
     shell.again = true;
     return;
@@ -212,6 +244,32 @@ async function tick() {
   schedule(delay); // keep polling even after a bug, so the page never goes silently stale
   renderStatus();
   if (bug) throw bug; // …but let it reach the browser console (and the tests)
+}
+
+/** Before the first page: who is this token? (A 401 signs out; no answer shows the banner.) */
+async function whoami() {
+  if (shell.running) return;
+  shell.running = true;
+  let delay = null;
+  try {
+    shell.me = (await shell.api.whoami()).body;
+    onReachable();
+  } catch (exc) {
+    if (exc instanceof NetworkError) delay = onUnreachable(exc);
+    else if (!(exc instanceof ApiError)) throw exc;
+    // A bridge without /api/whoami (older): least privilege, no admin actions.
+    else if (exc.status !== 401) shell.me = { name: "", role: "technician", clients: null };
+  } finally {
+    shell.running = false;
+  }
+  if (!shell.api) return;
+  if (shell.me) {
+    renderNav();
+    route();
+  } else if (delay !== null) {
+    schedule(delay);
+  }
+  renderStatus();
 }
 
 function onReachable() {

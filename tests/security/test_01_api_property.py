@@ -31,7 +31,8 @@ ERROR_CODES = {  # the README's list of error codes (item 1: "a documented code"
     "forbidden", "unknown_endpoint", "unknown_prompt", "unknown_token", "not_found",
     "method_not_allowed", "upgrade_required", "already_final", "token_exists",
     "endpoint_id_conflict", "body_too_large", "idempotency_key_reused", "too_many_open_prompts",
-    "endpoint_quota_exceeded",
+    "endpoint_quota_exceeded", "invalid_query", "client_out_of_scope", "client_mismatch",
+    "site_mismatch", "endpoint_removed",
 }  # fmt: skip
 
 
@@ -76,7 +77,8 @@ json_values = st.recursive(
 )
 FIELDS = [
     "title", "message", "action", "expires_in", "expires_at", "on_no_user", "supersedes",
-    "endpoint_id", "label", "enrollment_token", "name", "role", "max_endpoints",
+    "endpoint_id", "label", "enrollment_token", "name", "role", "max_endpoints", "client", "site",
+    "clients",
 ]  # fmt: skip
 bodies = st.one_of(
     st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=7).map(lambda d: json.dumps(d).encode()),
@@ -96,6 +98,10 @@ path_params = st.one_of(
 ROUTES = [  # method, path template ({e}: endpoint id, {p}: prompt id, {n}: token name)
     ("POST", "/api/tokens"),
     ("DELETE", "/api/tokens/{n}"),
+    ("GET", "/api/tokens"),
+    ("GET", "/api/whoami"),
+    ("PATCH", "/api/endpoints/{e}"),
+    ("DELETE", "/api/endpoints/{e}"),
     ("GET", "/api/endpoints"),
     ("GET", "/api/limits"),
     ("PUT", "/api/limits"),
@@ -121,7 +127,13 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
         return quote(draw(path_params).encode("utf-8", "surrogatepass"), safe="")
 
     path = template.format(e=segment(), p=segment(), n=segment())
-    query = draw(st.dictionaries(st.sampled_from(["limit", "x"]), hostile_text | st.integers().map(str), max_size=2))
+    query = draw(
+        st.dictionaries(
+            st.sampled_from(["limit", "x", "client", "site", "include_removed"]),
+            hostile_text | st.integers().map(str),
+            max_size=2,
+        )
+    )
     if query:
         path += "?" + urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
     headers: dict[str, str] = {}
