@@ -36,9 +36,10 @@ from typing import Any
 from caisey import wire
 from caisey.facts import Decision, Source
 from caisey.prompt import State
-from worker.api import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
+from worker.api import CLIENT_RE, CLIENT_RULE, MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
 from worker.endpoint import MAX_EXPIRES_IN_S, BridgeConfig
 from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
+from worker.scope import MAX_TOKEN_CLIENTS
 
 OPENAPI_PATH = "/api/openapi.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -54,6 +55,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 PROMPT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 SECRET_BODY = "[A-Za-z0-9_-]{16,128}"
+# A client or site name (DESIGN §12, ``worker.api.CLIENT_RE``): compared ignoring case.
+CLIENT_PATTERN = CLIENT_RE.pattern
 # One line, no control character (C0, DEL, C1): caisey/text.py. A message may also hold tab
 # and newline. (A lone surrogate is refused too; JSON Schema cannot say so.)
 ONE_LINE_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
@@ -100,6 +103,16 @@ def _str(description: str = "", **kw: Any) -> dict[str, Any]:
 
 _TIME = {"$ref": "#/components/schemas/Time"}
 _TIME_OR_NULL = _null(_TIME)
+_CLIENT_OR_NULL = _null({"$ref": "#/components/schemas/ClientName"})
+# A token's clients (DESIGN §12): null for an unscoped token.
+_CLIENTS_OR_NULL = _null(
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_TOKEN_CLIENTS,
+        "items": {"$ref": "#/components/schemas/ClientName"},
+    }
+)
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -149,6 +162,7 @@ _STATUS_WORDS = {
     404: "Not found",
     408: "Request timeout (local host only)",
     409: "Conflict",
+    410: "Gone",
     413: "Body too large",
     422: "Unprocessable",
     426: "Upgrade required",
@@ -266,6 +280,10 @@ def _prompt_properties() -> dict[str, Any]:
         "supersedes": _null(_str(pattern=PROMPT_ID_PATTERN)),
         "superseded_by": _null(_str(pattern=PROMPT_ID_PATTERN)),
         "final_at": _TIME_OR_NULL,
+        "endpoint_removed_at": {
+            "$ref": "#/components/schemas/Time",
+            "description": "only when the endpoint was removed (`DELETE /api/endpoints/{eid}`): when",
+        },
     }
 
 
@@ -367,6 +385,9 @@ def _schemas() -> dict[str, Any]:
             "last_outcome": _null(
                 _obj({"prompt_id": _str(pattern=PROMPT_ID_PATTERN), "state": prompt["state"], "at": _TIME})
             ),
+            "client": _CLIENT_OR_NULL,
+            "site": _CLIENT_OR_NULL,
+            "removed_at": {**_TIME_OR_NULL, "description": "null unless removed (listed only with include_removed=1)"},
         }
     )
     audit_line = {
@@ -423,9 +444,10 @@ def _schemas() -> dict[str, Any]:
                 "prompt": _ref("Prompt"),
             }
         ),
-        "Prompt": _obj(prompt),
+        "Prompt": _obj(prompt, optional=("endpoint_removed_at",)),
         "PromptWithEvents": _obj(
-            {**prompt, "events": {"type": "array", "items": _ref("TimelineEvent"), "description": "the timeline"}}
+            {**prompt, "events": {"type": "array", "items": _ref("TimelineEvent"), "description": "the timeline"}},
+            optional=("endpoint_removed_at",),
         ),
         "TimelineEvent": event,
         "PromptList": _obj({"prompts": {"type": "array", "items": _ref("Prompt")}}),
@@ -443,6 +465,10 @@ def _schemas() -> dict[str, Any]:
                 "key_id": _null(_str("the current endpoint key")),
                 "keys": {"type": "array", "items": _ref("EndpointKey"), "description": "every key, oldest first"},
                 "audit_head": _obj({"seq": {"type": "integer", "minimum": 0}, "hash": _str()}),
+                "client": _CLIENT_OR_NULL,
+                "site": _CLIENT_OR_NULL,
+                "removed_at": {**_TIME_OR_NULL, "description": "null unless an admin removed the endpoint"},
+                "removed_by": _null(_str("the admin who removed it")),
             }
         ),
         "AuditLine": audit_line,
@@ -456,8 +482,39 @@ def _schemas() -> dict[str, Any]:
             {
                 "name": _str(pattern=NAME_PATTERN),
                 "role": _str(enum=list(ROLES)),
+                "clients": _CLIENTS_OR_NULL,
                 "token": _str("the bearer token (`cst_…`), shown this once; only its hash is kept"),
                 "created_at": _TIME,
+            }
+        ),
+        "TokenInfo": _obj(
+            {
+                "name": _str(pattern=NAME_PATTERN),
+                "role": _str(enum=list(ROLES)),
+                "clients": _CLIENTS_OR_NULL,
+                "created_at": _TIME,
+                "created_by": _str(),
+                "last_used": {
+                    **_TIME_OR_NULL,
+                    "description": "written at most once a minute per token (on Cloudflare up to 2 min behind)",
+                },
+            }
+        ),
+        "TokenList": _obj(
+            {
+                "tokens": {
+                    "type": "array",
+                    "items": _ref("TokenInfo"),
+                    "description": "named tokens, by name; never a secret or a hash; the built-in admin token "
+                    "is not listed",
+                }
+            }
+        ),
+        "Whoami": _obj(
+            {
+                "name": _str("the token's name (`admin` for the deployment's admin token)"),
+                "role": _str(enum=list(ROLES)),
+                "clients": _CLIENTS_OR_NULL,
             }
         ),
         "TokenRevoked": _obj({"name": _str(pattern=NAME_PATTERN), "revoked": {"const": True}}),
@@ -529,8 +586,31 @@ def _operations() -> dict[str, dict[str, Any]]:
                             **{"not": {"pattern": RESERVED_NAME_PATTERN}},
                         ),
                         "role": _str(enum=list(ROLES), default="technician"),
+                        "clients": {
+                            **_CLIENTS_OR_NULL,
+                            "description": f"scopes a technician token to these clients (1–{MAX_TOKEN_CLIENTS} "
+                            "names; repeats ignoring case are dropped); null or left out: unscoped. With role "
+                            "admin → 400 `invalid_field`",
+                        },
                     },
                 },
+                tag="tokens",
+            ),
+            "get": _op(
+                "list_tokens",
+                "admin",
+                "The named tokens (never a secret or a hash)",
+                {200: _ok("The tokens", _ref("TokenList"), etag=True), 304: _NOT_MODIFIED},
+                parameters=[_param("ifNoneMatch")],
+                tag="tokens",
+            ),
+        },
+        "/api/whoami": {
+            "get": _op(
+                "whoami",
+                "technician",
+                "Who the caller is: name, role, and the clients a scoped token may see",
+                {200: _ok("The caller", _ref("Whoami"))},
                 tag="tokens",
             )
         },
@@ -552,8 +632,11 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "list_endpoints",
                 "technician",
                 "The fleet: one line per endpoint",
-                {200: _ok("Every registered endpoint", _ref("EndpointList"), etag=True), 304: _NOT_MODIFIED},
-                parameters=[_param("ifNoneMatch")],
+                {200: _ok("The endpoints the caller may see", _ref("EndpointList"), etag=True), 304: _NOT_MODIFIED},
+                errors={400: ["invalid_query"]},
+                parameters=[_param("client"), _param("site"), _param("includeRemoved"), _param("ifNoneMatch")],
+                description="A token scoped to clients sees only their endpoints. Removed endpoints are listed "
+                "only with `include_removed=1`.",
                 tag="endpoints",
             )
         },
@@ -566,7 +649,48 @@ def _operations() -> dict[str, dict[str, Any]]:
                 errors={**bad_eid, 404: ["unknown_endpoint"]},
                 parameters=[eid, _param("ifNoneMatch")],
                 tag="endpoints",
-            )
+            ),
+            "patch": _op(
+                "update_endpoint",
+                "admin",
+                "Relabel or move an endpoint (client, site)",
+                {200: _ok("The endpoint now", _ref("Endpoint"), etag=True)},
+                errors={
+                    400: [*bad_eid[400], "malformed_json", "invalid_field", "missing_field"],
+                    404: ["unknown_endpoint"],
+                    410: ["endpoint_removed"],
+                },
+                parameters=[eid],
+                body={
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "label": _str(
+                            "one line, no control character", maxLength=wire.MAX_NAME_CHARS, pattern=ONE_LINE_PATTERN
+                        ),
+                        "client": {**_CLIENT_OR_NULL, "description": "null takes the client away"},
+                        "site": {**_CLIENT_OR_NULL, "description": "null takes the site away"},
+                    },
+                },
+                description="Changes what it is given (another field → 400 `invalid_field`, none → 400 "
+                "`missing_field`) and records an `endpoint_updated` fact in the audit chain. A removed "
+                "endpoint → 410 `endpoint_removed`.",
+                tag="endpoints",
+            ),
+            "delete": _op(
+                "remove_endpoint",
+                "admin",
+                "Remove an endpoint for good",
+                {200: _ok("The endpoint, with `removed_at` and `removed_by`", _ref("Endpoint"), etag=True)},
+                errors={**bad_eid, 404: ["unknown_endpoint"]},
+                parameters=[eid],
+                description="Its open prompts are cancelled by the admin, its agent closed (4410) and refused "
+                "from then on; new prompts, retries, enrollments and edits → 410 `endpoint_removed`; its "
+                "prompts stay readable (with `endpoint_removed_at`); the id stays taken. A repeat answers "
+                "as the first did. No body is read.",
+                tag="endpoints",
+            ),
         },
         "/api/endpoints/{eid}/audit": {
             "get": _op(
@@ -623,9 +747,10 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "Register an endpoint (if new, within the quota) and issue a one-time enrollment token",
                 {201: _ok("The enrollment token (valid 24 h, one use)", _ref("EnrollmentCreated"))},
                 errors={
-                    400: ["malformed_json", "invalid_endpoint_id", "invalid_field"],
-                    403: ["forbidden"],
-                    409: ["endpoint_id_conflict"],
+                    400: ["malformed_json", "invalid_endpoint_id", "invalid_field", "missing_field"],
+                    403: ["forbidden", "client_out_of_scope"],
+                    409: ["endpoint_id_conflict", "client_mismatch", "site_mismatch"],
+                    410: ["endpoint_removed"],
                     429: ["endpoint_quota_exceeded"],
                 },
                 body={
@@ -638,11 +763,23 @@ def _operations() -> dict[str, dict[str, Any]]:
                             maxLength=wire.MAX_NAME_CHARS,
                             pattern=ONE_LINE_PATTERN,
                         ),
+                        "client": {
+                            **_CLIENT_OR_NULL,
+                            "description": "set when the endpoint is registered; a scoped token must name one of "
+                            "its clients (400 `missing_field`, 403 `client_out_of_scope`); another than an "
+                            "existing endpoint's → 409 `client_mismatch`",
+                        },
+                        "site": {
+                            **_CLIENT_OR_NULL,
+                            "description": "set when the endpoint is registered; another than an existing "
+                            "endpoint's → 409 `site_mismatch`",
+                        },
                     },
                 },
                 description="Re-enrolling an endpoint that already has an agent replaces its secret and "
                 "key: admin only (a technician gets 403 `forbidden`, nothing changes). An id differing "
-                "from a registered one only in case → 409 `endpoint_id_conflict`.",
+                "from a registered one only in case, or one a scoped token cannot see → 409 "
+                "`endpoint_id_conflict`. A removed endpoint → 410 `endpoint_removed`.",
                 tag="enrollment",
             )
         },
@@ -685,6 +822,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     **prompt_errors,
                     400: [*bad_eid[400], *prompt_errors[400]],
                     404: ["unknown_endpoint", "unknown_prompt"],
+                    410: ["endpoint_removed"],
                 },
                 parameters=[eid, _param("idempotencyKey")],
                 body=_prompt_fields(create=True),
@@ -741,6 +879,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                     **prompt_errors,
                     400: [*bad_eid[400], *prompt_errors[400]],
                     404: ["unknown_endpoint", "unknown_prompt"],
+                    410: ["endpoint_removed"],
                 },
                 parameters=[eid, pid, _param("idempotencyKey")],
                 body=_prompt_fields(create=False),
@@ -762,6 +901,7 @@ def _operations() -> dict[str, dict[str, Any]]:
                 errors={
                     400: ["invalid_endpoint_id", "invalid_websocket_handshake"],
                     404: ["unknown_endpoint"],
+                    410: ["endpoint_removed"],
                     426: ["upgrade_required"],
                 },
                 parameters=[eid, _param("upgrade")],
@@ -769,7 +909,8 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "<agent_secret>`. Without the upgrade → 426 `upgrade_required`, whatever the credentials. "
                 "On the local host, an upgrade without a valid handshake (`Connection: Upgrade`, "
                 "`Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) → 400 `invalid_websocket_handshake` "
-                "(on Cloudflare the runtime does the handshake).",
+                "(on Cloudflare the runtime does the handshake). The agent of a removed endpoint, with its "
+                "valid secret → 410 `endpoint_removed`.",
                 tag="agent",
             )
         },
@@ -779,6 +920,7 @@ def _operations() -> dict[str, dict[str, Any]]:
 
 def _components() -> dict[str, Any]:
     schemas = _schemas()
+    schemas["ClientName"] = _str(f"a client or site name: {CLIENT_RULE}; compared without case", pattern=CLIENT_PATTERN)
     schemas["EndpointId"] = _str(
         "1-64 ASCII letters, digits, '.', '_', '-'; compared without case; never a Windows device name",
         pattern=ENDPOINT_ID_PATTERN,
@@ -826,6 +968,27 @@ def _components() -> dict[str, Any]:
                 "required": True,
                 "description": "the token's name (unknown → 404 `unknown_token`)",
                 "schema": _str(pattern=NAME_PATTERN),
+            },
+            "client": {
+                "name": "client",
+                "in": "query",
+                "required": False,
+                "description": "only endpoints of this client, compared without case (bad → 400 `invalid_query`)",
+                "schema": _str(pattern=CLIENT_PATTERN),
+            },
+            "site": {
+                "name": "site",
+                "in": "query",
+                "required": False,
+                "description": "only endpoints at this site, compared without case (bad → 400 `invalid_query`)",
+                "schema": _str(pattern=CLIENT_PATTERN),
+            },
+            "includeRemoved": {
+                "name": "include_removed",
+                "in": "query",
+                "required": False,
+                "description": "`1`: removed endpoints too (else 400 `invalid_query` unless `0`)",
+                "schema": _str(enum=["0", "1"], default="0"),
             },
             "limit": {
                 "name": "limit",
