@@ -294,12 +294,119 @@ async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: Brid
     audit = await call(bridge, "GET", f"/api/endpoints/{eid}/audit", 200, token=tech["token"])
     assert len(audit.body.splitlines()) >= 4
     await call(bridge, "GET", f"{base}/{retried.body['prompt_id']}", 200, token=tech["token"])
+    await admin_calls(bridge, suffix, eid, tech["token"], body)
     # revocation, unknown paths and methods
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 200, token=admin)
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 404, token=admin)
     await call(bridge, "GET", "/api/endpoints", 401, token=tech["token"])
     await call(bridge, "PATCH", base, 405, token=admin, body={})
     await call(bridge, "GET", "/api/nothing-here", 404, token=admin)
+
+
+async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str, body: dict[str, object]) -> None:
+    """Administration (issue 17, DESIGN §12): whoami, the token list, a scoped token, a client's
+    endpoint, PATCH and DELETE, and what a removed endpoint answers — each against the document."""
+    admin = bridge.admin_token
+    me = await call(bridge, "GET", "/api/whoami", 200, token=tech)
+    assert me.body == {"name": f"tech-{suffix}", "role": "technician", "clients": None}, me.body
+    assert (await call(bridge, "GET", "/api/whoami", 200, token=admin)).body["role"] == "admin"
+    await call(bridge, "GET", "/api/whoami", 401)
+    client, ceid = f"Acme {suffix}", f"oa-c-{suffix}"
+    await call(
+        bridge,
+        "POST",
+        "/api/tokens",
+        400,
+        token=admin,
+        body={"name": f"a-{suffix}", "role": "admin", "clients": [client]},
+    )
+    await call(bridge, "POST", "/api/tokens", 400, token=admin, body={"name": f"s-{suffix}", "clients": []})
+    created = await call(
+        bridge, "POST", "/api/tokens", 201, token=admin, body={"name": f"scoped-{suffix}", "clients": [client]}
+    )
+    scoped = created.body["token"]
+    assert created.body["clients"] == [client]
+    tokens = await call(bridge, "GET", "/api/tokens", 200, token=admin)
+    listed = {t["name"]: t for t in tokens.body["tokens"]}
+    assert listed[f"scoped-{suffix}"]["clients"] == [client] and listed[f"tech-{suffix}"]["last_used"] is not None
+    await call(bridge, "GET", "/api/tokens", 304, token=admin, headers={"If-None-Match": tokens.headers["etag"]})
+    await call(bridge, "GET", "/api/tokens", 403, token=tech)
+    assert (await call(bridge, "GET", "/api/whoami", 200, token=scoped)).body["clients"] == [client]
+    # the scoped token: an endpoint without its client is unknown to it, on every route naming one
+    await call(bridge, "GET", f"/api/endpoints/{eid}", 404, token=scoped)
+    await call(bridge, "GET", f"/api/endpoints/{eid}/prompts", 404, token=scoped)
+    await call(bridge, "POST", f"/api/endpoints/{eid}/prompts", 404, token=scoped, body=body)
+    await call(bridge, "GET", f"/api/endpoints/{eid}/audit", 404, token=scoped)
+    await call(bridge, "POST", "/api/enrollments", 400, token=scoped, body={"endpoint_id": ceid})
+    await call(bridge, "POST", "/api/enrollments", 403, token=scoped, body={"endpoint_id": ceid, "client": "Other"})
+    await call(bridge, "POST", "/api/enrollments", 409, token=scoped, body={"endpoint_id": eid, "client": client})
+    enrollment = await call(
+        bridge,
+        "POST",
+        "/api/enrollments",
+        201,
+        token=scoped,
+        body={"endpoint_id": ceid, "client": client, "site": "HQ"},
+    )
+    secret = (
+        await call(
+            bridge, "POST", "/api/agent/enroll", 200, body={"enrollment_token": enrollment.body["enrollment_token"]}
+        )
+    ).body["agent_secret"]
+    mismatch = {"endpoint_id": ceid, "client": client, "site": "Branch"}
+    assert (await call(bridge, "POST", "/api/enrollments", 409, token=admin, body=mismatch)).body["error"]["code"] == (
+        "site_mismatch"
+    )
+    mismatch = {"endpoint_id": ceid, "client": "Other"}
+    assert (await call(bridge, "POST", "/api/enrollments", 409, token=admin, body=mismatch)).body["error"]["code"] == (
+        "client_mismatch"
+    )
+    # the fleet, filtered
+    fleet = await call(bridge, "GET", "/api/endpoints?client=ACME%20" + suffix, 200, token=tech)
+    assert [line["endpoint_id"] for line in fleet.body["endpoints"]] == [ceid], fleet.body
+    assert [
+        line["endpoint_id"]
+        for line in (await call(bridge, "GET", "/api/endpoints", 200, token=scoped)).body["endpoints"]
+    ] == [ceid]
+    await call(bridge, "GET", "/api/endpoints?include_removed=2", 400, token=tech)
+    await call(bridge, "GET", "/api/endpoints?site=%20HQ", 400, token=tech)
+    # PATCH
+    patched = await call(
+        bridge, "PATCH", f"/api/endpoints/{ceid}", 200, token=admin, body={"label": "Reception", "site": None}
+    )
+    assert (patched.body["label"], patched.body["client"], patched.body["site"]) == ("Reception", client, None)
+    await call(bridge, "PATCH", f"/api/endpoints/{ceid}", 403, token=tech, body={"label": "x"})
+    await call(bridge, "PATCH", f"/api/endpoints/{ceid}", 400, token=admin, body={})
+    await call(bridge, "PATCH", f"/api/endpoints/{ceid}", 400, token=admin, body={"owner": "x"})
+    await call(bridge, "PATCH", f"/api/endpoints/{ceid}", 400, token=admin, body={"client": " x"})
+    await call(bridge, "PATCH", "/api/endpoints/oa-unknown-endpoint", 404, token=admin, body={"label": "x"})
+    # DELETE, and what a removed endpoint answers
+    prompt = (await call(bridge, "POST", f"/api/endpoints/{ceid}/prompts", 201, token=scoped, body=body)).body
+    await call(bridge, "DELETE", f"/api/endpoints/{ceid}", 403, token=scoped)
+    await call(bridge, "DELETE", "/api/endpoints/oa-unknown-endpoint", 404, token=admin)
+    removed = await call(bridge, "DELETE", f"/api/endpoints/{ceid}", 200, token=admin)
+    assert removed.body["removed_by"] == "admin" and removed.body["removed_at"] is not None, removed.body
+    again = await call(bridge, "DELETE", f"/api/endpoints/{ceid}", 200, token=admin)
+    assert again.body["removed_at"] == removed.body["removed_at"]
+    view = await call(bridge, "GET", f"/api/endpoints/{ceid}/prompts/{prompt['prompt_id']}", 200, token=scoped)
+    assert view.body["state"] == "cancelled" and view.body["endpoint_removed_at"] == removed.body["removed_at"]
+    await call(bridge, "GET", f"/api/endpoints/{ceid}/prompts", 200, token=scoped)
+    for method, path, sent in [
+        ("POST", f"/api/endpoints/{ceid}/prompts", body),
+        ("POST", f"/api/endpoints/{ceid}/prompts/{prompt['prompt_id']}/retry", {}),
+        ("PATCH", f"/api/endpoints/{ceid}", {"label": "x"}),
+        ("POST", "/api/enrollments", {"endpoint_id": ceid}),
+    ]:
+        refused = await call(bridge, method, path, 410, token=admin, body=sent)
+        assert refused.body["error"]["code"] == "endpoint_removed", (path, refused.body)
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    await call(bridge, "GET", f"/api/endpoints/{ceid}/agent", 410, token=secret, headers=upgrade)
+    assert ceid not in {
+        line["endpoint_id"] for line in (await call(bridge, "GET", "/api/endpoints", 200, token=tech)).body["endpoints"]
+    }
+    with_removed = await call(bridge, "GET", "/api/endpoints?include_removed=1", 200, token=tech)
+    line = next(line for line in with_removed.body["endpoints"] if line["endpoint_id"] == ceid)
+    assert line["removed_at"] == removed.body["removed_at"], line
 
 
 def test_the_check_refuses_what_the_document_does_not_say() -> None:

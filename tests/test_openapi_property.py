@@ -39,6 +39,8 @@ from tests.openapi_contract import conforms, invalid, operations, pointer, resol
 EXAMPLES = int(os.environ.get("CAISEY_API_EXAMPLES", "400"))
 ENDPOINT = "oa-prop"
 VICTIM = "oa-victim"  # the one token name a DELETE may hit: the technician's own stays valid
+VICTIM_ENDPOINT = "oa-victim-ep"  # the one endpoint a DELETE may remove: ENDPOINT keeps taking prompts
+SCOPED_CLIENT = "Oa Client"  # a scoped technician's only client (no endpoint has it unless a PATCH moves one)
 OPERATIONS = operations()
 
 
@@ -48,6 +50,7 @@ class Live:
     tech: str
     secret: str
     prompt_id: str
+    scoped: str = ""
     enrolled: int = 0
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -75,6 +78,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         status, tech = setup.admin("POST", "/api/tokens", {"name": "oa-tech"})
         assert status == 201, tech
         assert setup.admin("POST", "/api/tokens", {"name": VICTIM})[0] == 201
+        status, scoped = setup.admin("POST", "/api/tokens", {"name": "oa-scoped", "clients": [SCOPED_CLIENT]})
+        assert status == 201, scoped
+        assert setup.admin("POST", "/api/enrollments", {"endpoint_id": VICTIM_ENDPOINT})[0] == 201
         status, enrollment = setup.admin("POST", "/api/enrollments", {"endpoint_id": ENDPOINT, "label": "prop"})
         assert status == 201, enrollment
         status, _, raw = setup.call(
@@ -84,7 +90,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
         status, created = setup.admin("POST", f"/api/endpoints/{ENDPOINT}/prompts", body)
         assert status == 201, created
-        yield Live(bridge, tech["token"], json.loads(raw)["agent_secret"], created["prompt_id"])
+        yield Live(bridge, tech["token"], json.loads(raw)["agent_secret"], created["prompt_id"], scoped["token"])
     finally:
         bridge.kill()
 
@@ -150,7 +156,8 @@ def requests(draw: st.DrawFn) -> Request:
     segments: dict[str, str] = {}
     for name in re.findall(r"\{([a-z_]+)\}", template):
         kind = draw(st.sampled_from(["existing", "existing", "schema", "hostile"]))
-        existing = {"eid": ENDPOINT, "pid": "{pid}", "name": VICTIM}.get(name)
+        eid = VICTIM_ENDPOINT if op["operationId"] == "remove_endpoint" else ENDPOINT
+        existing = {"eid": eid, "pid": "{pid}", "name": VICTIM}.get(name)
         if kind == "existing" and existing is not None:
             value = existing
         elif kind != "hostile" and name in parameters:
@@ -166,15 +173,23 @@ def requests(draw: st.DrawFn) -> Request:
         query["limit"] = draw(
             st.one_of(values({"$ref": "#/components/parameters/limit/schema"}).map(str), hostile_text)
         )
+    if template == "/api/endpoints" and method == "GET":
+        for name in ("client", "site", "include_removed"):
+            if draw(st.integers(0, 2)) == 0:
+                schema_value = values(parameters[name]["schema"]) if name in parameters else hostile_text
+                query[name] = draw(st.one_of(schema_value, hostile_text))
     if draw(st.integers(0, 9)) == 0:
         query["x"] = draw(hostile_text)
     if query:
         path += "?" + urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
     headers: dict[str, str] = {}
-    auth = draw(st.sampled_from(["admin", "technician", "technician", "admin", "wrong", "none", "agent", "scheme"]))
+    auth = draw(
+        st.sampled_from(["admin", "technician", "technician", "admin", "scoped", "wrong", "none", "agent", "scheme"])
+    )
     headers["Authorization"] = {
         "admin": "Bearer {admin}",
         "technician": "Bearer {tech}",
+        "scoped": "Bearer {scoped}",
         "wrong": "Bearer cst_" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=40)),
         "none": "",
         "agent": "Bearer {secret}",
@@ -255,7 +270,12 @@ def _decoded(path: str) -> str:
     )
 )
 def test_every_answer_is_one_the_document_describes(live: Live, request: Request) -> None:
-    values_of = {"{admin}": live.bridge.admin_token, "{tech}": live.tech, "{secret}": live.secret}
+    values_of = {
+        "{admin}": live.bridge.admin_token,
+        "{tech}": live.tech,
+        "{secret}": live.secret,
+        "{scoped}": live.scoped,
+    }
     headers = dict(request.headers)
     for name, value in headers.items():
         for placeholder, real in values_of.items():
@@ -317,6 +337,9 @@ def standin() -> Iterator[Standin]:
     status, tech = call("POST", "/api/tokens", {"name": "oa-tech"})
     assert status == 201, tech
     assert call("POST", "/api/tokens", {"name": VICTIM})[0] == 201
+    status, scoped = call("POST", "/api/tokens", {"name": "oa-scoped", "clients": [SCOPED_CLIENT]})
+    assert status == 201, scoped
+    assert call("POST", "/api/enrollments", {"endpoint_id": VICTIM_ENDPOINT})[0] == 201
     status, enrollment = call("POST", "/api/enrollments", {"endpoint_id": ENDPOINT, "label": "prop"})
     assert status == 201, enrollment
     status, enrolled = call("POST", "/api/agent/enroll", {"enrollment_token": enrollment["enrollment_token"]}, {})
@@ -324,7 +347,7 @@ def standin() -> Iterator[Standin]:
     body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
     status, created = call("POST", f"/api/endpoints/{ENDPOINT}/prompts", body)
     assert status == 201, created
-    setup.live = Live(None, tech["token"], enrolled["agent_secret"], created["prompt_id"])  # type: ignore[arg-type]
+    setup.live = Live(None, tech["token"], enrolled["agent_secret"], created["prompt_id"], scoped["token"])  # type: ignore[arg-type]
     try:
         yield setup
     finally:
@@ -342,7 +365,7 @@ def test_the_worker_on_the_stand_in_answers_only_what_the_document_describes(
 ) -> None:
     """The same property for the Cloudflare host (a quarter of the examples: it runs in-process)."""
     live, admin = standin.live, standin.bridge.admin_token
-    values_of = {"{admin}": admin, "{tech}": live.tech, "{secret}": live.secret}
+    values_of = {"{admin}": admin, "{tech}": live.tech, "{secret}": live.secret, "{scoped}": live.scoped}
     headers = {}
     for name, value in request.headers.items():
         for placeholder, real in values_of.items():
