@@ -409,6 +409,21 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
     assert line["removed_at"] == removed.body["removed_at"], line
 
 
+async def test_a_repeated_query_parameter_counts_its_last_value_on_both_hosts(bridge: BridgeUnderTest) -> None:
+    """The local host kept a repeated parameter's first value (aiohttp's MultiDict), the Worker its
+    last (``parse_qsl``): ``?include_removed=0&include_removed=1`` listed removed endpoints on one
+    host only. Now the last counts on both."""
+    admin, eid = bridge.admin_token, f"oa-rep-{uuid.uuid4().hex[:8]}"
+    await call(bridge, "POST", "/api/enrollments", 201, token=admin, body={"endpoint_id": eid})
+    await call(bridge, "DELETE", f"/api/endpoints/{eid}", 200, token=admin)
+    shown = await call(bridge, "GET", "/api/endpoints?include_removed=0&include_removed=1", 200, token=admin)
+    assert eid in {line["endpoint_id"] for line in shown.body["endpoints"]}
+    hidden = await call(bridge, "GET", "/api/endpoints?include_removed=1&include_removed=0", 200, token=admin)
+    assert eid not in {line["endpoint_id"] for line in hidden.body["endpoints"]}
+    await call(bridge, "GET", "/api/endpoints?include_removed=1&include_removed=2", 400, token=admin)
+    await call(bridge, "GET", "/api/endpoints?include_removed=2&include_removed=1", 200, token=admin)
+
+
 def test_the_check_refuses_what_the_document_does_not_say() -> None:
     """``conforms`` can fail: an undocumented status, field or error code, a wrong type."""
     error = json.dumps({"error": {"code": "invalid_limit", "message": "m"}}).encode()

@@ -341,7 +341,9 @@ class LocalBridge:
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
-            query=dict(request.query),
+            # A repeated parameter: the last one counts, as the Worker's parse_qsl has it (dict() of
+            # aiohttp's MultiDict kept the first: ?include_removed=0&include_removed=1 differed).
+            query={k: v for k, v in request.query.items()},
         )
         response = await gateway.dispatch(api_request, _Actors(self))
         return _to_aiohttp(response)
