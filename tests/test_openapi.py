@@ -11,7 +11,8 @@ and both hosts.
 - The README's API table names exactly the documented operations.
 - Both hosts serve the document at ``GET /api/openapi.json`` without a token, and a realistic
   flow on both (enroll, create, list, get, cancel, retry, a decided prompt's 409, audit export,
-  tokens, limits, conditional GETs) answers only what the document says.
+  tokens, limits, conditional GETs, and administration: whoami, the token list, a scoped token,
+  PATCH and DELETE of an endpoint, a removed endpoint's 410s) answers only what the document says.
 """
 
 from __future__ import annotations
