@@ -7,8 +7,9 @@ envelope's code one of those listed for that operation and status).
 Requests come from the document itself (tests/openapi_contract.py ``values``): an operation
 (or a method or path it does not have), path parameters that exist (the enrolled endpoint, a
 real prompt, a real token name; a DELETE removes only a victim endpoint), that the schema allows,
-or hostile text; the admin's, a technician's, a scoped technician's, a wrong, no, or an agent's token; bodies the schema allows, the documented fields
-holding any JSON value, any JSON, raw bytes or nothing; an ``Idempotency-Key`` and
+or hostile text; the admin's, a technician's, a scoped technician's, a wrong, no, or an agent's
+token; bodies the schema allows, the documented fields holding any JSON value, any JSON, raw
+bytes or nothing; an ``Idempotency-Key`` and
 ``If-None-Match`` (sometimes the current ``ETag``, to reach 304); for the agent's enroll, a
 fresh real enrollment token. ``CAISEY_API_EXAMPLES`` sets the number of examples (default
 400: about 15 s); the existing tests/security/test_01_api_property.py still covers
