@@ -33,7 +33,6 @@ from typing import Any
 
 from caisey import wire
 from caisey.backoff import Backoff
-from caisey.clock import from_rfc3339
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError
 from caisey.facts import (
@@ -57,7 +56,6 @@ from caisey.facts import (
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
-from caisey.text import check as text_problem
 from worker import adoption
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -74,7 +72,9 @@ from worker.audit_chain import AuditChain
 from worker.endpoint_keys import EndpointKeys
 from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.enrollment import EndpointRecord
+from worker.hooks import Hooks, default_escalate_after_ms
 from worker.host import Effects, Entropy, Row, SqlStore
+from worker.prompt_fields import prompt_fields
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
 
@@ -85,10 +85,6 @@ DAY_MS = 24 * HOUR_MS
 HISTORY_WAIT_MS = 10 * 60_000
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
-
-# expires_in beyond this is refused before any arithmetic (a float's * 1000 overflows to inf,
-# and int(inf) raises); the lifetime bounds in BridgeConfig then apply. 10**12 s ≈ 31,700 years.
-MAX_EXPIRES_IN_S = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +119,12 @@ class BridgeConfig:
     last_seen_store_ms: int = 5 * 60_000
     list_default: int = 50
     list_max: int = 200
+    # Issue 13: keep webhook events for the host to deliver (``worker.hooks``). Both hosts set
+    # it; the simulation and the benchmarks leave it off (escalation works either way).
+    webhooks: bool = False
 
 
-class EndpointBridge(EndpointRecord, SignedAnswers):
+class EndpointBridge(EndpointRecord, SignedAnswers, Hooks):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -157,6 +156,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         self.chain = AuditChain(store)
         # Within one agent frame's event: the signature claims its host verified.
         self._verified: frozenset[SignatureClaim] = frozenset()
+        self._touched: set[str] = set()  # within one event: prompts refreshed (``worker.hooks``)
         migrate(store, MIGRATIONS)
 
     # --- small SQL helpers -----------------------------------------------------------------
@@ -275,6 +275,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         )
         if view.final:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
+        self._hooks_touch(prompt_id)
         return view
 
     def _known(self, prompt_id: str) -> bool:
@@ -322,7 +323,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
     ) -> ApiResponse:
         self._require_registered(route.endpoint_id)
         body = req.json()
-        fields = self._prompt_fields(body, now_ms)
+        fields = prompt_fields(body, now_ms, self.config, default_escalate_after_ms(req))
         supersedes = body.get("supersedes")
         if supersedes is not None and (not _is_prompt_id(supersedes) or not self._known(supersedes)):
             raise ApiError(
@@ -343,10 +344,10 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             "on_no_user": old.on_no_user,
             "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
         }
-        merged.update({k: v for k, v in body.items() if k in merged or k == "expires_at"})
+        merged.update({k: v for k, v in body.items() if k in merged or k in ("expires_at", "escalate_after")})
         if "expires_at" in body:
             merged.pop("expires_in", None)
-        fields = self._prompt_fields(merged, now_ms)
+        fields = prompt_fields(merged, now_ms, self.config, default_escalate_after_ms(req))
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
 
     def _existing(self, route: Route) -> str:
@@ -356,58 +357,6 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         if not _is_prompt_id(prompt_id) or not self._known(prompt_id):
             raise ApiError(404, "unknown_prompt", f"no prompt {prompt_id[:80]!r} on this endpoint")
         return prompt_id
-
-    def _prompt_fields(self, body: dict[str, Any], now_ms: int) -> dict[str, Any]:
-        """Validate a create body into ``Created`` fields; 400 with the field named otherwise."""
-
-        def text(name: str, limit: int, *, required: bool) -> str:
-            value = body.get(name, None if required else "")
-            if not isinstance(value, str) or (required and not value.strip()):
-                raise ApiError(400, "invalid_field", f"{name} must be a non-empty string")
-            if len(value) > limit:
-                raise ApiError(400, "field_too_long", f"{name} has {len(value)} characters; the limit is {limit}")
-            problem = text_problem(value, name, multiline=name == "message")  # controls, lone surrogates
-            if problem is not None:
-                raise ApiError(400, "invalid_field", problem)
-            return value
-
-        title = text("title", wire.MAX_TITLE_CHARS, required=True)
-        message = text("message", wire.MAX_MESSAGE_CHARS, required=False)
-        action = text("action", wire.MAX_ACTION_CHARS, required=True)
-        policy = body.get("on_no_user", NoUserPolicy.WAIT.value)
-        if policy not in wire.NO_USER_POLICIES:
-            raise ApiError(400, "invalid_field", f"on_no_user must be one of {', '.join(wire.NO_USER_POLICIES)}")
-        if "expires_in" in body and "expires_at" in body:
-            raise ApiError(400, "invalid_field", "give expires_in or expires_at, not both")
-        if "expires_at" in body:
-            if not isinstance(body["expires_at"], str):
-                raise ApiError(400, "invalid_field", "expires_at must be an RFC 3339 time")
-            try:
-                expires_at_ms = from_rfc3339(body["expires_at"])
-            except ProtocolError as exc:
-                raise ApiError(400, "invalid_field", exc.message) from None
-        else:
-            seconds = body.get("expires_in", self.config.default_expires_in_ms // 1000)
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-                raise ApiError(400, "invalid_field", "expires_in must be a number of seconds")
-            if not -MAX_EXPIRES_IN_S <= seconds <= MAX_EXPIRES_IN_S:  # also NaN, ±Infinity, 1e308
-                raise ApiError(400, "invalid_expiry", "expires_in must be a finite number of seconds")
-            expires_at_ms = now_ms + int(seconds * 1000)
-        lifetime = expires_at_ms - now_ms
-        if not self.config.min_expires_in_ms <= lifetime <= self.config.max_expires_in_ms:
-            raise ApiError(
-                400,
-                "invalid_expiry",
-                f"a prompt must expire between {self.config.min_expires_in_ms // 1000} s and "
-                f"{self.config.max_expires_in_ms // DAY_MS} days from now",
-            )
-        return {
-            "title": title,
-            "message": message,
-            "action": action,
-            "on_no_user": policy,
-            "expires_at_ms": expires_at_ms,
-        }
 
     def _create(
         self,
@@ -463,6 +412,7 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             )
             self._facts[prompt_id] = []  # a new prompt: no facts to read back
             self._append(prompt_id, now_ms, created)
+            self._hooks_schedule(prompt_id, fields["escalate_after_ms"], now_ms)
             self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
                 purge_at = created.expires_at_ms + self.config.idempotency_grace_ms
@@ -1038,8 +988,11 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             frames.append(row["frame"])
         return frames
 
-    def alarm(self, now_ms: int, connected: bool, heard_ms: int | None = None) -> Effects:
-        """The one alarm fired: check liveness, move due prompts, retry due sends, tidy."""
+    def alarm(
+        self, now_ms: int, connected: bool, heard_ms: int | None = None, targets: list[dict[str, Any]] | None = None
+    ) -> Effects:
+        """The one alarm fired: check liveness, move due prompts, retry due sends, tidy.
+        ``targets``: the webhook subscriptions, read when ``wants_targets`` (None: none)."""
         effects = Effects()
 
         def event() -> None:
@@ -1054,6 +1007,8 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             ):
                 self._refresh(row["prompt_id"], now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
+            self._hooks_after_event(now_ms, connected)
+            self._hooks_sends(now_ms, targets, effects)
             if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
                 self._housekeeping(now_ms)
                 # A line the host failed to deliver (the fleet object was unreachable) is not
@@ -1103,6 +1058,9 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
+        hooks = self.hooks_due_ms()
+        if hooks is not None:
+            candidates.append(hooks)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1114,6 +1072,8 @@ class EndpointBridge(EndpointRecord, SignedAnswers):
             # Stored once: derived afresh as "an hour from now" by every event, it never came
             # due on an endpoint that always had an event within the hour (a connected agent).
             self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
+        if self._in_event:
+            self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
