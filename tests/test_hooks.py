@@ -125,11 +125,13 @@ def test_public_https_targets_are_taken(url: str) -> None:
     assert webhooks.target_problem(url, allow_private=False) is None
 
 
-def test_retry_schedule_is_full_jitter_with_the_attempt_timeout_first() -> None:
-    assert webhooks.retry_delay_ms(1, 0.0) == webhooks.ATTEMPT_TIMEOUT_MS
-    assert webhooks.retry_delay_ms(1, 0.999) < webhooks.ATTEMPT_TIMEOUT_MS + webhooks.RETRY_BASE_MS
-    assert webhooks.retry_delay_ms(3, 0.999) < webhooks.ATTEMPT_TIMEOUT_MS + 4 * webhooks.RETRY_BASE_MS
-    assert webhooks.retry_delay_ms(500, 0.999) <= webhooks.ATTEMPT_TIMEOUT_MS + webhooks.RETRY_CAP_MS
+def test_retry_schedule_is_full_jitter_exponential_and_capped() -> None:
+    base, cap = webhooks.RETRY_BASE_MS, webhooks.RETRY_CAP_MS
+    assert webhooks.retry_delay_ms(1, 0.0) == 1
+    assert webhooks.retry_delay_ms(1, 0.999) < base
+    assert 2 * base < webhooks.retry_delay_ms(3, 0.999) < 4 * base
+    assert webhooks.retry_delay_ms(500, 0.999) <= cap
+    assert webhooks.LEASE_MS > webhooks.ATTEMPT_TIMEOUT_MS  # an attempt in flight is never handed out twice
     assert webhooks.duration_words(600_000) == "10 min"
     assert webhooks.duration_words(45_000) == "45 s"
 
@@ -176,15 +178,19 @@ class Rig:
             self.effects.append(self.actor.agent_closed(self.now, False))
         return effects
 
-    def run_until(self, until_ms: int) -> list[Effects]:
-        """Fire the alarm at each time it asks for, up to ``until_ms``."""
+    def run_until(self, until_ms: int, answer: dict[str, Any] | None = None) -> list[Effects]:
+        """Fire the alarm at each time it asks for, up to ``until_ms``; with ``answer``, each
+        attempt's result (``{status, error}``) is fed back at once, as a host does."""
         fired = []
         while True:
             at = self.actor.next_alarm_ms(self.now, self.connected)
             if at is None or at > until_ms:
                 break
             self.now = max(self.now, at)
-            fired.append(self.alarm())
+            effects = self.alarm()
+            fired.append(effects)
+            for send in effects.webhooks if answer is not None else ():
+                fired.append(self.actor.webhook_results([dict(send, **answer)], self.now, self.connected))
         self.now = until_ms
         return fired
 
@@ -410,7 +416,7 @@ def test_a_failed_attempt_is_retried_with_the_same_id_and_body_and_2xx_ends_it()
     (first,) = rig.alarm().webhooks
     rig.actor.webhook_results([dict(first, status=500, error="HTTP 500")], rig.now, False)
     assert rig.alarm().webhooks == []  # not before its backoff
-    fired = rig.run_until(rig.now + webhooks.ATTEMPT_TIMEOUT_MS + webhooks.RETRY_BASE_MS)
+    fired = rig.run_until(rig.now + webhooks.RETRY_BASE_MS)
     (second,) = [s for e in fired for s in e.webhooks]
     assert second["headers"]["webhook-id"] == first["headers"]["webhook-id"]
     assert second["body"] == first["body"]
@@ -438,22 +444,14 @@ def test_delivery_gives_up_after_24_hours_and_says_so() -> None:
     rig = Rig()
     rig.create()
     start = rig.now
-    reports = []
-    while rig.now < start + 25 * 3_600_000:
-        for effects in rig.run_until(rig.now + 600_000):
-            reports.extend(effects.webhook_reports)
-            for send in effects.webhooks:
-                reports.extend(
-                    rig.actor.webhook_results(
-                        [dict(send, status=None, error="timeout")], rig.now, False
-                    ).webhook_reports
-                )
+    fired = rig.run_until(start + 25 * 3_600_000, answer={"status": None, "error": "no answer within 10 s"})
+    reports = [r for effects in fired for r in effects.webhook_reports]
     gave_up = [r for r in reports if r["outcome"] == "gave_up"]
     assert sorted(r["type"] for r in gave_up) == ["prompt.created", "prompt.final"]  # once each
     assert all(r["error"].startswith("gave up after 24 h") for r in gave_up)
     assert all(r["at_ms"] - start >= 24 * 3_600_000 for r in gave_up)
     attempts = len(rig.sends())
-    assert 10 < attempts < 200, attempts
+    assert 2 * 20 < attempts < 2 * 80, attempts  # two events, full jitter capped at 1 h
     assert rig.actor.store.execute("SELECT COUNT(*) AS n FROM webhook_deliveries")[0]["n"] == 0
 
 

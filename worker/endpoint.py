@@ -122,6 +122,8 @@ class BridgeConfig:
     # Issue 13: keep webhook events for the host to deliver (``worker.hooks``). Both hosts set
     # it; the simulation and the benchmarks leave it off (escalation works either way).
     webhooks: bool = False
+    webhook_retry_base_ms: int = 5_000  # full jitter after a failed attempt (worker.webhooks)
+    webhook_retry_cap_ms: int = 3_600_000
 
 
 class EndpointBridge(EndpointRecord, SignedAnswers, Hooks):

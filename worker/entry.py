@@ -31,6 +31,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -207,10 +208,21 @@ def bridge_config(env: Any) -> BridgeConfig:
     heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
     if heartbeat.isascii() and heartbeat.isdigit() and int(heartbeat) > 0:
         ms = int(heartbeat)
-        return BridgeConfig(
+        config = BridgeConfig(
             heartbeat_ms=ms, liveness_ms=3 * ms, digest_every_ms=max(ms, DIGEST_EVERY_MS), webhooks=True
         )
-    return BridgeConfig(digest_every_ms=DIGEST_EVERY_MS, webhooks=True)
+    else:
+        config = BridgeConfig(digest_every_ms=DIGEST_EVERY_MS, webhooks=True)
+    return _with_webhook_retry_base(env, config)
+
+
+def _with_webhook_retry_base(env: Any, config: BridgeConfig) -> BridgeConfig:
+    """The optional var ``WEBHOOK_RETRY_BASE_MS`` does what ``--webhook-retry-base-ms`` does."""
+    raw = str(getattr(env, "WEBHOOK_RETRY_BASE_MS", "") or "")
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        return config
+    base = int(raw)
+    return replace(config, webhook_retry_base_ms=base, webhook_retry_cap_ms=max(base, 60 * base))
 
 
 def allow_private_webhooks(env: Any) -> bool:

@@ -17,10 +17,11 @@ Events wait in ``webhook_events`` until the next alarm, which the event's commit
 once. There the host passes the deployment's subscriptions (``targets``: read from the fleet
 index when ``wants_targets``), each event becomes one ``webhook_deliveries`` row per
 subscription that wants its type, and due rows become ``Effects.webhooks`` sends for the host
-to perform outside any event. An attempt is counted, and its next one scheduled, before it
-is handed out; ``webhook_results`` then ends the row (2xx), ends every row of its
-subscription (410: the fleet disables it), or leaves the next attempt as scheduled; a row
-whose first attempt is 24 h old is given up. Every outcome is reported to the fleet's
+to perform outside any event. An attempt is counted before it is handed out, and its row
+leased (``LEASE_MS``: longer than an attempt can take, so a host that dies mid-attempt leaves
+it to come back); ``webhook_results`` then ends the row (2xx), ends every row of its
+subscription (410: the fleet disables it), or schedules the next attempt with full-jitter
+backoff under the same ``webhook-id``; a row whose first attempt is 24 h old is given up. Every outcome is reported to the fleet's
 delivery log (``Effects.webhook_reports``). The one alarm includes the next due delivery and
 the next escalation (``hooks_due_ms``).
 """
@@ -281,7 +282,7 @@ class Hooks:
                 error = f"gave up after 24 h ({attempts} attempts)"
                 effects.webhook_reports.append(self._report(row, "gave_up", None, error, attempts, None, now_ms))
                 continue
-            next_at = now_ms + webhooks.retry_delay_ms(attempts + 1, self.entropy.uniform())
+            next_at = now_ms + webhooks.LEASE_MS
             self._q(
                 "UPDATE webhook_deliveries SET attempts = ?, next_at_ms = ? WHERE event_id = ? AND subscription_id = ?",
                 attempts + 1,
@@ -375,10 +376,15 @@ class Hooks:
                     effects.webhook_reports.append(self._report(row, "disabled", 410, error, attempts, None, now_ms))
                 else:
                     error = str(error or f"HTTP {status}")
-                    next_at = int(row["next_at_ms"])
+                    config = self.config
+                    delay = webhooks.retry_delay_ms(
+                        attempts, self.entropy.uniform(), config.webhook_retry_base_ms, config.webhook_retry_cap_ms
+                    )
+                    next_at = now_ms + delay
                     self._q(
-                        "UPDATE webhook_deliveries SET last_status = ?, last_error = ? "
+                        "UPDATE webhook_deliveries SET next_at_ms = ?, last_status = ?, last_error = ? "
                         "WHERE event_id = ? AND subscription_id = ?",
+                        next_at,
                         status,
                         error[: webhooks.MAX_ERROR_CHARS],
                         row["event_id"],

@@ -827,6 +827,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="let webhooks go to loopback, private and link-local addresses, and over plain http",
     )
+    serve_cmd.add_argument(
+        "--webhook-retry-base-ms",
+        type=int,
+        default=None,
+        help="base of the webhooks' full-jitter backoff (default 5000; tests shorten it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM and SIGINT → aiohttp's graceful shutdown (closes sockets, cancels timers, closes files).
@@ -836,6 +842,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         heartbeat = args.heartbeat_ms
         config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
+        if args.webhook_retry_base_ms:
+            base = max(1, args.webhook_retry_base_ms)
+            config = replace(
+                config or BridgeConfig(), webhook_retry_base_ms=base, webhook_retry_cap_ms=max(base, 60 * base)
+            )
         guard = ConnectionGuard(args.max_connections_per_address, args.header_timeout_s)
         serve(
             args.data,

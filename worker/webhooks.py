@@ -51,11 +51,14 @@ MAX_DESCRIPTION_CHARS = 200
 MAX_ERROR_CHARS = 300
 # One attempt may take this long (connect to answer); then it counts as failed and is retried.
 ATTEMPT_TIMEOUT_MS = 10_000
-# Full-jitter exponential backoff between attempts: delay = uniform(0, min(cap, base·2^n)),
-# plus the attempt timeout (a row handed to the host is not handed out again before its
-# attempt has certainly ended), until GIVE_UP_AFTER_MS after the first attempt.
+# Full-jitter exponential backoff after a failed attempt: delay = uniform(0, min(cap, base·2^n)),
+# until GIVE_UP_AFTER_MS after the first attempt (BridgeConfig may change base and cap).
 RETRY_BASE_MS = 5_000
 RETRY_CAP_MS = 60 * 60_000
+# An attempt handed to the host is not handed out again for this long: it has certainly ended
+# by then (answered, or timed out), so only a host that died mid-attempt leaves a row for the
+# lease to bring back.
+LEASE_MS = ATTEMPT_TIMEOUT_MS + 5_000
 GIVE_UP_AFTER_MS = 24 * 3_600_000
 # How many deliveries an endpoint hands to its host per alarm: a backlog after an outage
 # drains in batches instead of opening hundreds of connections at once.
@@ -95,10 +98,10 @@ def envelope(event_type: str, at_ms: int, data: dict[str, Any]) -> str:
     return json.dumps({"type": event_type, "timestamp": to_rfc3339(at_ms), "data": data}, separators=(",", ":"))
 
 
-def retry_delay_ms(attempt: int, uniform: float) -> int:
-    """Milliseconds after attempt number ``attempt`` (1-based) before the next may start."""
-    ceiling = RETRY_CAP_MS if attempt >= 20 else min(RETRY_CAP_MS, RETRY_BASE_MS * 2 ** (attempt - 1))
-    return ATTEMPT_TIMEOUT_MS + int(uniform * ceiling)
+def retry_delay_ms(attempt: int, uniform: float, base_ms: int = RETRY_BASE_MS, cap_ms: int = RETRY_CAP_MS) -> int:
+    """Milliseconds after failed attempt number ``attempt`` (1-based) before the next one."""
+    ceiling = cap_ms if attempt >= 40 else min(cap_ms, base_ms * 2 ** (attempt - 1))
+    return max(1, int(uniform * ceiling))
 
 
 def duration_words(ms: int) -> str:
