@@ -8,6 +8,7 @@ import { fmtClock, fmtDuration } from "./describe.js";
 import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
+import { WebhooksView } from "./webhooks.js";
 import { forgetPendingKeys } from "./actions.js";
 
 const TOKEN_KEY = "caisey.token";
@@ -138,6 +139,7 @@ function parseRoute() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "endpoint" && parts[1] && parts[2] === "prompt" && parts[3]) return { name: "prompt", eid: parts[1], pid: parts[3] };
   if (parts[0] === "endpoint" && parts[1]) return { name: "endpoint", eid: parts[1] };
+  if (parts[0] === "webhooks") return { name: "webhooks" };
   return { name: "fleet" };
 }
 
@@ -153,6 +155,7 @@ function route() {
   const c = ctx();
   if (r.name === "prompt") shell.view = new PromptView(c, r.eid, r.pid);
   else if (r.name === "endpoint") shell.view = new EndpointView(c, r.eid);
+  else if (r.name === "webhooks") shell.view = new WebhooksView(c);
   else shell.view = new FleetView(c);
   replaceChildren($("main"), shell.view.el);
   document.title = `${shell.view.title} — Caisey console`;
