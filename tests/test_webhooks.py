@@ -406,6 +406,27 @@ async def test_escalations_fire_webhooks_and_show_on_the_prompt(bridge: BridgeUn
     await unsubscribe_all(bridge)
 
 
+async def test_failed_to_deliver_escalates_once(bridge: BridgeUnderTest, receiver: Receiver) -> None:
+    await unsubscribe_all(bridge)
+    await subscribe(bridge, receiver.url, ["prompt.escalated", "prompt.final"])
+    endpoint_id = eid()
+    await enroll(bridge, endpoint_id)  # its agent never connects
+    r = await bridge.request(
+        "POST",
+        f"/api/endpoints/{endpoint_id}/prompts",
+        token=bridge.admin_token,
+        body={"title": "A", "action": "x", "expires_in": 5, "escalate_after": 600},
+    )
+    assert r.status == 201
+    await until(bridge, lambda: receiver.types(endpoint_id) == ["prompt.escalated", "prompt.final"], "both events")
+    escalated = next(e for e in receiver.events(endpoint_id).values() if e["type"] == "prompt.escalated")
+    assert escalated["data"]["state"] == "failed_to_deliver"
+    assert escalated["data"]["escalation"]["reason"] == "could not reach endpoint — offline for 5 s, no attempt made"
+    await bridge.advance(3_000)
+    assert receiver.types(endpoint_id) == ["prompt.escalated", "prompt.final"]  # once
+    await unsubscribe_all(bridge)
+
+
 async def test_the_fleet_default_escalate_after(bridge: BridgeUnderTest) -> None:
     tech = await bridge.request(
         "POST", "/api/tokens", token=bridge.admin_token, body={"name": f"s{uuid.uuid4().hex[:8]}", "role": "technician"}
