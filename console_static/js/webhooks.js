@@ -20,7 +20,7 @@ export class WebhooksView {
     this.rows = h("tbody", { id: "webhook-rows" });
     this.result = h("div.result", { id: "webhook-result", role: "status" });
     this.secret = h("div.secret-once", { id: "webhook-secret", hidden: true });
-    this.url = h("input", { id: "webhook-url", type: "url", required: true, placeholder: "https://psa.example.com/hooks/caisey" });
+    this.url = h("input", { id: "webhook-url", type: "url", required: true, placeholder: "e.g. psa.example.com/hooks/caisey, with https" });
     this.description = h("input", { id: "webhook-description", type: "text", maxlength: "200", placeholder: "optional" });
     this.boxes = EVENTS.map((e) => h("input", { type: "checkbox", value: e, id: `ev-${e}`, checked: e.startsWith("prompt.") }));
     this.el = h(
