@@ -478,3 +478,30 @@ def test_a_host_without_webhooks_keeps_no_events() -> None:
     rig.create(escalate_after=60)
     rig.run_until(rig.now + 61_000)
     assert rig.actor.store.execute("SELECT COUNT(*) AS n FROM webhook_events")[0]["n"] == 0
+
+
+# --- the local host's sender: names are resolved and checked at send time ----------------------
+
+
+async def test_the_local_resolver_answers_only_public_addresses() -> None:
+    from worker.webhook_sender import PublicOnlyResolver, WebhookSender
+
+    resolver = PublicOnlyResolver()
+    with pytest.raises(OSError, match="refused"):
+        await resolver.resolve("localhost", 443)
+
+    class Mixed:
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[dict[str, Any]]:
+            return [{"host": h, "port": port} for h in ("10.0.0.7", "93.184.216.34", "::1")]
+
+        async def close(self) -> None:
+            pass
+
+    resolver._inner = Mixed()  # type: ignore[assignment]
+    assert [a["host"] for a in await resolver.resolve("mixed.example", 443)] == ["93.184.216.34"]
+    await resolver.close()
+    sender = WebhookSender(allow_private=False)
+    send = {"event_id": "msg_1", "subscription_id": "wh_a", "url": "https://127.0.0.1/", "headers": {}, "body": "{}"}
+    result = await sender.send(send)
+    assert result["status"] is None and result["error"].startswith("target refused: 127.0.0.1 is a loopback")
+    await sender.close()
