@@ -595,3 +595,14 @@ async def test_a_receiver_that_hangs_30_s_does_not_delay_prompt_handling(open_lo
     finally:
         await unsubscribe_all(bridge)
         await hanging.stop()
+
+
+async def test_the_hanging_receiver_bench_runs(tmp_path: Path) -> None:
+    """``python -m bench.webhook_hang`` at a tiny size: both phases measured in one run, the
+    receiver really held requests meanwhile (the figures themselves are in README)."""
+    from bench.webhook_hang import run
+
+    result = await run(tmp_path, prompts=5)
+    assert result["baseline"]["n"] == 5 and result["hanging_receiver"]["n"] == 5
+    assert result["receiver_requests_during_hanging_phase"] >= 5
+    assert result["hanging_receiver"]["max_ms"] < 5_000  # no round trip waited for the receiver
