@@ -62,7 +62,7 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -131,7 +131,7 @@ class ChaosProxy:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -558,6 +558,37 @@ async def test_kill_9_mid_retry_loses_nothing(tmp_path: Path, receiver: Receiver
             await asyncio.sleep(0.1)
     finally:
         bridge.kill()
+
+
+async def test_kill_9_during_an_attempt_in_flight_loses_nothing(tmp_path: Path) -> None:
+    """The attempt was handed out (counted, leased) and the receiver holds it when the bridge
+    dies: once the lease lapses the restarted bridge sends it again, under the same id."""
+    receiver = Receiver(hang_s=60)
+    await receiver.start()
+    bridge = LocalBridgeProcess(tmp_path / "data", heartbeat_ms=2_000, extra_args=["--allow-private-webhooks"])
+    bridge.start()
+    try:
+        await subscribe(bridge, receiver.url, ["prompt.created"])
+        endpoint_id = eid()
+        await enroll(bridge, endpoint_id)
+        r = await bridge.request(
+            "POST",
+            f"/api/endpoints/{endpoint_id}/prompts",
+            token=bridge.admin_token,
+            body={"title": "A", "action": "x"},
+        )
+        await until(bridge, lambda: len(receiver.seen) == 1, "the attempt to reach the hanging receiver")
+        bridge.kill()
+        (webhook_id,) = receiver.events(endpoint_id)
+        receiver.hang_s = 0
+        bridge.start()
+        await until(bridge, lambda: len(receiver.seen) >= 2, "the attempt again after the lease", timeout_s=40)
+        assert receiver.seen[-1].headers["webhook-id"] == webhook_id
+        assert receiver.seen[-1].body == receiver.seen[0].body
+        assert receiver.seen[-1].event["data"]["prompt_id"] == r.body["prompt_id"]
+    finally:
+        bridge.kill()
+        await receiver.stop()
 
 
 async def test_a_receiver_that_hangs_30_s_does_not_delay_prompt_handling(open_local: LocalBridgeProcess) -> None:
