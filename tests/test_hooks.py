@@ -463,6 +463,11 @@ def test_a_subscription_gets_only_the_types_it_asked_for_and_a_deleted_one_nothi
     rig.create()
     assert rig.alarm([]).webhooks == []  # no subscription: the events are dropped
     assert rig.actor.store.execute("SELECT COUNT(*) AS n FROM webhook_events")[0]["n"] == 0
+    rig.create()  # and for a minute nothing is kept: nobody listens (no alarm, no fleet read)
+    assert rig.actor.store.execute("SELECT COUNT(*) AS n FROM webhook_events")[0]["n"] == 0
+    rig.now += 60_000
+    rig.create()
+    assert len(rig.alarm().webhooks) == 1  # then the subscriptions are read again
 
 
 def test_without_targets_the_events_wait_for_the_next_alarm() -> None:

@@ -46,6 +46,12 @@ MAX_ESCALATIONS = 20
 # Events an endpoint keeps waiting for delivery: beyond this the oldest are dropped (and
 # reported), so a dead receiver cannot grow an endpoint's storage without bound.
 MAX_PENDING_DELIVERIES = 5_000
+# When the deployment has no subscription at all, an endpoint that just read so keeps no
+# events for this long: without it every event of every endpoint would cost an alarm wake
+# and a read of the fleet (a Durable Object request each on Cloudflare) to learn that
+# nobody listens. The price: a new subscription may miss up to this much of an endpoint's
+# events after it is created.
+NO_TARGETS_TTL_MS = 60_000
 
 
 class Hooks:
@@ -208,6 +214,8 @@ class Hooks:
     def _hooks_queue(self, event_type: str, prompt_id: str, data: dict[str, Any], now_ms: int) -> None:
         if not self.config.webhooks:
             return  # a host that sends none (the simulation, benchmarks): nothing to keep
+        if int(self._meta("hooks_no_targets_until_ms") or 0) > now_ms:
+            return  # nobody listens (read less than NO_TARGETS_TTL_MS ago)
         event_id = "msg_" + self._ids.new(now_ms)
         body = webhooks.envelope(event_type, now_ms, data)
         self._q(
@@ -250,6 +258,7 @@ class Hooks:
         waits stays due, and the next alarm — at once — reads them."""
         if targets is None:
             return
+        self._set_meta("hooks_no_targets_until_ms", None if targets else str(now_ms + NO_TARGETS_TTL_MS))
         subs = {str(t["id"]): t for t in (targets or [])}
         for event in self._q("SELECT event_id, type FROM webhook_events WHERE expanded = 0 ORDER BY event_id"):
             for sub in subs.values():
