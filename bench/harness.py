@@ -81,8 +81,11 @@ def proc_fds(pid: int) -> int:
 class BridgeProcess:
     """``caisey-bridge serve`` in a subprocess. ``kill()`` is kill -9; ``start()`` reuses the data."""
 
-    def __init__(self, data: Path, *, heartbeat_ms: int = 15_000, port: int | None = None) -> None:
+    def __init__(
+        self, data: Path, *, heartbeat_ms: int = 15_000, port: int | None = None, extra_args: list[str] | None = None
+    ) -> None:
         self.data = data
+        self.extra_args = list(extra_args or [])
         self.heartbeat_ms = heartbeat_ms
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -107,6 +110,7 @@ class BridgeProcess:
         # after a kill -9 on a loaded event loop: the per-address cap, the header timeout and the
         # endpoint quota (issue 11) are for hostile clients, not for the benchmark's own load.
         cmd += ["--max-connections-per-address", "1000000", "--header-timeout-s", "300", "--max-endpoints", "1000000"]
+        cmd += self.extra_args
         self.data.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.started_at = time.monotonic()

@@ -131,6 +131,22 @@ class SignatureRefused:
     decided_at_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """The prompt was escalated (DESIGN §11, issue 13): by the bridge (``by`` "bridge",
+    ``auto``) when it was not decided ``escalate_after`` after its creation or when it failed
+    to deliver, or by a technician by hand (``by`` their name, with a ``note``). ``reason`` is
+    in words ("not answered in 10 min"). It changes no state; the console shows it, and a
+    ``prompt.escalated`` webhook fires for it."""
+
+    KIND: ClassVar[str] = "escalated"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    by: str
+    reason: str
+    note: str | None = None
+    auto: bool = False
+
+
 # --- runtime -------------------------------------------------------------------------------
 
 
@@ -196,6 +212,7 @@ Fact = (
     | Replayed
     | GaveUp
     | SignatureRefused
+    | Escalated
     | Received
     | Acknowledged
     | Decided
@@ -213,6 +230,7 @@ FACT_TYPES: dict[str, type[Any]] = {
         Replayed,
         GaveUp,
         SignatureRefused,
+        Escalated,
         Received,
         Acknowledged,
         Decided,
@@ -236,6 +254,8 @@ _ENUM_FIELDS: dict[str, type[enum.Enum]] = {
 def source_of(fact: Fact) -> Source:
     if isinstance(fact, Created) and fact.adopted:
         return Source.RUNTIME
+    if isinstance(fact, Escalated) and not fact.auto:
+        return Source.CONSOLE  # a technician escalated it by hand
     return fact.SOURCE
 
 

@@ -43,6 +43,7 @@ from caisey.facts import (
     Decision,
     DeliveryAttempted,
     Entry,
+    Escalated,
     Fact,
     GaveUp,
     GiveUpReason,
@@ -147,6 +148,8 @@ class PromptView:
     cancelled_by: str | None = None
     supersedes: str | None = None
     superseded_by: str | None = None
+    # escalations (DESIGN §11): (at_ms, by, reason, note, auto), oldest first
+    escalations: list[tuple[int, str, str, str | None, bool]] = field(default_factory=list)
     events: list[TimelineEvent] = field(default_factory=list)
 
     @property
@@ -194,6 +197,12 @@ class PromptView:
             "supersedes": self.supersedes,
             "superseded_by": self.superseded_by,
             "final_at": t(self.final_at_ms),
+            # Issue 13 (additive): when it was first escalated, and every escalation.
+            "escalated_at": t(self.escalations[0][0]) if self.escalations else None,
+            "escalations": [
+                {"at": to_rfc3339(at), "by": by, "reason": reason, "note": note, "auto": auto}
+                for at, by, reason, note, auto in self.escalations
+            ],
         }
         if self.late_decision is not None:
             late = self.late_decision
@@ -243,6 +252,13 @@ def _create(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
 
 def _record_only(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     """The fact goes on the timeline and changes no state (R2 keeps a final state)."""
+
+
+def _escalate(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
+    """An escalation (DESIGN §11) is recorded on the view and changes no state."""
+    fact = entry.fact
+    assert isinstance(fact, Escalated)
+    view.escalations.append((entry.at_ms, fact.by, fact.reason, fact.note, fact.auto))
 
 
 def _bug(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
@@ -392,6 +408,7 @@ def _build_table() -> dict[tuple[State, str], Handler]:
         GaveUp.KIND: {frozenset({State.PENDING}): _give_up, shown - {State.PENDING}: _record_only},
         Rejected.KIND: {frozenset({State.PENDING}): _reject, shown - {State.PENDING}: _record_only},
         SignatureRefused.KIND: {shown: _record_only},
+        Escalated.KIND: {shown: _escalate},
         Received.KIND: {shown: _receive},
         Acknowledged.KIND: {shown: _acknowledge},
         Decided.KIND: {shown: _decide},

@@ -14,6 +14,7 @@
 //   worker/local_host.py  — the aiohttp host; the Worker uses only the standard library
 //   worker/sqlite_store.py — the local host's sqlite3 store (the Worker has ctx.storage.sql)
 //   worker/ed25519_local.py — Ed25519 with `cryptography` (the Worker verifies with WebCrypto)
+//   worker/webhook_sender.py — webhook attempts with aiohttp (the Worker uses `fetch`)
 // Node rather than Python runs this because wrangler already needs Node.
 //
 // Atomic: `wrangler dev` may read build/worker-upload/ while a rebuild runs (it did, half
@@ -34,6 +35,7 @@ const EXCLUDED = new Set([
   "worker/local_host.py",
   "worker/sqlite_store.py",
   "worker/ed25519_local.py",
+  "worker/webhook_sender.py",
 ]);
 
 function* pythonFiles(dir) {

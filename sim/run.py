@@ -170,6 +170,27 @@ def check_explicit_failure(world: World, views: dict[str, PromptView]) -> None:
             )
 
 
+def check_escalated_once(world: World, views: dict[str, PromptView]) -> None:
+    """DESIGN §11: the bridge escalates a prompt at most once, only one that has an
+    ``escalate_after``, never before it (unless it failed to deliver), and a prompt with one
+    that failed to deliver was escalated."""
+    for pid, view in views.items():
+        known = world.known.get(pid)
+        spec = world.key_bodies.get(known.key) if known is not None else None
+        auto = [e for e in view.escalations if e[4]]
+        if len(auto) > 1:
+            raise InvariantViolation(f"escalation: {pid} escalated by the bridge {len(auto)} times")
+        if spec is None or view.adopted:
+            continue  # a retry, or rebuilt from the runtime's copy (R6): no escalate_after known
+        after_s = spec["body"].get("escalate_after")
+        if auto and after_s is None:
+            raise InvariantViolation(f"escalation: {pid} has no escalate_after, yet was escalated")
+        if auto and not auto[0][2].startswith("could not reach") and auto[0][0] < view.created_at_ms + after_s * 1000:
+            raise InvariantViolation(f"escalation: {pid} escalated before its escalate_after")
+        if after_s is not None and view.state == State.FAILED_TO_DELIVER and not auto:
+            raise InvariantViolation(f"escalation: {pid} failed to deliver and was not escalated")
+
+
 def check_consent_proof(world: World) -> None:
     """DESIGN §10: every endpoint's audit chain verifies offline (links, and every answer
     signed by the endpoint's key), and no honest agent's answer was refused."""
@@ -350,6 +371,7 @@ def _run(world: World, plant_bug: str | None) -> Result:
     check_decisions_honoured(world, views)
     check_once_only(world, views)
     check_explicit_failure(world, views)
+    check_escalated_once(world, views)
     check_consent_proof(world)
     late = disagreements(world)
     if late:

@@ -581,6 +581,10 @@ class World:
                     "on_no_user": self.rng.choice(["deny", "approve", "wait"]),
                 },
             }
+            # Issue 13: half the prompts escalate if unanswered. Derived from the key, not drawn
+            # from the PRNG, so every seed's fault schedule stays what it was.
+            if int(key[-2:], 16) % 2:
+                self.key_bodies[key]["body"]["escalate_after"] = 10 + int(key[-5:-2], 16) % 600
             self.keys[key] = None
         spec = self.key_bodies[key]
         eid = spec["eid"]

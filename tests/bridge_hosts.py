@@ -162,8 +162,15 @@ class _HttpBridge:
 class LocalBridgeProcess(_HttpBridge):
     """``caisey-bridge serve`` as a real process. ``kill()`` is kill -9; ``start()`` again reuses the data."""
 
-    def __init__(self, data: Path, admin_token: str = "cst_test-admin-token", heartbeat_ms: int = 15_000) -> None:
+    def __init__(
+        self,
+        data: Path,
+        admin_token: str = "cst_test-admin-token",
+        heartbeat_ms: int = 15_000,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.data = data
+        self.extra_args = list(extra_args or [])
         self.admin_token = admin_token
         self.heartbeat_ms = heartbeat_ms
         self.port = free_port()
@@ -177,7 +184,7 @@ class LocalBridgeProcess(_HttpBridge):
     def start(self) -> None:
         env = dict(os.environ, CAISEY_ADMIN_TOKEN=self.admin_token)
         cmd = [sys.executable, "-m", "worker.local_host", "serve", "--data", str(self.data), "--port", str(self.port)]
-        cmd += ["--heartbeat-ms", str(self.heartbeat_ms)]
+        cmd += ["--heartbeat-ms", str(self.heartbeat_ms), *self.extra_args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15

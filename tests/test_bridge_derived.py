@@ -53,6 +53,14 @@ def _fresh_alarm(actor: EndpointBridge, now_ms: int, connected: bool) -> int | N
         if attempt is not None and not actor._meta("awaiting_hello"):  # sent by the hello's flush
             candidates.append(int(attempt))
         candidates.append(int(actor._meta("last_seen_ms") or now_ms) + actor.config.liveness_ms)
+    for sql in (  # webhook events waiting, deliveries to retry, escalations (worker.hooks)
+        "SELECT MIN(at_ms) AS t FROM webhook_events WHERE expanded = 0",
+        "SELECT MIN(next_at_ms) AS t FROM webhook_deliveries",
+        "SELECT MIN(escalate_at_ms) AS t FROM prompts",
+    ):
+        due = _one(actor, sql)
+        if due is not None:
+            candidates.append(int(due))
     if actor.endpoint_id is not None:
         housekeeping = actor._meta("housekeeping_due_ms")
         candidates.append(int(housekeeping) if housekeeping else now_ms + actor.config.housekeeping_every_ms)
@@ -205,6 +213,12 @@ def test_migration_3_upgrades_a_version_2_database(tmp_path: Path) -> None:
         "DROP TABLE endpoint_keys",
         "ALTER TABLE enrollments DROP COLUMN created_by",
         "ALTER TABLE enrollments DROP COLUMN rekey",
+        "DROP INDEX prompts_escalate",  # and without what migration 5 adds
+        "ALTER TABLE prompts DROP COLUMN escalate_after_ms",
+        "ALTER TABLE prompts DROP COLUMN escalate_at_ms",
+        "ALTER TABLE prompts DROP COLUMN hook_marks",
+        "DROP TABLE webhook_events",
+        "DROP TABLE webhook_deliveries",
     ):
         rig.store.execute(statement)
     rig.store.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")

@@ -20,6 +20,7 @@ from caisey.facts import (
     Decided,
     Decision,
     DeliveryAttempted,
+    Escalated,
     Fact,
     GaveUp,
     GiveUpReason,
@@ -63,6 +64,8 @@ SAMPLES: list[Fact] = [
     Decided(Decision.APPROVE, decided_at_ms=T + 2, how="user", key_id="0123456789abcdef", sig="c2ln"),
     Acknowledged(how="dismissed", key_id="0123456789abcdef", sig="c2ln"),
     SignatureRefused(answer="approve", how="user", reason="retired_key", key_id="0123456789abcdef", decided_at_ms=T),
+    Escalated(by="bridge", reason="not answered in 10 min", auto=True),
+    Escalated(by="bob", reason="escalated by bob", note="call them"),
 ]
 
 
@@ -122,7 +125,7 @@ def test_an_unreadable_row_is_a_protocol_error(kind: str, fields: dict[str, Any]
 
 def test_each_fact_has_one_writer() -> None:
     console = {Created, Cancelled, Superseded}
-    bridge = {DeliveryAttempted, Replayed, GaveUp, SignatureRefused}
+    bridge = {DeliveryAttempted, Replayed, GaveUp, SignatureRefused, Escalated}
     for cls in FACT_TYPES.values():
         expected = Source.CONSOLE if cls in console else Source.BRIDGE if cls in bridge else Source.RUNTIME
         assert expected == cls.SOURCE, cls
@@ -131,6 +134,9 @@ def test_each_fact_has_one_writer() -> None:
     assert isinstance(adopted, Created) and adopted.adopted
     assert source_of(adopted) == Source.RUNTIME and source_of(SAMPLES[0]) == Source.CONSOLE
     assert source_of(Decided(Decision.DENY, T)) == Source.RUNTIME
+    # An escalation by hand is the technician's (the console's); the bridge's own is the bridge's.
+    assert source_of(Escalated(by="bob", reason="escalated by bob")) == Source.CONSOLE
+    assert source_of(Escalated(by="bridge", reason="not answered in 10 min", auto=True)) == Source.BRIDGE
 
 
 def test_facts_are_frozen() -> None:

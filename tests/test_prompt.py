@@ -27,6 +27,7 @@ from caisey.facts import (
     Decision,
     DeliveryAttempted,
     Entry,
+    Escalated,
     Fact,
     GaveUp,
     GiveUpReason,
@@ -119,6 +120,7 @@ SAMPLE_FACTS: dict[str, Fact] = {
     Rejected.KIND: Rejected(reason="unsupported action"),
     NoDecisionHeld.KIND: NoDecisionHeld(detail="absent"),
     SignatureRefused.KIND: SignatureRefused(answer="approve", how="user", reason="bad_signature", key_id="ab12"),
+    Escalated.KIND: Escalated(by="bob", reason="escalated by bob", note="call the user"),
 }
 
 
@@ -254,6 +256,14 @@ def fact_of(kind: str, at_ms: int, expires_at_ms: int) -> st.SearchStrategy[Fact
             answer=st.sampled_from(["approve", "deny", "dismiss"]),
             how=st.just("user"),
             reason=st.sampled_from(["missing_signature", "bad_signature", "retired_key"]),
+        )
+    if kind == Escalated.KIND:
+        return st.builds(
+            Escalated,
+            by=st.sampled_from(["bridge", "bob"]),
+            reason=st.sampled_from(["not answered in 10 min", "escalated by bob"]),
+            note=st.none() | st.just("call the user"),
+            auto=st.booleans(),
         )
     assert kind == NoDecisionHeld.KIND
     return st.builds(NoDecisionHeld, detail=st.sampled_from(["absent", "closed at expiry", "closed after cancel"]))

@@ -210,6 +210,10 @@ async def test_pings_reach_no_handler_and_are_answered_with_a_constant_pong() ->
     assert sock.received() == [wire.PONG_FRAME]
     assert (record.wakes, record.constructions) == (wakes, built)
     # Had the runtime not answered it (the pair unset), the handler answers and stores it.
+    # (The connection's endpoint.online event first wakes the object once, at once, to read
+    # the webhook subscriptions — issue 13 — and a construction sets the pair again.)
+    await bridge.advance(0)
+    wakes = record.wakes
     record.auto_response = None
     await bridge.advance(20_000)
     await sock.send(wire.PING_FRAME)

@@ -20,7 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Not uploaded (scripts/stage-worker.mjs): the main module comes from `main`; the local host
 # and its sqlite3 store are not part of the Worker.
-NOT_UPLOADED = {"worker/entry.py", "worker/local_host.py", "worker/sqlite_store.py", "worker/ed25519_local.py"}
+NOT_UPLOADED = {
+    "worker/entry.py",
+    "worker/local_host.py",
+    "worker/sqlite_store.py",
+    "worker/ed25519_local.py",
+    "worker/webhook_sender.py",
+}
 # What the Worker may import besides the standard library and its own packages.
 RUNTIME_MODULES = {"js", "pyodide", "workers"}
 

@@ -22,10 +22,17 @@ ADMIN_TOKEN = "cst_test-admin-token"
 
 
 class WorkersBridge:
-    def __init__(self, *, hibernation: str = "always", heartbeat_ms: int | None = 2_000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        hibernation: str = "always",
+        heartbeat_ms: int | None = 2_000,
+        seed: int = 0,
+        extra_vars: dict[str, str] | None = None,
+    ) -> None:
         """``heartbeat_ms`` None: the deployment's defaults (no ``HEARTBEAT_MS`` var)."""
         self.admin_token = ADMIN_TOKEN
-        secrets = {"ADMIN_TOKEN_SHA256": sha256_hex(ADMIN_TOKEN)}
+        secrets = {"ADMIN_TOKEN_SHA256": sha256_hex(ADMIN_TOKEN), **(extra_vars or {})}
         if heartbeat_ms is not None:
             secrets["HEARTBEAT_MS"] = str(heartbeat_ms)
         self.harness = Harness(secrets=secrets, hibernation=hibernation, seed=seed)

@@ -224,6 +224,20 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
         "technician",
     ),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/agent$"), "endpoint", "agent_connect", "agent_secret"),
+    # Issue 13: escalation, webhooks (DESIGN §11) and the fleet settings.
+    (
+        "POST",
+        re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts/(?P<pid>[^/]+)/escalate$"),
+        "endpoint",
+        "escalate_prompt",
+        "technician",
+    ),
+    ("POST", re.compile(r"^/api/webhooks$"), "fleet", "create_webhook", "admin"),
+    ("GET", re.compile(r"^/api/webhooks$"), "fleet", "list_webhooks", "admin"),
+    ("DELETE", re.compile(r"^/api/webhooks/(?P<name>[^/]+)$"), "fleet", "delete_webhook", "admin"),
+    ("POST", re.compile(r"^/api/webhooks/(?P<name>[^/]+)/test$"), "fleet", "test_webhook", "admin"),
+    ("GET", re.compile(r"^/api/settings$"), "fleet", "get_settings", "technician"),
+    ("PUT", re.compile(r"^/api/settings$"), "fleet", "set_settings", "admin"),
 ]
 
 

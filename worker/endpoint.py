@@ -75,6 +75,7 @@ from worker.endpoint_admin import EndpointAdmin
 from worker.endpoint_keys import EndpointKeys
 from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.enrollment import EndpointRecord
+from worker.hooks import Hooks, default_escalate_after_ms
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.prompt_fields import MAX_EXPIRES_IN_S, prompt_fields
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
@@ -121,9 +122,14 @@ class BridgeConfig:
     last_seen_store_ms: int = 5 * 60_000
     list_default: int = 50
     list_max: int = 200
+    # Issue 13: keep webhook events for the host to deliver (``worker.hooks``). Both hosts set
+    # it; the simulation and the benchmarks leave it off (escalation works either way).
+    webhooks: bool = False
+    webhook_retry_base_ms: int = 5_000  # full jitter after a failed attempt (worker.webhooks)
+    webhook_retry_cap_ms: int = 3_600_000
 
 
-class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
+class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -155,6 +161,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
         self.chain = AuditChain(store)
         # Within one agent frame's event: the signature claims its host verified.
         self._verified: frozenset[SignatureClaim] = frozenset()
+        self._touched: set[str] = set()  # within one event: prompts refreshed (``worker.hooks``)
         migrate(store, MIGRATIONS)
 
     # --- small SQL helpers -----------------------------------------------------------------
@@ -273,6 +280,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
         )
         if view.final:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
+        self._hooks_touch(prompt_id)
         return view
 
     def _known(self, prompt_id: str) -> bool:
@@ -321,7 +329,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
     ) -> ApiResponse:
         self._require_registered(route.endpoint_id)
         body = req.json()
-        fields = prompt_fields(body, now_ms, self.config)
+        fields = prompt_fields(body, now_ms, self.config, default_escalate_after_ms(req))
         supersedes = body.get("supersedes")
         if supersedes is not None and (not _is_prompt_id(supersedes) or not self._known(supersedes)):
             raise ApiError(
@@ -342,10 +350,10 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
             "on_no_user": old.on_no_user,
             "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
         }
-        merged.update({k: v for k, v in body.items() if k in merged or k == "expires_at"})
+        merged.update({k: v for k, v in body.items() if k in merged or k in ("expires_at", "escalate_after")})
         if "expires_at" in body:
             merged.pop("expires_in", None)
-        fields = prompt_fields(merged, now_ms, self.config)
+        fields = prompt_fields(merged, now_ms, self.config, default_escalate_after_ms(req))
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
 
     def _existing(self, route: Route) -> str:
@@ -410,6 +418,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
             )
             self._facts[prompt_id] = []  # a new prompt: no facts to read back
             self._append(prompt_id, now_ms, created)
+            self._hooks_schedule(prompt_id, fields["escalate_after_ms"], now_ms)
             self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
                 purge_at = created.expires_at_ms + self.config.idempotency_grace_ms
@@ -985,8 +994,11 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
             frames.append(row["frame"])
         return frames
 
-    def alarm(self, now_ms: int, connected: bool, heard_ms: int | None = None) -> Effects:
-        """The one alarm fired: check liveness, move due prompts, retry due sends, tidy."""
+    def alarm(
+        self, now_ms: int, connected: bool, heard_ms: int | None = None, targets: list[dict[str, Any]] | None = None
+    ) -> Effects:
+        """The one alarm fired: check liveness, move due prompts, retry due sends, tidy.
+        ``targets``: the webhook subscriptions, read when ``wants_targets`` (None: none)."""
         effects = Effects()
 
         def event() -> None:
@@ -1001,6 +1013,8 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
             ):
                 self._refresh(row["prompt_id"], now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
+            self._hooks_after_event(now_ms, connected)
+            self._hooks_sends(now_ms, targets, effects)
             if now_ms >= int(self._meta("housekeeping_due_ms") or 0):
                 self._housekeeping(now_ms)
                 # A line the host failed to deliver (the fleet object was unreachable) is not
@@ -1050,6 +1064,9 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
+        hooks = self.hooks_due_ms()
+        if hooks is not None:
+            candidates.append(hooks)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1061,6 +1078,8 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers):
             # Stored once: derived afresh as "an hour from now" by every event, it never came
             # due on an endpoint that always had an event within the hour (a connected agent).
             self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
+        if self._in_event:
+            self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from worker.audit_chain import backfill
 from worker.host import SqlStore
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # A migration step is a statement, or a function of the store for what SQL alone cannot do.
 Migration = str | Callable[[SqlStore], None]
@@ -61,6 +61,25 @@ MIGRATIONS: dict[int, list[Migration]] = {
         "ALTER TABLE enrollments ADD COLUMN created_by TEXT",
         "ALTER TABLE enrollments ADD COLUMN rekey INTEGER NOT NULL DEFAULT 0",
         backfill,
+    ],
+    # Outbound events and escalation (DESIGN §11, ``worker.hooks``): each prompt's escalation
+    # time and what was announced of it (prompts from before: everything so far announced),
+    # the events waiting for their first send, and one delivery row per subscription.
+    5: [
+        "ALTER TABLE prompts ADD COLUMN escalate_after_ms INTEGER",
+        "ALTER TABLE prompts ADD COLUMN escalate_at_ms INTEGER",
+        "ALTER TABLE prompts ADD COLUMN hook_marks TEXT",
+        "UPDATE prompts SET hook_marks = 'cde|' || CASE WHEN final = 1 THEN state ELSE '' END",
+        "CREATE INDEX IF NOT EXISTS prompts_escalate ON prompts (escalate_at_ms) WHERE escalate_at_ms IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS webhook_events (
+            event_id TEXT PRIMARY KEY, type TEXT NOT NULL, prompt_id TEXT NOT NULL, body TEXT NOT NULL,
+            at_ms INTEGER NOT NULL, expanded INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX IF NOT EXISTS webhook_events_pending ON webhook_events (expanded, at_ms)",
+        """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+            event_id TEXT NOT NULL, subscription_id TEXT NOT NULL, attempts INTEGER NOT NULL,
+            first_at_ms INTEGER NOT NULL, next_at_ms INTEGER NOT NULL, last_status INTEGER, last_error TEXT,
+            PRIMARY KEY (event_id, subscription_id))""",
+        "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at_ms)",
     ],
 }
 

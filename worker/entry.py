@@ -25,25 +25,28 @@ Python values. Test with the stand-in in tests/workers_standin/.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from js import Date, WebSocketPair, WebSocketRequestResponsePair, crypto
+from js import AbortSignal, Date, Object, WebSocketPair, WebSocketRequestResponsePair, crypto, fetch
 from pyodide.ffi import JsException, to_js
 from workers import DurableObject, Response, WorkerEntrypoint
 
 from caisey import wire
 from caisey.signing import SignatureClaim
-from worker import admission, gateway
+from worker import admission, gateway, webhooks
 from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiRequest, ApiResponse, match, route_for_actor
 from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
 from worker.host import Effects, Entropy, Row, SqlValue
+from worker.webhook_subscriptions import REPORT_PATH, TARGETS_PATH
 
 try:
     from pyodide.ffi import jsnull
@@ -209,8 +212,51 @@ def bridge_config(env: Any) -> BridgeConfig:
     heartbeat = str(getattr(env, "HEARTBEAT_MS", "") or "")
     if heartbeat.isascii() and heartbeat.isdigit() and int(heartbeat) > 0:
         ms = int(heartbeat)
-        return BridgeConfig(heartbeat_ms=ms, liveness_ms=3 * ms, digest_every_ms=max(ms, DIGEST_EVERY_MS))
-    return BridgeConfig(digest_every_ms=DIGEST_EVERY_MS)
+        config = BridgeConfig(
+            heartbeat_ms=ms, liveness_ms=3 * ms, digest_every_ms=max(ms, DIGEST_EVERY_MS), webhooks=True
+        )
+    else:
+        config = BridgeConfig(digest_every_ms=DIGEST_EVERY_MS, webhooks=True)
+    return _with_webhook_retry_base(env, config)
+
+
+def _with_webhook_retry_base(env: Any, config: BridgeConfig) -> BridgeConfig:
+    """The optional var ``WEBHOOK_RETRY_BASE_MS`` does what ``--webhook-retry-base-ms`` does."""
+    raw = str(getattr(env, "WEBHOOK_RETRY_BASE_MS", "") or "")
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        return config
+    base = int(raw)
+    return replace(config, webhook_retry_base_ms=base, webhook_retry_cap_ms=max(base, 60 * base))
+
+
+def allow_private_webhooks(env: Any) -> bool:
+    """The optional var ``ALLOW_PRIVATE_WEBHOOKS`` ("1"/"true") does what the local host's
+    ``--allow-private-webhooks`` does."""
+    return str(getattr(env, "ALLOW_PRIVATE_WEBHOOKS", "") or "").strip().lower() in ("1", "true", "yes")
+
+
+async def fetch_webhook(send: dict[str, Any], allow_private: bool) -> dict[str, Any]:
+    """One webhook attempt with the runtime's ``fetch`` (DESIGN §11): POST, no redirects
+    followed, aborted after 10 s → ``{event_id, subscription_id, status, error}``. The init is
+    a JS object (``to_js`` with ``Object.fromEntries``: a Python dict would reach ``fetch`` as
+    a proxy whose method, headers and body it cannot read)."""
+    result: dict[str, Any] = {"event_id": send["event_id"], "subscription_id": send["subscription_id"]}
+    problem = webhooks.target_problem(send["url"], allow_private)
+    if problem is not None:
+        return dict(result, status=None, error=f"target refused: {problem}")
+    init = {
+        "method": "POST",
+        "headers": dict(send["headers"]),
+        "body": str(send["body"]),
+        "redirect": "manual",
+        "signal": AbortSignal.timeout(webhooks.ATTEMPT_TIMEOUT_MS),
+    }
+    try:
+        response = await fetch(str(send["url"]), to_js(init, dict_converter=Object.fromEntries))
+        status = int(response.status)
+    except JsException as exc:
+        return dict(result, status=None, error=str(exc)[: webhooks.MAX_ERROR_CHARS])
+    return dict(result, status=status, error=None if 200 <= status < 300 else f"HTTP {status}")
 
 
 class _ObjectActors:
@@ -257,6 +303,9 @@ class _ObjectActors:
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
         return await call_object(endpoint_stub(self.env, endpoint_id), req)
+
+    async def send_webhook(self, send: dict[str, Any]) -> dict[str, Any]:
+        return await fetch_webhook(send, allow_private_webhooks(self.env))
 
 
 # --- the Worker ------------------------------------------------------------------------------------
@@ -379,7 +428,17 @@ class EndpointBridgeObject(DurableObject):
 
     async def alarm(self, alarm_info: Any = None) -> None:
         now = now_ms()
-        await self.perform(self.actor.alarm(now, bool(self.agent_sockets()), self.heard_ms()))
+        # The webhook subscriptions, read from the fleet object only when events wait to be sent.
+        targets = await self.webhook_targets() if self.actor.wants_targets(now) else None
+        await self.perform(self.actor.alarm(now, bool(self.agent_sockets()), self.heard_ms(), targets=targets))
+
+    async def webhook_targets(self) -> list[dict[str, Any]] | None:
+        try:
+            answer = await call_object(fleet_stub(self.env), ApiRequest("GET", TARGETS_PATH))
+        except JsException:
+            log.exception("could not read the webhook subscriptions")
+            return None  # the events wait; the next alarm (at once) asks again
+        return list(answer.body["targets"]) if answer.status == 200 and isinstance(answer.body, dict) else None
 
     async def perform(self, effects: Effects) -> None:
         """Send → close → arm → notify (the order ``Effects`` documents)."""
@@ -401,10 +460,30 @@ class EndpointBridgeObject(DurableObject):
             await storage.setAlarm(effects.alarm_at_ms)
         if effects.fleet_summary is not None:
             await self.notify_fleet(effects.fleet_summary)
+        if effects.webhook_reports:
+            await self.report_webhooks(effects.webhook_reports)
+        if effects.webhooks:
+            # Only an alarm hands out webhook attempts, so they run inside the alarm handler,
+            # never inside a request's or a frame's: while ``fetch`` waits, the runtime lets
+            # the object's other events in (its input gate is open during outbound I/O).
+            allow = allow_private_webhooks(self.env)
+            results = await asyncio.gather(*(fetch_webhook(send, allow) for send in effects.webhooks))
+            await self.perform(self.actor.webhook_results(list(results), now_ms(), bool(self.agent_sockets())))
         if effects.close_agent is not None and sockets:
             # Whether or not the runtime reports our own close back, the agent is gone now.
             after = self.actor.agent_closed(now_ms(), bool(self.agent_sockets()))
             await self.perform(after)
+
+    async def report_webhooks(self, reports: list[dict[str, Any]]) -> None:
+        """Delivery outcomes for the fleet's delivery log (a give-up is logged here too)."""
+        for report in reports:
+            if report["outcome"] in ("gave_up", "disabled"):
+                log.warning("webhook %s %s: %s", report["subscription_id"], report["outcome"], report["error"])
+        body = json.dumps({"reports": reports}).encode()
+        try:
+            await call_object(fleet_stub(self.env), ApiRequest("POST", REPORT_PATH, {}, body))
+        except JsException:
+            log.exception("could not post webhook outcomes to the fleet index")
 
     async def notify_fleet(self, summary: dict[str, Any]) -> None:
         body = json.dumps(summary).encode()
@@ -437,6 +516,7 @@ class FleetIndexObject(DurableObject):
         """Built on first use (its migrations write); see ``worker.admission``."""
         if self._index is None:
             self._index = FleetIndex(self.sql, Entropy(), self.admin_hash, self.max_endpoints)
+            self._index.webhooks.allow_private = allow_private_webhooks(self.env)
         return self._index
 
     async def fetch(self, request: Any) -> Response:

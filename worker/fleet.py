@@ -29,6 +29,8 @@ from worker.api import (
 from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
+from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
+from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH, TARGETS_PATH, WebhookSubscriptions
 
 TECHNICIAN_TOKEN_PREFIX = "cst_"
 ROLES = ("admin", "technician")
@@ -78,6 +80,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE endpoints ADD COLUMN record_seq INTEGER",
         "CREATE INDEX IF NOT EXISTS endpoints_client ON endpoints (client COLLATE NOCASE, site COLLATE NOCASE)",
     ],
+    # Webhook subscriptions and their delivery log (issue 13, ``worker.webhook_subscriptions``).
+    4: WEBHOOKS_MIGRATION,
 }
 
 
@@ -98,6 +102,7 @@ class FleetIndex:
         # before a fleet read. False on Cloudflare, where an idle endpoint's object wakes only
         # every few minutes (issue 12): a line is then as old as its ``checked_at``.
         self.lines_are_current = False
+        self.webhooks = WebhookSubscriptions(store, entropy)
         migrate(store, MIGRATIONS)
 
     def authenticate(self, token: str | None, need_role: str, now_ms: int = 0) -> tuple[str, str, list[str] | None]:
@@ -144,6 +149,12 @@ class FleetIndex:
                 return ApiResponse(204)
             if req.path == CLAIM_PATH:
                 return self._claim_endpoint(req.json(), now_ms)
+            if req.path == TARGETS_PATH:
+                return ApiResponse(200, {"targets": self.webhooks.targets()})
+            if req.path == REPORT_PATH:
+                return self.webhooks.report(req.json(), now_ms)
+            if req.path == SETTINGS_PATH:
+                return ApiResponse(200, {"escalate_after_ms": self.webhooks.default_escalate_after_ms()})
             return self.http(route_for_actor(req), req, now_ms)
         except ApiError as exc:
             return exc.response()
@@ -171,6 +182,8 @@ class FleetIndex:
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
                 return self._set_limits(req)
+            if route.op in _WEBHOOK_OPS:
+                return _WEBHOOK_OPS[route.op](self.webhooks, route, req, now_ms)
             raise ApiError(404, "not_found", f"the fleet index has no operation {route.op!r}")
         except ApiError as exc:
             return exc.response()
@@ -434,3 +447,13 @@ class FleetIndex:
                 }
             )
         return with_etag(req, {"endpoints": endpoints})
+
+
+_WEBHOOK_OPS: dict[str, Any] = {
+    "create_webhook": lambda hooks, route, req, now_ms: hooks.create(req, now_ms),
+    "list_webhooks": lambda hooks, route, req, now_ms: hooks.list(),
+    "delete_webhook": lambda hooks, route, req, now_ms: hooks.delete(route.name or ""),
+    "test_webhook": lambda hooks, route, req, now_ms: hooks.prepare_test(route.name or "", now_ms),
+    "get_settings": lambda hooks, route, req, now_ms: ApiResponse(200, hooks.settings()),
+    "set_settings": lambda hooks, route, req, now_ms: hooks.set_settings(req),
+}

@@ -15,7 +15,7 @@ The agent's WebSocket upgrade is not dispatched here: each host accepts sockets 
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Any, Protocol
 
 from worker import admission, openapi, scope
 from worker.api import (
@@ -33,6 +33,8 @@ from worker.api import (
     with_etag,
 )
 from worker.fleet import AUTHENTICATE_PATH, CLAIM_PATH
+from worker.hooks import DEFAULT_ESCALATE_HEADER
+from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH
 
 
 class Actors(Protocol):
@@ -42,6 +44,10 @@ class Actors(Protocol):
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
         """Forward to one endpoint's actor."""
+        ...
+
+    async def send_webhook(self, send: dict[str, Any]) -> dict[str, Any]:
+        """Perform one webhook attempt (``worker.hooks`` send) → ``{status, error}``."""
         ...
 
 
@@ -100,6 +106,14 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
                 raise ApiError(
                     401, "invalid_enrollment_token", "the enrollment token is unknown, already used or expired"
                 )
+        if route.op == "test_webhook":
+            return await _test_webhook(req, actors)
+        if route.op in ("create_prompt", "retry_prompt"):
+            # The fleet default escalate_after (DESIGN §11) for a create that gives none.
+            settings = await actors.fleet(ApiRequest("GET", SETTINGS_PATH))
+            default = settings.body.get("escalate_after_ms") if isinstance(settings.body, dict) else None
+            if isinstance(default, int):
+                req.headers[DEFAULT_ESCALATE_HEADER] = str(default)
         if route.actor == "fleet":
             return await actors.fleet(req)
         assert endpoint_id is not None
@@ -107,3 +121,37 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
         return await actors.endpoint(endpoint_id, req)
     except ApiError as exc:
         return exc.response()
+
+
+async def _test_webhook(req: ApiRequest, actors: Actors) -> ApiResponse:
+    """``POST /api/webhooks/{id}/test``: the fleet prepares a signed ``webhook.test`` event,
+    the host sends it once (10 s at most), the outcome goes to the delivery log and back."""
+    prepared = await actors.fleet(req)
+    if prepared.status != 200 or not isinstance(prepared.body, dict):
+        return prepared
+    send = prepared.body["send"]
+    result = await actors.send_webhook(send)
+    status, error = result.get("status"), result.get("error")
+    delivered = isinstance(status, int) and 200 <= status < 300
+    if not delivered and error is None:
+        error = f"HTTP {status}"
+    report = {
+        "subscription_id": send["subscription_id"],
+        "event_id": send["event_id"],
+        "type": "webhook.test",
+        "endpoint_id": None,
+        "outcome": "test_delivered" if delivered else "test_failed",
+        "status": status,
+        "error": error,
+        "attempts": 1,
+        "next_attempt_at_ms": None,
+    }
+    await actors.fleet(ApiRequest("POST", REPORT_PATH, body=json.dumps({"reports": [report]}).encode()))
+    body = {
+        "id": send["subscription_id"],
+        "webhook_id": send["event_id"],
+        "delivered": delivered,
+        "status": status,
+        "error": error,
+    }
+    return ApiResponse(200, body)

@@ -40,12 +40,18 @@ class Effects:
     close_agent: tuple[int, str] | None = None  # (code, reason): close the agent socket
     alarm_at_ms: int | None = None  # the one alarm (None: no alarm needed)
     fleet_summary: dict[str, Any] | None = None  # POST to the fleet index when set
+    # Issue 13 (``worker.hooks``): webhook attempts to perform outside the event, then feed
+    # back with ``webhook_results``; and delivery outcomes for the fleet's delivery log.
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
+    webhook_reports: list[dict[str, Any]] = field(default_factory=list)
 
     def extend(self, other: Effects) -> None:
         self.send.extend(other.send)
         self.close_agent = other.close_agent or self.close_agent
         self.alarm_at_ms = other.alarm_at_ms
         self.fleet_summary = other.fleet_summary or self.fleet_summary
+        self.webhooks.extend(other.webhooks)
+        self.webhook_reports.extend(other.webhook_reports)
 
 
 class Entropy:

@@ -34,6 +34,7 @@ import resource
 import stat
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, FleetIndex
 from worker.host import Effects, Entropy
 from worker.output_gate import OutputGate
 from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
+from worker.webhook_sender import WebhookSender
 
 log = logging.getLogger("caisey.bridge")
 
@@ -130,6 +132,10 @@ class LocalEndpoint:
                 self.host.spawn(ws.close(code=code, message=reason.encode()))
         if effects.fleet_summary is not None:
             self.host.push_fleet_line(effects.fleet_summary)
+        if effects.webhook_reports:
+            self.host.webhook_reports(effects.webhook_reports)
+        for send in effects.webhooks:  # outside the event, never awaited by it (DESIGN §11)
+            self.host.spawn(self.deliver(send))
         if closing:
             await self.perform(self.actor.agent_closed(now_ms(), self.connected))
 
@@ -147,7 +153,16 @@ class LocalEndpoint:
         self.host.spawn(self.on_alarm())
 
     async def on_alarm(self) -> None:
-        await self.perform(self.actor.alarm(now_ms(), self.connected))
+        now = now_ms()
+        # The webhook subscriptions, read only when events wait to be sent (``worker.hooks``).
+        targets = self.host.fleet.webhooks.targets() if self.actor.wants_targets(now) else None
+        await self.perform(self.actor.alarm(now, self.connected, targets=targets))
+
+    async def deliver(self, send: dict[str, Any]) -> None:
+        """One webhook attempt, in its own task; its outcome is a new event for the actor."""
+        result = await self.host.sender.send(send)
+        if not self.host.closing:
+            await self.perform(self.actor.webhook_results([result], now_ms(), self.connected))
 
 
 class LocalBridge:
@@ -159,14 +174,17 @@ class LocalBridge:
         admin_token_hash: str,
         config: BridgeConfig | None = None,
         max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
+        allow_private_webhooks: bool = False,
     ) -> None:
         self.data = data
-        self.config = config or BridgeConfig()
+        self.config = replace(config or BridgeConfig(), webhooks=True)
         self.entropy = Entropy()
         (data / "endpoints").mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fleet_store = SqliteStore(data / "fleet.sqlite3")
         self.fleet = FleetIndex(self.fleet_store, self.entropy, admin_token_hash, max_endpoints)
         self.fleet.lines_are_current = True
+        self.fleet.webhooks.allow_private = allow_private_webhooks
+        self.sender = WebhookSender(allow_private_webhooks)
         self.endpoints: dict[str, LocalEndpoint] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
@@ -203,6 +221,19 @@ class LocalBridge:
                 self.fleet.update_endpoint(summary, now)
 
         self.fleet_store.transaction(write)
+
+    def webhook_reports(self, reports: list[dict[str, Any]]) -> None:
+        """Delivery outcomes for the fleet's delivery log (a give-up is logged here too)."""
+        for report in reports:
+            if report["outcome"] in ("gave_up", "disabled"):
+                log.warning(
+                    "webhook %s %s for %s: %s",
+                    report["subscription_id"],
+                    report["outcome"],
+                    report["event_id"],
+                    report["error"],
+                )
+        self.fleet.webhooks.report({"reports": reports}, now_ms())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -272,6 +303,7 @@ class LocalBridge:
             actor.store.close()
         self.fleet_store.close()
         self.gate.close()
+        await self.sender.close()
 
     # --- gateway's Actors ----------------------------------------------------------------------
 
@@ -437,6 +469,9 @@ class _Actors:
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
         return await self.host.endpoint_call(endpoint_id, req)
+
+    async def send_webhook(self, send: dict[str, Any]) -> dict[str, Any]:
+        return await self.host.sender.send(send)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -686,11 +721,12 @@ def serve(
     access_log: bool = False,
     guard: ConnectionGuard | None = None,
     max_endpoints: int = DEFAULT_MAX_ENDPOINTS,
+    allow_private_webhooks: bool = False,
 ) -> None:
     _raise_fd_limit()
     secure_data_dir(data)
     token_hash, new_token = admin_token(data)
-    bridge = LocalBridge(data, token_hash, config, max_endpoints)
+    bridge = LocalBridge(data, token_hash, config, max_endpoints, allow_private_webhooks)
     if new_token is not None:
         print(f"admin token (shown once, also in {data / 'admin-token'}): {new_token}", flush=True)
     print(f"caisey bridge on http://{host}:{port}/ data={data}", flush=True)
@@ -807,6 +843,17 @@ def main(argv: list[str] | None = None) -> int:
         default=HEADER_TIMEOUT_S,
         help="seconds a new connection has to complete its request headers",
     )
+    serve_cmd.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="let webhooks go to loopback, private and link-local addresses, and over plain http",
+    )
+    serve_cmd.add_argument(
+        "--webhook-retry-base-ms",
+        type=int,
+        default=None,
+        help="base of the webhooks' full-jitter backoff (default 5000; tests shorten it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # SIGTERM and SIGINT → aiohttp's graceful shutdown (closes sockets, cancels timers, closes files).
@@ -816,8 +863,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         heartbeat = args.heartbeat_ms
         config = BridgeConfig(heartbeat_ms=heartbeat, liveness_ms=3 * heartbeat) if heartbeat else None
+        if args.webhook_retry_base_ms:
+            base = max(1, args.webhook_retry_base_ms)
+            config = replace(
+                config or BridgeConfig(), webhook_retry_base_ms=base, webhook_retry_cap_ms=max(base, 60 * base)
+            )
         guard = ConnectionGuard(args.max_connections_per_address, args.header_timeout_s)
-        serve(args.data, args.host, args.port, config, args.access_log, guard, args.max_endpoints)
+        serve(
+            args.data,
+            args.host,
+            args.port,
+            config,
+            args.access_log,
+            guard,
+            args.max_endpoints,
+            args.allow_private_webhooks,
+        )
     except UnsafeDataDir as exc:
         print(f"caisey-bridge: refusing to start: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -1,4 +1,5 @@
-"""A prompt create's body, validated into ``Created`` fields (DESIGN §8 ``POST .../prompts``).
+"""A prompt create's body, validated into ``Created`` fields (DESIGN §8 ``POST .../prompts``),
+plus its ``escalate_after`` (DESIGN §11).
 
 Pure: the body and the bridge's clock and limits in, the fields or ``ApiError`` 400 out.
 ``config`` is the actor's ``BridgeConfig`` (its ``min_expires_in_ms``, ``max_expires_in_ms``
@@ -16,13 +17,33 @@ from caisey.facts import NoUserPolicy
 from caisey.text import check as text_problem
 from worker.api import ApiError
 
-DAY_MS = 24 * 3_600_000
+DAY_MS = 86_400_000
 # expires_in beyond this is refused before any arithmetic (a float's * 1000 overflows to inf,
 # and int(inf) raises); the lifetime bounds in BridgeConfig then apply. 10**12 s ≈ 31,700 years.
 MAX_EXPIRES_IN_S = 10**12
+# escalate_after (seconds): at least 5 s (as a prompt's shortest life), at most 7 days (its longest).
+MIN_ESCALATE_AFTER_S = 5
+MAX_ESCALATE_AFTER_S = 7 * 86_400
 
 
-def prompt_fields(body: dict[str, Any], now_ms: int, config: Any) -> dict[str, Any]:
+def escalate_after(value: object) -> int:
+    """``escalate_after`` in seconds → milliseconds, or 400 ``invalid_field``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not MIN_ESCALATE_AFTER_S <= value <= MAX_ESCALATE_AFTER_S  # also NaN and ±Infinity
+    ):
+        raise ApiError(
+            400,
+            "invalid_field",
+            f"escalate_after must be a number of seconds from {MIN_ESCALATE_AFTER_S} to {MAX_ESCALATE_AFTER_S}",
+        )
+    return int(value * 1000)
+
+
+def prompt_fields(
+    body: dict[str, Any], now_ms: int, config: Any, default_escalate_after_ms: int | None
+) -> dict[str, Any]:
     """Validate a create body into ``Created`` fields; 400 with the field named otherwise."""
 
     def text(name: str, limit: int, *, required: bool) -> str:
@@ -66,7 +87,11 @@ def prompt_fields(body: dict[str, Any], now_ms: int, config: Any) -> dict[str, A
             f"a prompt must expire between {config.min_expires_in_ms // 1000} s and "
             f"{config.max_expires_in_ms // DAY_MS} days from now",
         )
+    escalate_after_ms = default_escalate_after_ms
+    if body.get("escalate_after") is not None:
+        escalate_after_ms = escalate_after(body["escalate_after"])
     return {
+        "escalate_after_ms": escalate_after_ms,
         "title": title,
         "message": message,
         "action": action,

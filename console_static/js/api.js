@@ -216,4 +216,21 @@ export class Api {
   retry(eid, pid, body, key, opts) {
     return this.postIdempotent(`/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/retry`, body, key, opts);
   }
+  /** Escalate by hand (issue 13): recorded with who; not retried (each press is one escalation). */
+  escalate(eid, pid, note) {
+    return this.request("POST", `/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/escalate`, { body: note ? { note } : {} });
+  }
+  // Webhooks (admin; issue 13, DESIGN §11).
+  webhooks() {
+    return this.get("/api/webhooks", { poll: true });
+  }
+  createWebhook(body) {
+    return this.request("POST", "/api/webhooks", { body });
+  }
+  deleteWebhook(id) {
+    return this.request("DELETE", `/api/webhooks/${encodeURIComponent(id)}`);
+  }
+  testWebhook(id) {
+    return this.request("POST", `/api/webhooks/${encodeURIComponent(id)}/test`);
+  }
 }

@@ -414,6 +414,10 @@ export function describeEvent(e, now = Date.now()) {
     case "firmed":
       what = "Outcome is now final: no late answer can change it";
       break;
+    case "escalated":
+      what = d.auto ? `Escalated by the bridge: ${d.reason}` : `Escalated by ${d.by}`;
+      if (d.note) what += ` — “${d.note}”`;
+      break;
     default:
       what = `${e.type} ${JSON.stringify(d)}`;
   }

@@ -8,6 +8,7 @@ import { fmtClock, fmtDuration } from "./describe.js";
 import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
+import { WebhooksView } from "./webhooks.js";
 import { forgetPendingKeys } from "./actions.js";
 import { AddEndpointView, TokensView } from "./admin.js";
 
@@ -155,6 +156,7 @@ function renderNav() {
     nav,
     link("#/add", "Add endpoint", "nav-add"),
     me.role === "admin" ? link("#/tokens", "Tokens", "nav-tokens") : null,
+    me.role === "admin" ? link("#/webhooks", "Webhooks", "nav-webhooks") : null,
   );
 }
 
@@ -166,6 +168,7 @@ function parseRoute() {
   if (parts[0] === "endpoint" && parts[1]) return { name: "endpoint", eid: parts[1] };
   if (parts[0] === "add") return { name: "add" };
   if (parts[0] === "tokens") return { name: "tokens" };
+  if (parts[0] === "webhooks") return { name: "webhooks" };
   return { name: "fleet" };
 }
 
@@ -183,6 +186,7 @@ function route() {
   else if (r.name === "endpoint") shell.view = new EndpointView(c, r.eid);
   else if (r.name === "add") shell.view = new AddEndpointView(c);
   else if (r.name === "tokens" && shell.me.role === "admin") shell.view = new TokensView(c);
+  else if (r.name === "webhooks" && shell.me.role === "admin") shell.view = new WebhooksView(c);
   else shell.view = new FleetView(c);
   replaceChildren($("main"), shell.view.el);
   document.title = `${shell.view.title} — Caisey console`;

@@ -39,6 +39,10 @@ export class PromptView {
       h("option", { value: "h" }, "hours"),
     );
     this.reissueBtn = h("button.secondary", { type: "submit", id: "prompt-reissue" }, "Re-issue");
+    // Escalation by hand (issue 13): a note for whoever picks it up; recorded with who.
+    this.note = h("input", { id: "escalate-note", type: "text", maxlength: "500", placeholder: "optional note" });
+    this.escalateBtn = h("button.secondary", { type: "submit", id: "prompt-escalate" }, "Escalate");
+    this.escalations = h("p.escalations", { id: "prompt-escalations", hidden: true });
 
     this.el = h(
       "section.view.prompt-view",
@@ -47,6 +51,7 @@ export class PromptView {
       this.heading,
       this.state,
       this.detail,
+      this.escalations,
       this.proof,
       this.error,
       h(
@@ -81,6 +86,12 @@ export class PromptView {
               { onsubmit: (ev) => this.reissue(ev) },
               h("div.field", null, h("label", { for: "reissue-expiry" }, "Re-issue, expiring after (optional)"), h("div.inline", null, this.expiry, this.unit)),
               this.reissueBtn,
+            ),
+            h(
+              "form.escalate-form",
+              { onsubmit: (ev) => this.escalate(ev) },
+              h("div.field", null, h("label", { for: "escalate-note" }, "Escalate (a note for whoever takes it over)"), this.note),
+              this.escalateBtn,
             ),
             this.result,
           ),
@@ -132,6 +143,15 @@ export class PromptView {
     this.tick(now);
     setHidden(this.cancelBtn, !cancellable(p));
     this.renderFacts(now);
+    const esc = p.escalations || [];
+    setHidden(this.escalations, esc.length === 0);
+    setText(
+      this.escalations,
+      esc.length
+        ? `Escalated ${esc.length === 1 ? "" : `${esc.length} times `}— ` +
+            esc.map((e) => `${fmtClock(e.at, now)} ${e.auto ? `by the bridge: ${e.reason}` : `by ${e.by}`}${e.note ? ` (“${e.note}”)` : ""}`).join("; ")
+        : "",
+    );
     replaceChildren(
       this.timeline,
       (p.events || []).map((e) => {
@@ -186,6 +206,25 @@ export class PromptView {
       if (p) this.ctx.refreshSoon();
     } finally {
       this.cancelBtn.disabled = false;
+    }
+  }
+
+  async escalate(ev) {
+    ev.preventDefault();
+    this.escalateBtn.disabled = true;
+    try {
+      const res = await this.ctx.api.escalate(this.eid, this.pid, this.note.value.trim());
+      this.note.value = "";
+      showResult(this.result, { tone: "ok", parts: [`Escalated — the bridge answered 200 OK; recorded as escalated by ${res.body.escalations.at(-1).by}.`] });
+      this.ctx.refreshSoon();
+    } catch (exc) {
+      if (!(exc instanceof ApiError)) {
+        showResult(this.result, { tone: "error", parts: [`Escalate failed: could not reach the bridge (${exc.message}). Press the button again.`] });
+        return;
+      }
+      showResult(this.result, { tone: "error", parts: [`Escalate refused — the bridge answered ${exc.status} ${exc.code}: ${exc.detail}`] });
+    } finally {
+      this.escalateBtn.disabled = false;
     }
   }
 

@@ -86,6 +86,75 @@ class crypto:
     subtle = _Subtle()
 
 
+# --- fetch (outbound HTTP; the bridge's webhooks) -------------------------------------------------
+
+
+class _AbortSignal(_rt.JsObject):
+    """What ``AbortSignal.timeout(ms)`` gives: ``fetch`` aborts after ``ms`` (real time here,
+    as the runtime's timer is: an outbound request's wait is real I/O, not the virtual clock)."""
+
+
+class AbortSignal:
+    @staticmethod
+    def timeout(ms: Any) -> _AbortSignal:
+        return _AbortSignal({"_timeout_ms": int(ms)})
+
+
+class _Pending(_rt.JsProxy):
+    """A JS promise not yet settled: awaiting it runs the operation (real I/O)."""
+
+    def __init__(self, coro: Any) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Any:
+        return self._coro.__await__()
+
+
+def fetch(resource: Any, init: Any = None) -> _Pending:
+    """The global ``fetch``, for outbound requests: really sent (aiohttp), as the runtime
+    sends them. As in the runtime, ``init`` must be a JS object: a Python dict reaches ``fetch``
+    as a proxy whose ``method``, ``headers`` and ``body`` it cannot read — the real runtime
+    would then send a bodiless GET; the stand-in refuses it so a test catches the mistake
+    (``to_js(init, dict_converter=Object.fromEntries)``). ``redirect: "manual"`` answers a
+    3xx as it is; a network failure is ``TypeError: Network connection lost.``; the signal's
+    timeout is ``TimeoutError: The operation was aborted due to timeout``. The answer has
+    ``status``, ``ok`` and ``text()``."""
+    if init is not None and not isinstance(init, _rt.JsObject):
+        raise _rt.JsException("TypeError", "fetch: init must be a JS object (use to_js with Object.fromEntries)")
+
+    async def run() -> _rt.JsObject:
+
+        import aiohttp
+
+        props = dict(object.__getattribute__(init, "_props")) if init is not None else {}
+        headers = props.get("headers")
+        headers = headers.to_py() if isinstance(headers, _rt.JsProxy) else dict(headers or {})
+        signal = props.get("signal")
+        timeout_s = signal._timeout_ms / 1000 if isinstance(signal, _AbortSignal) else None
+        method = str(props.get("method") or "GET")
+        body = props.get("body")
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+                session.request(
+                    method,
+                    str(resource),
+                    headers={str(k): str(v) for k, v in headers.items()},
+                    data=None if body is None else str(body).encode(),
+                    allow_redirects=props.get("redirect") != "manual",
+                ) as answer,
+            ):
+                text = await answer.text()
+                status = answer.status
+        except TimeoutError:
+            raise _rt.JsException("TimeoutError", "The operation was aborted due to timeout") from None
+        except (aiohttp.ClientError, OSError):
+            raise _rt.JsException("TypeError", "Network connection lost.") from None
+        return _rt.JsObject({"status": status, "ok": 200 <= status < 300, "text": lambda: _rt.JsPromise(text)})
+
+    return _Pending(run())
+
+
 class console:
     @staticmethod
     def log(*args: Any) -> None:
@@ -98,4 +167,13 @@ class console:
         print(*args, file=sys.stderr)
 
 
-__all__ = ["Date", "Object", "WebSocketPair", "WebSocketRequestResponsePair", "console", "crypto"]
+__all__ = [
+    "AbortSignal",
+    "Date",
+    "Object",
+    "WebSocketPair",
+    "WebSocketRequestResponsePair",
+    "console",
+    "crypto",
+    "fetch",
+]
