@@ -162,6 +162,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("GET", re.compile(r"^/api/endpoints$"), "fleet", "list_endpoints", "technician"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "get_endpoint", "technician"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/audit$"), "endpoint", "export_audit", "technician"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/stats$"), "endpoint", "get_stats", "technician"),
+    ("GET", re.compile(r"^/api/patterns$"), "fleet", "patterns", "technician"),
     ("GET", re.compile(r"^/api/limits$"), "fleet", "get_limits", "technician"),
     ("PUT", re.compile(r"^/api/limits$"), "fleet", "set_limits", "admin"),
     ("POST", re.compile(r"^/api/enrollments$"), "endpoint", "create_enrollment", "technician"),

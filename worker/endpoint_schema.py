@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worker.audit_chain import backfill
+from worker.endpoint_stats import STATS_MIGRATION
 from worker.host import SqlStore
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # A migration step is a statement, or a function of the store for what SQL alone cannot do.
 Migration = str | Callable[[SqlStore], None]
@@ -62,6 +63,8 @@ MIGRATIONS: dict[int, list[Migration]] = {
         "ALTER TABLE enrollments ADD COLUMN rekey INTEGER NOT NULL DEFAULT 0",
         backfill,
     ],
+    # Issue 14: statistics kept incrementally (``worker.endpoint_stats``).
+    5: [*STATS_MIGRATION],
 }
 
 

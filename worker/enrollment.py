@@ -43,6 +43,7 @@ class EndpointRecord:
     _atomically: Any
     _append_endpoint_fact: Any
     _fleet_summary: Any
+    _zone: Any
     _require_registered: Any
     endpoint_id: Any
     entropy: Any
@@ -182,6 +183,8 @@ class EndpointRecord:
                 "key_id": current.key_id if current is not None else None,
                 "keys": [key.to_api() for key in self.keys.history()],
                 "audit_head": {"seq": head_seq, "hash": head_hash},
+                # Issue 14: the zone the agent reported, and the one hours are read in.
+                "time_zone": self._zone().to_api(),
             },
         )
 

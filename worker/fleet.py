@@ -25,6 +25,7 @@ from worker.api import (
 from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
+from worker.patterns import PATTERNS_MIGRATION, patterns, store_summary
 
 TECHNICIAN_TOKEN_PREFIX = "cst_"
 ROLES = ("admin", "technician")
@@ -59,6 +60,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS endpoints_nocase ON endpoints (endpoint_id COLLATE NOCASE)",
         "CREATE INDEX IF NOT EXISTS tokens_nocase ON tokens (name COLLATE NOCASE)",
     ],
+    # Issue 14: each endpoint's zone and statistics summary, for GET /api/patterns
+    # (``worker.patterns``; idempotent, so it may take any number when merged).
+    3: [*PATTERNS_MIGRATION],
 }
 
 
@@ -123,6 +127,8 @@ class FleetIndex:
                 return self._revoke_token(route.name or "")
             if route.op == "list_endpoints":
                 return self._list_endpoints(req, now_ms)
+            if route.op == "patterns":
+                return patterns(self.store, req, now_ms)
             if route.op == "get_limits":
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
@@ -241,9 +247,14 @@ class FleetIndex:
                 now_ms,
             ),
         )
+        store_summary(self.store, summary, now_ms)
 
     def _list_endpoints(self, req: ApiRequest, now_ms: int) -> ApiResponse:
-        rows = self.store.execute("SELECT * FROM endpoints ORDER BY endpoint_id", ())
+        rows = self.store.execute(
+            "SELECT e.*, p.time_zone AS time_zone FROM endpoints e "
+            "LEFT JOIN endpoint_patterns p ON p.endpoint_id = e.endpoint_id ORDER BY e.endpoint_id",
+            (),
+        )
         endpoints = []
         for row in rows:
             outcome = json.loads(row["last_outcome"]) if row["last_outcome"] else None
@@ -267,6 +278,7 @@ class FleetIndex:
                     ),
                     "open_prompts": int(row["open_prompts"]),
                     "last_outcome": outcome,
+                    "time_zone": row["time_zone"],  # as the agent reported it (issue 14)
                 }
             )
         return with_etag(req, {"endpoints": endpoints})
