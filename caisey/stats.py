@@ -30,8 +30,8 @@ weekday, or a band of hours on one weekday — is reported when, over the last 9
 2. its rate is at least ``MIN_RATE`` and exceeds the rate outside it by ``MARGIN``, and
 3. the one-sided binomial tail of its count at the rate outside it is below ``ALPHA``.
 
-``ALPHA`` is small because many buckets are tried (about 2,600 per endpoint); by the union
-bound a uniform endpoint shows any finding with probability below 0.3 % even before rules 1
+``ALPHA`` is small because many buckets are tried (about 2,150 per endpoint); by the union
+bound a uniform endpoint shows any finding with probability below 0.22 % even before rules 1
 and 2, which in practice leave none (the generator's control group of 2,000 shows none).
 Overlapping buckets of one kind keep only the most significant. The first-prompt finding
 compares the answer rate of first prompts with that of re-issued ones (prompts that
@@ -251,8 +251,9 @@ def _significant(k: int, n: int, base_k: int, base_n: int) -> float | None:
     return p if p < ALPHA else None
 
 
-def _band_sums(hours: list[Quad]) -> list[tuple[int, int, Quad]]:
-    """Sums over every band of 1-``MAX_BAND_HOURS`` hours (wrapping midnight), by prefix sums."""
+def _band_sums(hours: list[Quad], *, wrap: bool = True) -> list[tuple[int, int, Quad]]:
+    """Sums over every band of 1-``MAX_BAND_HOURS`` hours, by prefix sums. Bands wrap past
+    midnight only when every day is counted (on one weekday, 22:00-02:00 would be two nights)."""
     doubled = hours + hours
     prefix: list[Quad] = [(0, 0, 0, 0)]
     for a, b, c, d in doubled:
@@ -261,6 +262,8 @@ def _band_sums(hours: list[Quad]) -> list[tuple[int, int, Quad]]:
     out: list[tuple[int, int, Quad]] = []
     for start in range(24):
         for length in range(1, MAX_BAND_HOURS + 1):
+            if not wrap and start + length > 24:
+                break
             hi, lo = prefix[start + length], prefix[start]
             out.append((start, length, (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], hi[3] - lo[3])))
     return out
@@ -334,7 +337,7 @@ def find_patterns(cells: Cells, first: Tally, reissued: Tally) -> list[Finding]:
     scopes: list[tuple[int | None, list[Quad]]] = [(None, every_day)]
     scopes += [(d, grid[d]) for d in range(7)]
     for scope_day, hours in scopes:
-        bands = _band_sums(hours)
+        bands = _band_sums(hours, wrap=scope_day is None)
         if scope_day is not None:
             bands.append((0, 24, by_weekday[scope_day]))
         for start, length, (_, _, k, n) in bands:

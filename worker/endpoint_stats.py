@@ -29,7 +29,7 @@ from typing import Any
 
 from caisey import stats
 from caisey.clock import to_rfc3339
-from caisey.localtime import WEEKDAYS, Zone, day_label, local_moment, resolve, weekday_of_day
+from caisey.localtime import WEEKDAYS, Zone, day_label, local_moment, resolve
 from caisey.prompt import PromptView
 from worker.api import ApiError, ApiRequest, ApiResponse, Route, with_etag
 from worker.host import Effects
@@ -113,8 +113,8 @@ class EndpointStatsOps:
                 new_flags |= _FLAG[metric]
         if outcome != counted and outcome is not None:
             if counted in stats.OUTCOMES:
-                self._bump(day, hour, reissued, counted, -1)
-            self._bump(day, hour, reissued, outcome, +1)
+                self._stats_bump(day, hour, reissued, counted, -1)
+            self._stats_bump(day, hour, reissued, outcome, +1)
         if rows and new_flags == flags and outcome == counted:
             return
         self._q(
@@ -129,7 +129,7 @@ class EndpointStatsOps:
         )
         self._set_meta("stats_rev", str(now_ms))  # the fleet line's summary is due again
 
-    def _bump(self, day: int, hour: int, reissued: int, outcome: str, delta: int) -> None:
+    def _stats_bump(self, day: int, hour: int, reissued: int, outcome: str, delta: int) -> None:
         assert outcome in stats.OUTCOMES
         self._q(
             f"INSERT INTO stats_cells (day, hour, reissued, {outcome}) VALUES (?, ?, ?, ?) "
@@ -147,11 +147,61 @@ class EndpointStatsOps:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def _stats_rows(self, today: int, days: int) -> tuple[list[Any], list[Any]]:
-        since = today - days + 1
-        cells = self._q("SELECT * FROM stats_cells WHERE day >= ?", since)
-        latency = self._q("SELECT day, metric, bin, n FROM stats_latency WHERE day >= ?", since)
-        return cells, latency
+    def _stats_outcomes(self, since: int) -> stats.Tally:
+        sums = ", ".join(f"COALESCE(SUM({name}), 0) AS {name}" for name in stats.OUTCOMES)
+        return _row_tally(self._q(f"SELECT {sums} FROM stats_cells WHERE day >= ?", since)[0])
+
+    def _stats_grid(self, since: int) -> tuple[dict[tuple[int, int], stats.Tally], stats.Tally, stats.Tally]:
+        """Weekday × hour tallies since a local day, and first / re-issued totals: summed by
+        SQLite over at most 48 rows a day, returning at most 336."""
+        sums = ", ".join(f"SUM({name}) AS {name}" for name in stats.OUTCOMES)
+        rows = self._q(
+            f"SELECT (day + 3) % 7 AS weekday, hour, reissued, {sums} FROM stats_cells WHERE day >= ? "
+            "GROUP BY weekday, hour, reissued",
+            since,
+        )
+        grid: dict[tuple[int, int], stats.Tally] = {}
+        first, reissued = stats.Tally(), stats.Tally()
+        for row in rows:
+            tally = _row_tally(row)
+            grid.setdefault((int(row["weekday"]), int(row["hour"])), stats.Tally()).add(tally)
+            (reissued if int(row["reissued"]) else first).add(tally)
+        return grid, first, reissued
+
+    def _stats_percentiles(self, metric: str, since: int) -> dict[str, int | None]:
+        rows = self._q(
+            "SELECT bin, SUM(n) AS n FROM stats_latency WHERE day >= ? AND metric = ? GROUP BY bin", since, metric
+        )
+        histogram = {int(r["bin"]): int(r["n"]) for r in rows}
+        return {
+            "n": sum(histogram.values()),
+            "p50_ms": stats.percentile_ms(histogram, 0.5),
+            "p95_ms": stats.percentile_ms(histogram, 0.95),
+        }
+
+    def _stats_weekly_p95(self, today: int) -> list[dict[str, Any]]:
+        """p95 time to answer per week (7 local days ending ``today``, and the 12 before)."""
+        rows = self._q(
+            "SELECT (? - day) / 7 AS week, bin, SUM(n) AS n FROM stats_latency "
+            "WHERE metric = 'answer' AND day > ? AND day <= ? GROUP BY week, bin",
+            today,
+            today - 7 * WEEKS_OF_P95,
+            today,
+        )
+        weeks: dict[int, dict[int, int]] = {}
+        for row in rows:
+            weeks.setdefault(int(row["week"]), {})[int(row["bin"])] = int(row["n"])
+        out = []
+        for week in range(WEEKS_OF_P95 - 1, -1, -1):
+            histogram = weeks.get(week, {})
+            out.append(
+                {
+                    "week_start": day_label(today - 7 * week - 6),
+                    "n": sum(histogram.values()),
+                    "p95_ms": stats.percentile_ms(histogram, 0.95),
+                }
+            )
+        return out
 
     def _op_get_stats(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -160,7 +210,6 @@ class EndpointStatsOps:
         days = _days_param(req)
         zone = self._zone()
         today = local_moment(now_ms, zone).day
-        cells, latency = self._stats_rows(today, max(WINDOWS_DAYS))
         body: dict[str, Any] = {
             "endpoint_id": endpoint_id,
             "time_zone": zone.to_api(),
@@ -168,8 +217,8 @@ class EndpointStatsOps:
             "local_day": day_label(today),
             "days": days,
         }
-        body["outcomes"] = {f"{w}d": _tally(cells, today - w + 1).to_api() for w in WINDOWS_DAYS}
-        grid, first, reissued = _grid(cells, today - days + 1)
+        body["outcomes"] = {f"{w}d": self._stats_outcomes(today - w + 1).to_api() for w in WINDOWS_DAYS}
+        grid, first, reissued = self._stats_grid(today - days + 1)
         by_hour, by_weekday = [stats.Tally() for _ in range(24)], [stats.Tally() for _ in range(7)]
         heat = []
         for (weekday, hour), tally in sorted(grid.items()):
@@ -181,10 +230,10 @@ class EndpointStatsOps:
         body["heat"] = heat
         body["first_vs_reissued"] = {"first": _rates(first), "reissued": _rates(reissued)}
         body["latency"] = {
-            metric: {f"{w}d": _percentiles(latency, metric, today - w + 1) for w in WINDOWS_DAYS}
+            metric: {f"{w}d": self._stats_percentiles(metric, today - w + 1) for w in WINDOWS_DAYS}
             for metric in stats.METRICS
         }
-        body["answer_p95_by_week"] = _weekly_p95(latency, today)
+        body["answer_p95_by_week"] = self._stats_weekly_p95(today)
         body["findings"] = [f.to_api() for f in stats.find_patterns(grid, first, reissued)]
         return with_etag(req, body)
 
@@ -193,8 +242,8 @@ class EndpointStatsOps:
         first/re-issued, p95 time to answer, the non-empty weekday × hour cells, findings."""
         zone = self._zone()
         today = local_moment(now_ms, zone).day
-        cells, latency = self._stats_rows(today, max(WINDOWS_DAYS))
-        grid, first, reissued = _grid(cells, today - max(WINDOWS_DAYS) + 1)
+        since = today - max(WINDOWS_DAYS) + 1
+        grid, first, reissued = self._stats_grid(since)
         total = stats.Tally()
         for tally in grid.values():
             total.add(tally)
@@ -204,7 +253,7 @@ class EndpointStatsOps:
             "totals": total.as_list(),
             "first": [first.counted, first.answered],
             "reissued": [reissued.counted, reissued.answered],
-            "answer_p95_ms": _percentiles(latency, "answer", today - max(WINDOWS_DAYS) + 1)["p95_ms"],
+            "answer_p95_ms": self._stats_percentiles("answer", since)["p95_ms"],
             "cells": [[d, h, *t.as_list()] for (d, h), t in sorted(grid.items())],
             "findings": [f.to_api() for f in stats.find_patterns(grid, first, reissued)],
         }
@@ -223,27 +272,6 @@ def _row_tally(row: Any) -> stats.Tally:
     return stats.Tally.of(int(row[name]) for name in stats.OUTCOMES)
 
 
-def _tally(cells: list[Any], since: int) -> stats.Tally:
-    total = stats.Tally()
-    for row in cells:
-        if int(row["day"]) >= since:
-            total.add(_row_tally(row))
-    return total
-
-
-def _grid(cells: list[Any], since: int) -> tuple[dict[tuple[int, int], stats.Tally], stats.Tally, stats.Tally]:
-    grid: dict[tuple[int, int], stats.Tally] = {}
-    first, reissued = stats.Tally(), stats.Tally()
-    for row in cells:
-        day = int(row["day"])
-        if day < since:
-            continue
-        tally = _row_tally(row)
-        grid.setdefault((weekday_of_day(day), int(row["hour"])), stats.Tally()).add(tally)
-        (reissued if int(row["reissued"]) else first).add(tally)
-    return grid, first, reissued
-
-
 def _rates(tally: stats.Tally, **where: Any) -> dict[str, Any]:
     return {
         **where,
@@ -253,37 +281,3 @@ def _rates(tally: stats.Tally, **where: Any) -> dict[str, Any]:
         "unreachable": tally.unreachable,
         "answer_rate": stats.rate(tally.answered, tally.counted),
     }
-
-
-def _histogram(latency: list[Any], metric: str, since: int, until: int | None = None) -> dict[int, int]:
-    histogram: dict[int, int] = {}
-    for row in latency:
-        day = int(row["day"])
-        if row["metric"] == metric and day >= since and (until is None or day <= until):
-            histogram[int(row["bin"])] = histogram.get(int(row["bin"]), 0) + int(row["n"])
-    return histogram
-
-
-def _percentiles(latency: list[Any], metric: str, since: int) -> dict[str, int | None]:
-    histogram = _histogram(latency, metric, since)
-    return {
-        "n": sum(histogram.values()),
-        "p50_ms": stats.percentile_ms(histogram, 0.5),
-        "p95_ms": stats.percentile_ms(histogram, 0.95),
-    }
-
-
-def _weekly_p95(latency: list[Any], today: int) -> list[dict[str, Any]]:
-    """p95 time to answer per week (7 local days ending ``today``, and the 12 before)."""
-    out = []
-    for week in range(WEEKS_OF_P95 - 1, -1, -1):
-        last = today - 7 * week
-        histogram = _histogram(latency, "answer", last - 6, last)
-        out.append(
-            {
-                "week_start": day_label(last - 6),
-                "n": sum(histogram.values()),
-                "p95_ms": stats.percentile_ms(histogram, 0.95),
-            }
-        )
-    return out
