@@ -32,6 +32,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -145,9 +146,10 @@ def _creation_times(rng: random.Random, kind: str, zone: ZoneInfo, start_ms: int
 
 
 class _Endpoint:
-    def __init__(self, planted: Planted, seed: int) -> None:
+    def __init__(self, planted: Planted, seed: int, store: SqliteStore | None = None) -> None:
         self.planted = planted
-        self.actor = EndpointBridge(SqliteStore(":memory:"), Entropy(random.Random(seed)))
+        self.store = store or SqliteStore(":memory:")
+        self.actor = EndpointBridge(self.store, Entropy(random.Random(seed)))
         self.actor._event(lambda: self._register())
         self.ids = IdSource(random.Random(seed).getrandbits)
 
@@ -203,8 +205,15 @@ class _Endpoint:
         return prompt_id
 
 
-def build(endpoints: int = 200, seed: int = 1, start_ms: int = 1_780_000_000_000) -> History:
-    """Build the fleet's history and push every endpoint's line to one fleet index."""
+def build(
+    endpoints: int = 200,
+    seed: int = 1,
+    start_ms: int = 1_780_000_000_000,
+    store_for: Callable[[str], SqliteStore] | None = None,
+) -> History:
+    """Build the fleet's history and push every endpoint's line to one fleet index.
+    ``store_for(endpoint_id)``: the store of each endpoint (default: in memory) — a file in a
+    local host's data directory, say, for the console's tests (closed when built)."""
     began = time.perf_counter()
     rng = random.Random(seed)
     now_ms = start_ms + DAYS * DAY_MS
@@ -220,7 +229,8 @@ def build(endpoints: int = 200, seed: int = 1, start_ms: int = 1_780_000_000_000
         kind = next((k for bound, k in bounds if position < bound), "control")
         planted = Planted(f"ep-{n:05d}", kind, rng.choice(ZONES))
         history.endpoints.append(planted)
-        endpoint = _Endpoint(planted, seed * 100_003 + n)
+        store = store_for(planted.endpoint_id) if store_for is not None else None
+        endpoint = _Endpoint(planted, seed * 100_003 + n, store)
         zone = ZoneInfo(planted.zone)
         for created in _creation_times(rng, kind, zone, start_ms):
             missed = endpoint.prompt(rng, created)
@@ -231,6 +241,8 @@ def build(endpoints: int = 200, seed: int = 1, start_ms: int = 1_780_000_000_000
         line = actor._event(lambda actor=actor: actor._fleet_summary(now_ms, False, force=True))
         answer = fleet.handle(ApiRequest("POST", SUMMARY_PATH, body=json.dumps(line).encode()), now_ms)
         assert answer.status == 204, answer.body
+        if store is not None:
+            store.close()
     history.seconds = time.perf_counter() - began
     return history
 

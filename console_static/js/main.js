@@ -8,6 +8,7 @@ import { fmtClock, fmtDuration } from "./describe.js";
 import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
+import { PatternsView } from "./fleet_patterns.js";
 import { forgetPendingKeys } from "./actions.js";
 
 const TOKEN_KEY = "caisey.token";
@@ -74,6 +75,7 @@ function signOut(message) {
 function showSignIn(message = "") {
   document.body.classList.add("signed-out");
   setHidden($("signout"), true);
+  setHidden($("topnav"), true);
   setHidden($("banner"), true);
   setText($("freshness"), "");
   document.title = "Sign in — Caisey console";
@@ -129,6 +131,7 @@ function start(token, api = makeApi(token)) {
   shell.api = api;
   api.onUnauthorized = () => signOut("The bridge no longer accepts this token (revoked or wrong). Sign in again.");
   setHidden($("signout"), false);
+  setHidden($("topnav"), false);
   route();
 }
 
@@ -138,6 +141,7 @@ function parseRoute() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "endpoint" && parts[1] && parts[2] === "prompt" && parts[3]) return { name: "prompt", eid: parts[1], pid: parts[3] };
   if (parts[0] === "endpoint" && parts[1]) return { name: "endpoint", eid: parts[1] };
+  if (parts[0] === "patterns") return { name: "patterns" };
   return { name: "fleet" };
 }
 
@@ -153,6 +157,7 @@ function route() {
   const c = ctx();
   if (r.name === "prompt") shell.view = new PromptView(c, r.eid, r.pid);
   else if (r.name === "endpoint") shell.view = new EndpointView(c, r.eid);
+  else if (r.name === "patterns") shell.view = new PatternsView(c);
   else shell.view = new FleetView(c);
   replaceChildren($("main"), shell.view.el);
   document.title = `${shell.view.title} — Caisey console`;
