@@ -16,6 +16,8 @@ import pytest
 from sim.fleet_history import History, build
 
 ENDPOINTS = int(os.environ.get("CAISEY_FLEET_ENDPOINTS", "200"))
+# Building takes about 0.15 s an endpoint on a quiet core; leave room for a loaded machine.
+pytestmark = [pytest.mark.timeout(300 + ENDPOINTS)]
 
 
 @pytest.fixture(scope="module")
