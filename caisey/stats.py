@@ -304,6 +304,8 @@ def _quad(tally: Tally) -> tuple[int, int, int, int]:
 
 def find_patterns(cells: Cells, first: Tally, reissued: Tally) -> list[Finding]:
     """Findings for one endpoint from its 90-day cells (rules in the module header)."""
+    if sum(t.counted for t in cells.values()) < 2 * MIN_SAMPLE and first.counted + reissued.counted < 2 * MIN_SAMPLE:
+        return []  # no bucket and its outside can both hold MIN_SAMPLE: nothing to test
     grid = [[_quad(cells[(d, h)]) if (d, h) in cells else (0, 0, 0, 0) for h in range(24)] for d in range(7)]
     every_day = [_sum_quads(grid[d][h] for d in range(7)) for h in range(24)]
     by_weekday = [_sum_quads(grid[d]) for d in range(7)]
