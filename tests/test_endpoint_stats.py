@@ -89,5 +89,10 @@ def test_a_read_touches_only_the_stats_tables() -> None:
     route = match("GET", "/api/endpoints/e1/stats")
     response, _ = actor.http(route, ApiRequest("GET", "/api/endpoints/e1/stats"), 1_800_000_000_000, False)
     assert response.status == 200 and statements
-    tables = {word for s in statements for word in s.replace(",", " ").split() if word.startswith(("stats_", "facts", "prompts"))}
+    tables = {
+        word
+        for s in statements
+        for word in s.replace(",", " ").split()
+        if word.startswith(("stats_", "facts", "prompts"))
+    }
     assert tables <= {"stats_cells", "stats_latency"}, statements

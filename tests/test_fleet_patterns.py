@@ -26,7 +26,7 @@ def history() -> History:
 
 
 def _findings(history: History) -> dict[str, list[dict[str, Any]]]:
-    body = history.patterns(limit="1000")
+    body = history.patterns(limit="10000", findings="60000")
     assert body["findings_total"] == len(body["findings"])  # none cut off at this size
     by_endpoint: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for finding in body["findings"]:
@@ -99,7 +99,7 @@ def test_findings_read_in_plain_words_with_their_evidence(history: History) -> N
 
 
 def test_the_ranking_puts_the_missers_first_and_the_heat_map_sums_the_fleet(history: History) -> None:
-    body = history.patterns(limit="1000")
+    body = history.patterns(limit="10000")
     ranking = body["ranking"]
     assert len(ranking) == ENDPOINTS == body["endpoints_with_history"]
     assert [r["missed"] for r in ranking] == sorted((r["missed"] for r in ranking), reverse=True)
@@ -109,3 +109,4 @@ def test_the_ranking_puts_the_missers_first_and_the_heat_map_sums_the_fleet(hist
     assert sum(c["counted"] for c in body["heat"]) == body["totals"]["counted"]
     assert body["totals"]["counted"] == sum(r["counted"] for r in ranking)
     assert len(history.patterns(limit="5")["ranking"]) == 5
+    assert len(history.patterns(findings="3")["findings"]) == 3

@@ -134,6 +134,8 @@ async def test_stats_and_patterns_refusals(bridge: BridgeUnderTest) -> None:
         ("GET", "/api/patterns?client=", bridge.admin_token, 400, "invalid_field"),
         ("GET", "/api/patterns?limit=0", bridge.admin_token, 400, "invalid_limit"),
         ("GET", "/api/patterns?limit=abc", bridge.admin_token, 400, "invalid_limit"),
+        ("GET", "/api/patterns?limit=10001", bridge.admin_token, 400, "invalid_limit"),
+        ("GET", "/api/patterns?findings=0", bridge.admin_token, 400, "invalid_limit"),
         ("DELETE", "/api/patterns", bridge.admin_token, 405, "method_not_allowed"),
     ]
     for method, url, token, status, code in cases:

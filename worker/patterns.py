@@ -36,8 +36,9 @@ PATTERNS_MIGRATION = [
 MAX_SUMMARY_CHARS = 32_000
 MAX_FILTER_CHARS = 128
 RANKING_DEFAULT = 100
-RANKING_MAX = 1000
-MAX_FINDINGS_LISTED = 500
+RANKING_MAX = 10_000  # the default endpoint quota
+FINDINGS_DEFAULT = 500
+FINDINGS_MAX = 60_000  # at most 6 findings per endpoint
 
 
 def store_summary(store: SqlStore, line: dict[str, Any], now_ms: int) -> None:
@@ -65,18 +66,19 @@ def _filter_param(req: ApiRequest, name: str) -> str | None:
     return value
 
 
-def _limit_param(req: ApiRequest) -> int:
-    raw = req.query.get("limit")
+def _limit_param(req: ApiRequest, name: str, default: int, most: int) -> int:
+    raw = req.query.get(name)
     if raw is None:
-        return RANKING_DEFAULT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5) or not 1 <= int(raw) <= RANKING_MAX:
-        raise ApiError(400, "invalid_limit", f"limit must be between 1 and {RANKING_MAX}")
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not 1 <= int(raw) <= most:
+        raise ApiError(400, "invalid_limit", f"{name} must be between 1 and {most}")
     return int(raw)
 
 
 def patterns(store: SqlStore, req: ApiRequest, now_ms: int) -> ApiResponse:
     client, site = _filter_param(req, "client"), _filter_param(req, "site")
-    limit = _limit_param(req)
+    limit = _limit_param(req, "limit", RANKING_DEFAULT, RANKING_MAX)
+    most_findings = _limit_param(req, "findings", FINDINGS_DEFAULT, FINDINGS_MAX)
     rows = store.execute(
         "SELECT e.*, p.time_zone AS patterns_zone, p.summary AS patterns_summary "
         "FROM endpoints e LEFT JOIN endpoint_patterns p ON p.endpoint_id = e.endpoint_id ORDER BY e.endpoint_id"
@@ -136,7 +138,7 @@ def patterns(store: SqlStore, req: ApiRequest, now_ms: int) -> ApiResponse:
             "alpha": stats.ALPHA,
             "max_band_hours": stats.MAX_BAND_HOURS,
         },
-        "findings": [f for _, f in findings[:MAX_FINDINGS_LISTED]],
+        "findings": [f for _, f in findings[:most_findings]],
         "findings_total": len(findings),
         "ranking": ranking[:limit],
         "heat": [

@@ -123,7 +123,11 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
         return quote(draw(path_params).encode("utf-8", "surrogatepass"), safe="")
 
     path = template.format(e=segment(), p=segment(), n=segment())
-    query = draw(st.dictionaries(st.sampled_from(["limit", "x", "days", "client", "site"]), hostile_text | st.integers().map(str), max_size=2))
+    query = draw(
+        st.dictionaries(
+            st.sampled_from(["limit", "x", "days", "client", "site", "findings"]), hostile_text | st.integers().map(str), max_size=2
+        )
+    )
     if query:
         path += "?" + urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
     headers: dict[str, str] = {}
