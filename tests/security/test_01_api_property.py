@@ -125,7 +125,9 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
     path = template.format(e=segment(), p=segment(), n=segment())
     query = draw(
         st.dictionaries(
-            st.sampled_from(["limit", "x", "days", "client", "site", "findings"]), hostile_text | st.integers().map(str), max_size=2
+            st.sampled_from(["limit", "x", "days", "client", "site", "findings"]),
+            hostile_text | st.integers().map(str),
+            max_size=2,
         )
     )
     if query:
