@@ -168,15 +168,21 @@ class EndpointStatsOps:
             (reissued if int(row["reissued"]) else first).add(tally)
         return grid, first, reissued
 
-    def _stats_percentiles(self, metric: str, since: int) -> dict[str, int | None]:
-        rows = self._q(
-            "SELECT bin, SUM(n) AS n FROM stats_latency WHERE day >= ? AND metric = ? GROUP BY bin", since, metric
-        )
-        histogram = {int(r["bin"]): int(r["n"]) for r in rows}
+    def _stats_percentiles(self, since: int) -> dict[str, dict[str, int | None]]:
+        """n, p50 and p95 of each metric since a local day (one statement for all three)."""
+        histograms: dict[str, dict[int, int]] = {metric: {} for metric in stats.METRICS}
+        for row in self._q(
+            "SELECT metric, bin, SUM(n) AS n FROM stats_latency WHERE day >= ? GROUP BY metric, bin", since
+        ):
+            histograms.setdefault(row["metric"], {})[int(row["bin"])] = int(row["n"])
         return {
-            "n": sum(histogram.values()),
-            "p50_ms": stats.percentile_ms(histogram, 0.5),
-            "p95_ms": stats.percentile_ms(histogram, 0.95),
+            metric: {
+                "n": sum(histogram.values()),
+                "p50_ms": stats.percentile_ms(histogram, 0.5),
+                "p95_ms": stats.percentile_ms(histogram, 0.95),
+            }
+            for metric, histogram in histograms.items()
+            if metric in stats.METRICS
         }
 
     def _stats_weekly_p95(self, today: int) -> list[dict[str, Any]]:
@@ -229,10 +235,8 @@ class EndpointStatsOps:
         body["by_weekday"] = [_rates(t, weekday=WEEKDAYS[d]) for d, t in enumerate(by_weekday)]
         body["heat"] = heat
         body["first_vs_reissued"] = {"first": _rates(first), "reissued": _rates(reissued)}
-        body["latency"] = {
-            metric: {f"{w}d": self._stats_percentiles(metric, today - w + 1) for w in WINDOWS_DAYS}
-            for metric in stats.METRICS
-        }
+        windows = {w: self._stats_percentiles(today - w + 1) for w in WINDOWS_DAYS}
+        body["latency"] = {metric: {f"{w}d": windows[w][metric] for w in WINDOWS_DAYS} for metric in stats.METRICS}
         body["answer_p95_by_week"] = self._stats_weekly_p95(today)
         body["findings"] = [f.to_api() for f in stats.find_patterns(grid, first, reissued)]
         return with_etag(req, body)
@@ -253,7 +257,7 @@ class EndpointStatsOps:
             "totals": total.as_list(),
             "first": [first.counted, first.answered],
             "reissued": [reissued.counted, reissued.answered],
-            "answer_p95_ms": self._stats_percentiles("answer", since)["p95_ms"],
+            "answer_p95_ms": self._stats_percentiles(since)["answer"]["p95_ms"],
             "cells": [[d, h, *t.as_list()] for (d, h), t in sorted(grid.items())],
             "findings": [f.to_api() for f in stats.find_patterns(grid, first, reissued)],
         }
