@@ -127,7 +127,10 @@ class EndpointStatsOps:
             outcome,
             new_flags,
         )
-        self._set_meta("stats_rev", str(now_ms))  # the fleet line's summary is due again
+        if outcome != counted:
+            # The fleet line's summary is due again. Only an outcome moves it (the answer's
+            # latency lands with its outcome): a receipt alone pushes no line, as before.
+            self._set_meta("stats_rev", str(now_ms))
 
     def _stats_bump(self, day: int, hour: int, reissued: int, outcome: str, delta: int) -> None:
         assert outcome in stats.OUTCOMES
