@@ -96,3 +96,33 @@ def test_a_read_touches_only_the_stats_tables() -> None:
         if word.startswith(("stats_", "facts", "prompts"))
     }
     assert tables <= {"stats_cells", "stats_latency"}, statements
+
+
+def test_the_fleet_line_moves_with_outcomes_not_with_receipts() -> None:
+    """Through the actor's own events: a receipt pushes no fleet line (as before issue 14); the
+    answer pushes one whose summary counts it, in the zone the agent's hello named."""
+    from caisey import wire
+    from worker.api import ROLE_HEADER, TECHNICIAN_HEADER
+
+    eid, now = "ep-line", 1_800_000_000_000
+    headers = {TECHNICIAN_HEADER: "admin", ROLE_HEADER: "admin", "x-caisey-endpoint": eid}
+    actor = EndpointBridge(SqliteStore(":memory:"), Entropy())
+    body = json.dumps({"endpoint_id": eid}).encode()
+    response, _ = actor.handle(ApiRequest("POST", "/api/enrollments", headers, body), now, False)
+    token = json.dumps({"enrollment_token": response.body["enrollment_token"]}).encode()
+    actor.handle(ApiRequest("POST", "/api/agent/enroll", {"x-caisey-endpoint": eid}, token), now, False)
+    actor.agent_opened(now)
+    actor.agent_frame(wire.encode(wire.Hello("h-1", eid, "test", now, time_zone="Asia/Tokyo")), now)
+    create = json.dumps({"title": "Allow?", "action": "remote_control", "expires_in": 600}).encode()
+    _, effects = actor.handle(ApiRequest("POST", f"/api/endpoints/{eid}/prompts", headers, create), now, True)
+    deliver = next(m for m in map(wire.decode, effects.send) if isinstance(m, wire.PromptDeliver))
+    receipt = wire.PromptReceipt("r-1", deliver.prompt.prompt_id, deliver.id, now + 300)
+    assert actor.agent_frame(wire.encode(receipt), now + 300).fleet_summary is None
+    update = wire.PromptUpdate("u-1", deliver.prompt.prompt_id, "decided", "user", "approve", now + 9_000)
+    line = actor.agent_frame(wire.encode(update), now + 9_000).fleet_summary
+    assert line is not None and line["time_zone"] == "Asia/Tokyo"
+    patterns = line["patterns"]
+    assert patterns["totals"][stats.OUTCOMES.index("answered")] == 1 and patterns["first"] == [1, 1]
+    moment = local_moment(now, resolve("Asia/Tokyo"))
+    assert patterns["cells"] == [[moment.weekday, moment.hour, 1, 0, 0, 0, 0]]
+    assert patterns["answer_p95_ms"] == stats.bin_value_ms(stats.latency_bin(9_000))
