@@ -28,6 +28,7 @@ import aiohttp
 from agent.connection import AgentRunner, agent_url, plaintext_warning
 from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
 from agent.identity import EndpointKey, key_path, load_key
+from agent.localzone import local_zone_name
 from agent.presenters import make_presenter
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
 from caisey.clock import to_rfc3339
@@ -242,7 +243,13 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
             key = load_key(state_dir)
             if key is None:
                 log.warning("no endpoint key in %s (enrolled before signing): answers are sent unsigned", state_dir)
-            core = AgentCore(store, endpoint_id, config=AgentConfig(unattended=unattended), signer=key)
+            core = AgentCore(
+                store,
+                endpoint_id,
+                config=AgentConfig(unattended=unattended),
+                signer=key,
+                time_zone=local_zone_name,
+            )
             runner = AgentRunner(core, url=url, secret=secret, presenter=presenter)
             log.info(
                 "caisey-agent for endpoint %s, bridge %s, presenter %s, unattended answers capped at %s, key %s",

@@ -47,6 +47,7 @@ from caisey.clock import MAX_OFFSET_MS, OffsetEstimator, OffsetSample, bounded_o
 from caisey.digest import held_digest
 from caisey.errors import ProtocolError, UsageError
 from caisey.ids import IdSource
+from caisey.localtime import zone_problem
 from caisey.signing import answer_message, b64encode
 from caisey.wire import (
     MAX_OPEN_PROMPTS,
@@ -210,8 +211,13 @@ class AgentCore:
         config: AgentConfig | None = None,
         agent_version: str = AGENT_VERSION,
         signer: Signer | None = None,
+        time_zone: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
+        # The endpoint's IANA zone name (``agent.localzone``), asked at each hello and full
+        # heartbeat (issue 14): a heartbeat carries it only when it changed since the hello.
+        self._time_zone = time_zone or (lambda: None)
+        self._hello_zone: str | None = None
         self.endpoint_id = endpoint_id
         self.config = config or AgentConfig()
         if self.config.unattended not in UNATTENDED_CAPS:
@@ -313,6 +319,7 @@ class AgentCore:
         self._estimator = OffsetEstimator(self.offset_ms)
         self._hello_id = self._new_id(now_ms)
         self._hello_sent_ms = now_ms
+        self._hello_zone = self._zone_now()
         self._emit(
             Hello(
                 self._hello_id,
@@ -321,6 +328,7 @@ class AgentCore:
                 now_ms,
                 self.store.meta_get("last_acked_id"),
                 pings=True,
+                time_zone=self._hello_zone,
             )
         )
         return self._drain()
@@ -759,8 +767,14 @@ class AgentCore:
         self._pending_heartbeats[frame_id] = now_ms
         while len(self._pending_heartbeats) > MAX_PENDING_HEARTBEATS:
             self._pending_heartbeats.popitem(last=False)
-        self._emit(Heartbeat(frame_id, now_ms, self.digest()))
+        zone = self._zone_now()
+        self._emit(Heartbeat(frame_id, now_ms, self.digest(), zone if zone != self._hello_zone else None))
         self._next_heartbeat_ms = now_ms + self._heartbeat_ms
+
+    def _zone_now(self) -> str | None:
+        """The zone to report: a well-formed name, else None (the bridge then reads UTC)."""
+        zone = self._time_zone()
+        return zone if zone is not None and zone_problem(zone) is None else None
 
     def _housekeeping(self, now_ms: int) -> None:
         pruned = self.store.prune(now_ms - self.config.retention_ms)

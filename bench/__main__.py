@@ -1,7 +1,7 @@
 """``python -m bench`` (also ``./scripts/bench``): every benchmark, its baseline, one table.
 
 Runs, in one process tree and one sitting so each figure has its baseline from the same run:
-floor → actor CPU per event → signing → prompt round trip (signed, then unsigned) → storm →
+floor → actor CPU per event → signing → stats read at two history lengths → prompt round trip (signed, then unsigned) → storm →
 recovery → fleet tiers → the Cloudflare cost model (``bench/do_cost.py``, on the Workers
 stand-in). Prints a
 table and the JSON; writes the JSON to ``bench/results/latest.json`` and, with
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import actor_cpu, do_cost, fleet, floor, recovery, roundtrip, signing, storm
+from bench import actor_cpu, do_cost, fleet, floor, recovery, roundtrip, signing, stats_read, storm
 from bench.harness import ROOT, machine
 from bench.report import evaluate, render_markdown, render_table
 
@@ -32,6 +32,7 @@ FULL: dict[str, Any] = {
     "floor": {"n": 2000},
     "actor_cpu": {"prompts": 500, "heartbeats": 2000, "history": 50},
     "signing": {"n": 2000},
+    "stats_read": {"histories": [100, 10_000], "reads": 500},
     # Per group (signed, keyless): the p99 of 1,000 moved ±15% between runs even on the receipt
     # path, which signing does not touch; 3,000 holds it within a few percent.
     "roundtrip": {"prompts": 3000},
@@ -45,13 +46,14 @@ QUICK: dict[str, Any] = {
     "floor": {"n": 300},
     "actor_cpu": {"prompts": 100, "heartbeats": 300, "history": 20},
     "signing": {"n": 200},
+    "stats_read": {"histories": [100, 1_000], "reads": 50},
     "roundtrip": {"prompts": 150},
     "storm": {"endpoints": 200, "duration_s": 5.0, "clients": 2, "concurrency": 32},
     "recovery": {"endpoints": 200, "clients": 2},
     "fleet": {"tiers": [500], "window_s": 15.0, "heartbeat_ms": 15_000, "clients": 2},
     "docost": {},
 }
-ORDER = ("floor", "actor_cpu", "signing", "roundtrip", "storm", "recovery", "fleet", "docost")
+ORDER = ("floor", "actor_cpu", "signing", "stats_read", "roundtrip", "storm", "recovery", "fleet", "docost")
 
 
 def run_all(
@@ -71,6 +73,8 @@ def run_all(
             results[name] = actor_cpu.measure(c["prompts"], c["heartbeats"], c["history"])
         elif name == "signing":
             results[name] = signing.measure(c["n"])
+        elif name == "stats_read":
+            results[name] = stats_read.measure(tuple(c["histories"]), c["reads"])
         elif name == "roundtrip":
             results[name] = asyncio.run(roundtrip.run(data, c["prompts"], profile_dir=profile_dir))
         elif name == "storm":

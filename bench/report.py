@@ -237,6 +237,18 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             if "error" in t:
                 rows.append((f"fleet {n}", "error", "failed", t["error"][:300]))
+    sr = r.get("stats_read")
+    if sr:
+        for size in sr["sizes"]:
+            rows.append(
+                (
+                    "stats read",
+                    f"GET .../stats, {size['prompts']:,} prompts of history",
+                    f"{size['us_mean']:.0f} µs mean",
+                    f"p50 {size['us_p50']:.0f} µs, p99 {size['us_p99']:.0f} µs; {size['rows']} stats rows kept "
+                    f"({sr['keep_days']} days)",
+                )
+            )
     dc = r.get("docost")
     if dc:
         h, m = dc["idle_hour"], dc["month_per_10k"]

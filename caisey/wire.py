@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from caisey.errors import ProtocolError
+from caisey.localtime import zone_problem
 
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -105,6 +106,16 @@ def check_proof(key_id: str | None, sig: str | None, name: str) -> None:
     if key_id is not None and sig is not None:
         check_id(key_id, f"{name}.key_id")
         check_text(sig, f"{name}.sig", MAX_SIG_CHARS)
+
+
+def check_time_zone(value: str | None) -> None:
+    """An optional IANA zone name (``caisey.localtime``): its shape only; an unknown zone
+    is the bridge's to note, not a protocol error."""
+    if value is None:
+        return
+    problem = zone_problem(value)
+    if problem is not None:
+        raise ProtocolError("invalid_field", problem)
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
@@ -217,6 +228,9 @@ class Hello:
     # This agent sends ``PING_FRAME`` between full heartbeats when ``hello.ok`` gives
     # ``digest_ms`` (issue 12). Older agents leave it out; older bridges ignore it.
     pings: bool | None = None
+    # The endpoint's IANA time zone (issue 14; ``caisey.localtime``): hours and weekdays in its
+    # statistics are the user's local ones. Older agents leave it out; older bridges ignore it.
+    time_zone: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
@@ -225,6 +239,7 @@ class Hello:
         check_time(self.sent_at_ms, "sent_at_ms")
         if self.last_acked_id is not None:
             check_id(self.last_acked_id, "last_acked_id")
+        check_time_zone(self.time_zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,11 +404,14 @@ class Heartbeat:
     id: str
     sent_at_ms: int  # runtime clock: t0
     digest: str
+    # Only when the zone changed since this connection's hello (issue 14): the new one.
+    time_zone: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
         check_time(self.sent_at_ms, "sent_at_ms")
         check_text(self.digest, "digest", MAX_DIGEST_CHARS)
+        check_time_zone(self.time_zone)
 
 
 @dataclass(frozen=True, slots=True)

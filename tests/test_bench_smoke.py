@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, storm
+from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, stats_read, storm
 from bench.__main__ import main as bench_main
 from bench.report import evaluate, render_markdown, render_table
 
@@ -90,3 +90,17 @@ def test_cli_writes_the_json(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     doc = json.loads(out.read_text())
     assert doc["mode"] == "quick" and "actor_cpu" in doc["results"] and doc["machine"]["cores"]
     assert "targets:" in capsys.readouterr().out
+
+
+def test_stats_read_runs_at_two_history_lengths() -> None:
+    result = stats_read.measure((20, 200), reads=3)
+    small, large = result["sizes"]
+    assert (small["prompts"], large["prompts"], small["reads"]) == (20, 200, 3)
+    assert 0 < small["rows"] < large["rows"] and small["us_mean"] > 0 and large["us_p99"] > 0
+
+
+def test_cli_prints_the_stats_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "latest.json"
+    assert bench_main(["--quick", "--only", "stats_read", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "GET .../stats, 100 prompts of history" in printed and "1,000 prompts of history" in printed

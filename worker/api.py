@@ -196,6 +196,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("PATCH", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "update_endpoint", "admin"),
     ("DELETE", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)$"), "endpoint", "remove_endpoint", "admin"),
     ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/audit$"), "endpoint", "export_audit", "technician"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/stats$"), "endpoint", "get_stats", "technician"),
+    ("GET", re.compile(r"^/api/patterns$"), "fleet", "patterns", "technician"),
     ("GET", re.compile(r"^/api/limits$"), "fleet", "get_limits", "technician"),
     ("PUT", re.compile(r"^/api/limits$"), "fleet", "set_limits", "admin"),
     ("POST", re.compile(r"^/api/enrollments$"), "endpoint", "create_enrollment", "technician"),

@@ -20,8 +20,9 @@ Around it, each in its own module: the schema (``endpoint_schema``), what runtim
 as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, audit export —
 (``enrollment``), the keys and the check of signed answers (``endpoint_keys``), the hash
 chain every fact is appended to (``audit_chain``), what an adoption may claim
-(``adoption``), a create's fields (``prompt_fields``) and an admin's relabel, move and removal
-(``endpoint_admin``).
+(``adoption``), a create's fields (``prompt_fields``), an admin's relabel, move and removal
+(``endpoint_admin``), its line in the fleet index (``fleet_line``) and its statistics
+(``endpoint_stats``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ from worker.audit_chain import AuditChain
 from worker.endpoint_admin import EndpointAdmin
 from worker.endpoint_keys import EndpointKeys
 from worker.endpoint_schema import MIGRATIONS, migrate
+from worker.endpoint_stats import EndpointStatsOps
 from worker.enrollment import EndpointRecord
+from worker.fleet_line import FleetLine
 from worker.hooks import Hooks, default_escalate_after_ms
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.prompt_fields import MAX_EXPIRES_IN_S, prompt_fields
@@ -129,7 +132,7 @@ class BridgeConfig:
     webhook_retry_cap_ms: int = 3_600_000
 
 
-class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
+class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -281,6 +284,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
         if view.final:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         self._hooks_touch(prompt_id)
+        self._observe_stats(view, now_ms)
         return view
 
     def _known(self, prompt_id: str) -> bool:
@@ -633,8 +637,8 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
             return None
         if steady.work_alarm_ms is not None and now_ms >= steady.work_alarm_ms:
             return None  # a prompt moment, a retry or housekeeping is due: the slow path does it
-        if message.digest != steady.digest:
-            return None
+        if message.digest != steady.digest or message.time_zone is not None:
+            return None  # (a new zone takes the full path)
         self._heard_ms = now_ms
         effects = Effects(send=[self._ack(message.id, now_ms, with_times=True)])
         effects.alarm_at_ms = _earliest(steady.work_alarm_ms, now_ms + steady.liveness_window_ms)
@@ -668,6 +672,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
             effects.close_agent = (4003, "wrong endpoint")
             return
         self._set_meta("agent_version", msg.agent_version)
+        self._set_time_zone(msg.time_zone)
         self._set_meta(AWAITING_HELLO, None)
         pings = bool(msg.pings) and self.config.digest_every_ms is not None
         self._set_meta("agent_pings", "1" if pings else None)
@@ -725,6 +730,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
+        self._set_time_zone(msg.time_zone)
         if self._awaiting_history(now_ms):
             self._request_history(now_ms, effects)  # digests cover open prompts only: ask anyway
         elif msg.digest != self._held_digest(now_ms):
@@ -1029,24 +1035,8 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
         self._q("DELETE FROM idempotency WHERE purge_at_ms <= ?", now_ms)
         self._q("DELETE FROM seen_events WHERE at_ms <= ?", now_ms - self.config.seen_event_retention_ms)
         self._q("DELETE FROM enrollments WHERE expires_at_ms <= ?", now_ms - DAY_MS)
+        self._stats_housekeeping(now_ms)
         self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
-
-    def _tallies(self) -> Row:
-        """What every event ends with, read from the rows in one statement: the alarm's minimums
-        and the fleet line's open count and last outcome.
-
-        The prompt moments are read per ``final`` value so both use ``prompts_open``
-        (a bare ``next_moment_ms IS NOT NULL`` scanned every prompt the endpoint ever had).
-        """
-        return self._q(
-            "SELECT (SELECT MIN(next_moment_ms) FROM prompts WHERE final = 0) AS open_moment, "
-            "(SELECT MIN(next_moment_ms) FROM prompts WHERE final = 1 AND next_moment_ms IS NOT NULL) AS final_moment, "
-            "(SELECT MIN(next_attempt_at_ms) FROM outbox) AS attempt, "
-            "(SELECT COUNT(*) FROM prompts WHERE final = 0) AS open_prompts, "
-            "last.prompt_id AS last_id, last.state AS last_state, last.final_at_ms AS last_at_ms "
-            "FROM (SELECT 1) LEFT JOIN (SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 "
-            "ORDER BY final_at_ms DESC, prompt_id DESC LIMIT 1) AS last ON 1"
-        )[0]
 
     def next_alarm_ms(self, now_ms: int, connected: bool, tallies: Row | None = None) -> int | None:
         """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping)."""
@@ -1085,37 +1075,6 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks):
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
         if effects.fleet_summary is None:
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
-
-    def _fleet_summary(
-        self, now_ms: int, connected: bool, *, force: bool = False, tallies: Row | None = None
-    ) -> dict[str, Any] | None:
-        """The fleet index's line for this endpoint, when it changed (DESIGN §8 ``GET /api/endpoints``)."""
-        endpoint_id = self.endpoint_id
-        if endpoint_id is None:
-            return None
-        tallies = tallies or self._tallies()
-        last_id = tallies["last_id"]
-        last_seen = self._meta("last_seen_ms")
-        summary = {
-            "endpoint_id": endpoint_id,
-            "label": self._meta("label") or "",
-            "online": connected,
-            "last_seen_ms": int(last_seen) if last_seen else None,
-            "open_prompts": int(tallies["open_prompts"]),
-            "last_outcome": (
-                {"prompt_id": last_id, "state": tallies["last_state"], "at_ms": tallies["last_at_ms"]}
-                if last_id is not None
-                else None
-            ),
-            **self._record_fields(),
-        }
-        # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
-        comparable = dict(summary, last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000)
-        fingerprint = json.dumps(comparable, sort_keys=True)
-        if not force and fingerprint == self._meta("fleet_fingerprint"):
-            return None
-        self._set_meta("fleet_fingerprint", fingerprint)
-        return summary
 
 
 # meta key: a socket was accepted and its ``hello`` has not arrived (see ``agent_opened``).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worker.audit_chain import backfill
+from worker.endpoint_stats import STATS_MIGRATION
 from worker.host import SqlStore
 
 SCHEMA_VERSION = 5
@@ -81,6 +82,8 @@ MIGRATIONS: dict[int, list[Migration]] = {
             PRIMARY KEY (event_id, subscription_id))""",
         "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_at_ms)",
     ],
+    # Issue 14: statistics kept incrementally (``worker.endpoint_stats``).
+    6: [*STATS_MIGRATION],
 }
 
 

@@ -44,6 +44,7 @@ class EndpointRecord:
     _atomically: Any
     _append_endpoint_fact: Any
     _fleet_summary: Any
+    _zone: Any
     _require_registered: Any
     _record_changed: Any
     endpoint_id: Any
@@ -202,6 +203,8 @@ class EndpointRecord:
                 "audit_head": {"seq": head_seq, "hash": head_hash},
                 "removed_at": time("removed_at_ms"),
                 "removed_by": self._meta("removed_by"),
+                # Issue 14: the zone the agent reported, and the one hours are read in.
+                "time_zone": self._zone().to_api(),
             },
         )
 

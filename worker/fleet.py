@@ -29,6 +29,7 @@ from worker.api import (
 from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
+from worker.patterns import PATTERNS_MIGRATION, patterns, store_summary
 from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
 from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH, TARGETS_PATH, WebhookSubscriptions
 
@@ -82,6 +83,9 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     # Webhook subscriptions and their delivery log (issue 13, ``worker.webhook_subscriptions``).
     4: WEBHOOKS_MIGRATION,
+    # Issue 14: each endpoint's zone and statistics summary, for GET /api/patterns
+    # (``worker.patterns``; idempotent, so it may take any number when merged).
+    5: [*PATTERNS_MIGRATION],
 }
 
 
@@ -178,6 +182,8 @@ class FleetIndex:
                 )
             if route.op == "list_endpoints":
                 return self._list_endpoints(req, now_ms)
+            if route.op == "patterns":
+                return patterns(self.store, req, now_ms)
             if route.op == "get_limits":
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
@@ -381,6 +387,7 @@ class FleetIndex:
                 int(summary.get("record_seq") or 0),
             ),
         )
+        store_summary(self.store, summary, now_ms)
 
     def record_differs(self, summary: dict[str, Any]) -> bool:
         """Whether a line changes the endpoint's client, site or removal (reads only)."""
@@ -407,14 +414,19 @@ class FleetIndex:
                 problem = client_problem(req.query[name], name)
                 if problem is not None:
                     raise ApiError(400, "invalid_query", problem)
-                where.append(f"{name} = ? COLLATE NOCASE")
+                where.append(f"e.{name} = ? COLLATE NOCASE")
                 params.append(req.query[name])
         include_removed = req.query.get("include_removed", "0")
         if include_removed not in ("0", "1"):
             raise ApiError(400, "invalid_query", "include_removed must be 0 or 1")
         if include_removed == "0":
-            where.append("removed_at_ms IS NULL")
-        sql = "SELECT * FROM endpoints" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY endpoint_id"
+            where.append("e.removed_at_ms IS NULL")
+        sql = (
+            "SELECT e.*, p.time_zone AS time_zone FROM endpoints e "
+            "LEFT JOIN endpoint_patterns p ON p.endpoint_id = e.endpoint_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY e.endpoint_id"
+        )
         clients = scope.of_request(req)
         endpoints = []
         for row in self.store.execute(sql, params):
@@ -444,6 +456,7 @@ class FleetIndex:
                     "client": row["client"],
                     "site": row["site"],
                     "removed_at": to_rfc3339(int(row["removed_at_ms"])) if row["removed_at_ms"] is not None else None,
+                    "time_zone": row["time_zone"],  # as the agent reported it (issue 14)
                 }
             )
         return with_etag(req, {"endpoints": endpoints})

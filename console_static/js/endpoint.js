@@ -253,16 +253,21 @@ export class EndpointView {
     this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
     setText(this.error, "");
     this.renderLine();
+    const zoneOf = (i) => (i?.time_zone?.name ? i.time_zone.effective : undefined); // none reported: the browser's
+    const zoneBefore = zoneOf(this.info);
     if (info.changed || this.info === null || this.info.error) {
       this.info = info.error ? { error: info.error } : info.body;
       this.renderKeys();
       this.adminBox?.update(this.info);
       this.renderLine();
     }
-    if (list.changed || this.prompts === null) {
-      this.prompts = list.body.prompts;
-      this.render();
-      replaceChildren(this.patterns, patternsPanel(this.eid, this.prompts, this.ctx.now()));
+    const zone = zoneOf(this.info); // the endpoint's local time (issue 14)
+    if (list.changed || this.prompts === null || zone !== zoneBefore) {
+      if (list.changed || this.prompts === null) {
+        this.prompts = list.body.prompts;
+        this.render();
+      }
+      replaceChildren(this.patterns, patternsPanel(this.eid, this.prompts, this.ctx.now(), zone));
     }
   }
 

@@ -9,6 +9,7 @@ import { FleetView } from "./fleet.js";
 import { EndpointView } from "./endpoint.js";
 import { PromptView } from "./prompt.js";
 import { WebhooksView } from "./webhooks.js";
+import { PatternsView } from "./fleet_patterns.js";
 import { forgetPendingKeys } from "./actions.js";
 import { AddEndpointView, TokensView } from "./admin.js";
 
@@ -79,6 +80,7 @@ function signOut(message) {
 function showSignIn(message = "") {
   document.body.classList.add("signed-out");
   setHidden($("signout"), true);
+  setHidden($("topnav"), true);
   setHidden($("banner"), true);
   setText($("freshness"), "");
   document.title = "Sign in — Caisey console";
@@ -154,6 +156,7 @@ function renderNav() {
   const link = (href, text, id) => h("a", { href, id }, text);
   replaceChildren(
     nav,
+    link("#/patterns", "Patterns", "nav-patterns"),
     link("#/add", "Add endpoint", "nav-add"),
     me.role === "admin" ? link("#/tokens", "Tokens", "nav-tokens") : null,
     me.role === "admin" ? link("#/webhooks", "Webhooks", "nav-webhooks") : null,
@@ -169,6 +172,7 @@ function parseRoute() {
   if (parts[0] === "add") return { name: "add" };
   if (parts[0] === "tokens") return { name: "tokens" };
   if (parts[0] === "webhooks") return { name: "webhooks" };
+  if (parts[0] === "patterns") return { name: "patterns" };
   return { name: "fleet" };
 }
 
@@ -187,6 +191,7 @@ function route() {
   else if (r.name === "add") shell.view = new AddEndpointView(c);
   else if (r.name === "tokens" && shell.me.role === "admin") shell.view = new TokensView(c);
   else if (r.name === "webhooks" && shell.me.role === "admin") shell.view = new WebhooksView(c);
+  else if (r.name === "patterns") shell.view = new PatternsView(c);
   else shell.view = new FleetView(c);
   replaceChildren($("main"), shell.view.el);
   document.title = `${shell.view.title} — Caisey console`;

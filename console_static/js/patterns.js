@@ -1,6 +1,8 @@
 // Patterns: per-endpoint outcome history and an hour-of-day × outcome chart, built from the
 // endpoint's prompts (the last page the bridge returns), so "this endpoint misses prompts
 // at lunch" is visible at a glance — and said in words, for those who do not read charts.
+// Hours are the endpoint user's local ones (the zone its agent reported, issue 14), falling
+// back to the browser's when the endpoint has none. The fleet-wide page is fleet_patterns.js.
 
 import { h } from "./dom.js";
 import { BUCKETS, MISSED, STATE_WORD, bucketOf, fmtTime, pad2 } from "./describe.js";
@@ -17,20 +19,32 @@ function s(tag, attrs, ...children) {
   return el;
 }
 
-/** Counts per hour (0–23, the technician's local time) per bucket. */
-export function hourMatrix(prompts) {
+/** The hour (0–23) of an instant in an IANA zone (undefined: the browser's own). */
+export function hourIn(iso, timeZone) {
+  const date = new Date(iso);
+  if (!timeZone) return date.getHours();
+  try {
+    const text = new Intl.DateTimeFormat("en-GB", { hour: "numeric", hourCycle: "h23", timeZone }).format(date);
+    return Number.parseInt(text, 10) % 24;
+  } catch {
+    return date.getUTCHours(); // a zone this browser does not know: the bridge reads it as UTC too
+  }
+}
+
+/** Counts per hour (0–23, in `timeZone`: the endpoint's local time) per bucket. */
+export function hourMatrix(prompts, timeZone) {
   const rows = Array.from({ length: 24 }, () => Object.fromEntries(BUCKETS.map((b) => [b.key, 0])));
-  for (const p of prompts) rows[new Date(p.created_at).getHours()][bucketOf(p.state)]++;
+  for (const p of prompts) rows[hourIn(p.created_at, timeZone)][bucketOf(p.state)]++;
   return rows;
 }
 
 /** One sentence about when this endpoint misses prompts (or that it does not). */
-export function missSummary(prompts) {
+export function missSummary(prompts, timeZone) {
   const finished = prompts.filter((p) => bucketOf(p.state) !== "open" && bucketOf(p.state) !== "withdrawn");
   const missed = finished.filter((p) => MISSED.has(bucketOf(p.state)));
   if (finished.length === 0) return "No answered or missed prompts yet.";
   if (missed.length === 0) return `All ${finished.length} finished prompts were answered.`;
-  const m = hourMatrix(finished);
+  const m = hourMatrix(finished, timeZone);
   let worst = null;
   m.forEach((row, hour) => {
     const total = Object.values(row).reduce((a, b) => a + b, 0);
@@ -43,18 +57,19 @@ export function missSummary(prompts) {
   return `${missed.length} of ${finished.length} finished prompts went unanswered or undelivered; most at ${when} (${worst.miss} of ${worst.total}).`;
 }
 
-export function patternsPanel(eid, prompts, now) {
+export function patternsPanel(eid, prompts, now, timeZone) {
   const summaryId = "patterns-summary";
+  const zoneWords = timeZone ? `the endpoint's local time, ${timeZone}` : "your local time: the endpoint has not reported its zone";
   return h(
     "div.patterns",
     null,
-    h("p", { id: summaryId, class: "patterns-summary" }, missSummary(prompts)),
+    h("p", { id: summaryId, class: "patterns-summary" }, missSummary(prompts, timeZone)),
     h("h3", { id: "history-h" }, "Outcome history ", h("span.hint", null, `(last ${Math.min(HISTORY_MAX, prompts.length)}, oldest left)`)),
     historyStrip(eid, prompts, now),
-    h("h3", { id: "hours-h" }, "By hour of day ", h("span.hint", null, "(your local time, when created)")),
-    hourChart(prompts, summaryId),
+    h("h3", { id: "hours-h" }, "By hour of day ", h("span.hint", { id: "hours-zone" }, `(${zoneWords}, when created)`)),
+    hourChart(prompts, summaryId, timeZone),
     legend(),
-    h("details.chart-table", null, h("summary", null, "Show the chart as a table"), hourTable(prompts)),
+    h("details.chart-table", null, h("summary", null, "Show the chart as a table"), hourTable(prompts, timeZone)),
   );
 }
 
@@ -72,8 +87,8 @@ function historyStrip(eid, prompts, now) {
   );
 }
 
-function hourChart(prompts, summaryId) {
-  const m = hourMatrix(prompts);
+function hourChart(prompts, summaryId, timeZone) {
+  const m = hourMatrix(prompts, timeZone);
   const max = Math.max(1, ...m.map((row) => Object.values(row).reduce((a, b) => a + b, 0)));
   const W = 480;
   const H = 150;
@@ -109,8 +124,8 @@ function legend() {
   );
 }
 
-function hourTable(prompts) {
-  const m = hourMatrix(prompts);
+function hourTable(prompts, timeZone) {
+  const m = hourMatrix(prompts, timeZone);
   const used = m.map((row, hour) => ({ row, hour })).filter(({ row }) => Object.values(row).some(Boolean));
   if (!used.length) return h("p.empty", null, "No prompts yet.");
   return h(

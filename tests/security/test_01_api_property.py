@@ -113,6 +113,8 @@ ROUTES = [  # method, path template ({e}: endpoint id, {p}: prompt id, {n}: toke
     ("POST", "/api/endpoints/{e}/prompts/{p}/cancel"),
     ("POST", "/api/endpoints/{e}/prompts/{p}/retry"),
     ("GET", "/api/endpoints/{e}/agent"),
+    ("GET", "/api/endpoints/{e}/stats"),  # issue 14
+    ("GET", "/api/patterns"),
     ("PATCH", "/api/endpoints/{e}/prompts"),
     ("GET", "/api/nothing/{e}"),
 ]
@@ -129,7 +131,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, dict[str, str]]:
     path = template.format(e=segment(), p=segment(), n=segment())
     query = draw(
         st.dictionaries(
-            st.sampled_from(["limit", "x", "client", "site", "include_removed"]),
+            st.sampled_from(["limit", "x", "days", "client", "site", "include_removed", "findings"]),
             hostile_text | st.integers().map(str),
             max_size=2,
         )
