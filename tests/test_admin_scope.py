@@ -97,7 +97,34 @@ ENDPOINT_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/endpoints/{eid}/prompts/{pid}", None),
     ("POST", "/api/endpoints/{eid}/prompts/{pid}/cancel", {}),
     ("POST", "/api/endpoints/{eid}/prompts/{pid}/retry", {}),
+    ("POST", "/api/endpoints/{eid}/prompts/{pid}/escalate", {"note": "scope check"}),
+    ("GET", "/api/endpoints/{eid}/stats", None),
 ]
+
+
+def test_every_route_naming_an_endpoint_is_in_the_scope_table() -> None:
+    """A route added later that names an endpoint must join ENDPOINT_ROUTES (or be admin-only)."""
+    from worker.api import _ROUTES
+
+    covered = {(m, t.replace("{pid}", "x")) for m, t, _ in ENDPOINT_ROUTES}
+    for method, pattern, _actor, _op, auth in _ROUTES:
+        if "(?P<eid>" not in pattern.pattern or auth not in ("technician",):
+            continue
+        path = pattern.pattern.strip("^$").replace("(?P<eid>[^/]+)", "{eid}").replace("(?P<pid>[^/]+)", "x")
+        assert (method, path) in covered, f"{method} {path}: add it to ENDPOINT_ROUTES"
+
+
+async def test_scoped_patterns_count_only_the_callers_clients(bridge: BridgeUnderTest) -> None:
+    fleet = await make_fleet(bridge)
+    r = await bridge.request("GET", "/api/patterns", token=fleet.scoped)
+    assert r.status == 200, r.body
+    assert r.body["endpoints"] == 1  # ``mine``: not ``theirs``, not the one without a client
+    listed = {e["endpoint_id"] for e in r.body["ranking"]} | {f["endpoint_id"] for f in r.body["findings"]}
+    assert fleet.theirs not in listed and fleet.unowned not in listed
+    r = await bridge.request("GET", f"/api/patterns?client={fleet.client_b}", token=fleet.scoped)
+    assert r.status == 200 and r.body["endpoints"] == 0
+    r = await bridge.request("GET", f"/api/patterns?client={fleet.client_b.upper()}", token=bridge.admin_token)
+    assert r.status == 200 and r.body["endpoints"] == 1  # names compare without case, as the fleet list's
 
 
 @pytest.mark.parametrize(

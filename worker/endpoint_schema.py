@@ -14,8 +14,6 @@ from worker.audit_chain import backfill
 from worker.endpoint_stats import STATS_MIGRATION
 from worker.host import SqlStore
 
-SCHEMA_VERSION = 5
-
 # A migration step is a statement, or a function of the store for what SQL alone cannot do.
 Migration = str | Callable[[SqlStore], None]
 
@@ -85,6 +83,8 @@ MIGRATIONS: dict[int, list[Migration]] = {
     # Issue 14: statistics kept incrementally (``worker.endpoint_stats``).
     6: [*STATS_MIGRATION],
 }
+# The newest version, derived so that a migration added later cannot leave it behind.
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def migrate(store: SqlStore, migrations: dict[int, list[Migration]]) -> None:
