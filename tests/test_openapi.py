@@ -12,7 +12,8 @@ and both hosts.
 - Both hosts serve the document at ``GET /api/openapi.json`` without a token, and a realistic
   flow on both (enroll, create, list, get, cancel, retry, a decided prompt's 409, audit export,
   tokens, limits, conditional GETs, and administration: whoami, the token list, a scoped token,
-  PATCH and DELETE of an endpoint, a removed endpoint's 410s) answers only what the document says.
+  PATCH and DELETE of an endpoint, a removed endpoint's 410s; escalation, webhook subscriptions
+  and the fleet settings) answers only what the document says.
 """
 
 from __future__ import annotations
@@ -296,6 +297,7 @@ async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: Brid
     assert len(audit.body.splitlines()) >= 4
     await call(bridge, "GET", f"{base}/{retried.body['prompt_id']}", 200, token=tech["token"])
     await admin_calls(bridge, suffix, eid, tech["token"], body)
+    await webhook_calls(bridge, eid, tech["token"], body, retried.body["prompt_id"])
     # revocation, unknown paths and methods
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 200, token=admin)
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 404, token=admin)
@@ -408,6 +410,74 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
     with_removed = await call(bridge, "GET", "/api/endpoints?include_removed=1", 200, token=tech)
     line = next(line for line in with_removed.body["endpoints"] if line["endpoint_id"] == ceid)
     assert line["removed_at"] == removed.body["removed_at"], line
+
+
+async def webhook_calls(bridge: BridgeUnderTest, eid: str, tech: str, body: dict[str, object], pid: str) -> None:
+    """Escalation, webhook subscriptions and the fleet settings (issue 13), each against the
+    document. The hosts refuse private targets here; the one subscription made points at a
+    ``.invalid`` name (RFC 6761: never resolves), so its test send fails at once, harmlessly."""
+    admin = bridge.admin_token
+    # settings
+    await call(bridge, "GET", "/api/settings", 200, token=tech)
+    await call(bridge, "PUT", "/api/settings", 403, token=tech, body={"escalate_after": 60})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, body={})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, body={"escalate_after": 4})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, raw=b"[]")
+    set_ = await call(bridge, "PUT", "/api/settings", 200, token=admin, body={"escalate_after": 600.5})
+    assert set_.body == {"escalate_after": 600}, set_.body
+    # prompts with escalate_after, escalation by hand
+    base = f"/api/endpoints/{eid}/prompts"
+    created = await call(bridge, "POST", base, 201, token=tech, body={**body, "escalate_after": 30})
+    assert created.body["escalations"] == [] and created.body["escalated_at"] is None
+    await call(bridge, "POST", base, 400, token=tech, body={**body, "escalate_after": 10**9})
+    await call(bridge, "POST", f"{base}/{pid}/retry", 400, token=tech, body={"escalate_after": "soon"})
+    assert (await call(bridge, "PUT", "/api/settings", 200, token=admin, body={"escalate_after": None})).body == {
+        "escalate_after": None
+    }
+    escalate = f"{base}/{created.body['prompt_id']}/escalate"
+    escalated = await call(bridge, "POST", escalate, 200, token=tech, body={"note": "VIP\ncall them"})
+    assert escalated.body["escalated_at"] is not None and escalated.body["escalations"][0]["auto"] is False
+    assert any(e["type"] == "escalated" for e in escalated.body["events"])
+    await call(bridge, "POST", escalate, 200, token=tech)  # no body: no note
+    await call(bridge, "POST", escalate, 400, token=tech, body={"note": " "})
+    await call(bridge, "POST", escalate, 400, token=tech, body={"note": "x" * (wire.MAX_TEXT_CHARS + 1)})
+    await call(bridge, "POST", escalate, 400, token=tech, raw=b"{")
+    await call(bridge, "POST", escalate, 401, body={})
+    await call(bridge, "POST", f"{base}/01HZZZZZZZZZZZZZZZZZZZZZZZ/escalate", 404, token=tech, body={})
+    await call(bridge, "POST", "/api/endpoints/-bad/prompts/x/escalate", 400, token=tech, body={})
+    for _ in range(18):
+        await call(bridge, "POST", escalate, 200, token=tech, body={})
+    full = await call(bridge, "POST", escalate, 409, token=tech, body={})
+    assert full.body["error"]["code"] == "too_many_escalations", full.body
+    listed = await call(bridge, "GET", base, 200, token=tech)
+    assert any(len(p["escalations"]) == 20 for p in listed.body["prompts"])
+    # subscriptions
+    hook_body = {"url": "https://hooks.caisey.invalid/in", "events": ["prompt.final"], "description": "PSA"}
+    await call(bridge, "POST", "/api/webhooks", 403, token=tech, body=hook_body)
+    await call(bridge, "POST", "/api/webhooks", 401, body=hook_body)
+    for url in ("http://hooks.example.com/in", "https://127.0.0.1/in", "https://[::1]/in", "https://localhost/in"):
+        refused = await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "url": url})
+        assert refused.body["error"]["code"] == "webhook_target_refused", (url, refused.body)
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "url": 7})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "events": []})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "events": ["prompt.nope"]})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "description": "\x00"})
+    hook = (await call(bridge, "POST", "/api/webhooks", 201, token=admin, body=hook_body)).body
+    assert hook["secret"].startswith("whsec_") and hook["enabled"] is True
+    await call(bridge, "GET", "/api/webhooks", 403, token=tech)
+    listed = await call(bridge, "GET", "/api/webhooks", 200, token=admin)
+    assert hook["id"] in {h["id"] for h in listed.body["webhooks"]} and "secret" not in json.dumps(listed.body)
+    tested = await call(bridge, "POST", f"/api/webhooks/{hook['id']}/test", 200, token=admin)
+    assert tested.body["delivered"] is False and tested.body["error"], tested.body  # .invalid never resolves
+    listed = await call(bridge, "GET", "/api/webhooks", 200, token=admin)
+    (entry,) = [h for h in listed.body["webhooks"] if h["id"] == hook["id"]]
+    assert entry["delivery"]["last_outcome"] == "test_failed", entry
+    await call(bridge, "POST", "/api/webhooks/wh_unknown/test", 404, token=admin)
+    await call(bridge, "POST", f"/api/webhooks/{hook['id']}/test", 403, token=tech)
+    await call(bridge, "DELETE", f"/api/webhooks/{hook['id']}", 200, token=admin)
+    await call(bridge, "DELETE", f"/api/webhooks/{hook['id']}", 404, token=admin)
+    await call(bridge, "DELETE", "/api/webhooks/not%20an%20id", 404, token=admin)
+    await call(bridge, "PUT", "/api/webhooks", 405, token=admin, body=hook_body)
 
 
 async def test_a_repeated_query_parameter_counts_its_last_value_on_both_hosts(bridge: BridgeUnderTest) -> None:
