@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import random
 import re
 import uuid
 from pathlib import Path
@@ -41,9 +42,16 @@ from tests.bridge_hosts import (
     of_type,
 )
 from tests.conftest import HOSTS, bridge_of_kind
-from tests.openapi_contract import conforms, documented_error_codes, operations
-from worker.api import _ROUTES
-from worker.openapi import DOCUMENT, JSON_SCHEMA_DIALECT, OPENAPI_PATH
+from tests.openapi_contract import conforms, documented_error_codes, event_problem, operations
+from tests.test_hooks import ENDPOINT as HOOKS_ENDPOINT
+from tests.test_hooks import Rig
+from worker.api import _ROUTES, ApiRequest
+from worker.host import Entropy
+from worker.openapi import DOCUMENT, EVENT_SCHEMAS, JSON_SCHEMA_DIALECT, OPENAPI_PATH
+from worker.sqlite_store import SqliteStore
+from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
+from worker.webhook_subscriptions import WebhookSubscriptions
+from worker.webhooks import EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 URL_BRIDGE = UrlBridge.from_env()  # scripts/test-worker: wrangler dev (the real workerd)
@@ -550,3 +558,71 @@ async def test_local_host_bugs_the_property_test_found_answer_documented_4xx(loc
         local_bridge, "GET", f"/api/endpoints/{ep.endpoint_id}/agent", {**upgrade, "Authorization": "Bearer x"}
     )
     assert r.status == 401, r  # credentials are still checked first
+
+
+# --- the events (the document's top-level ``webhooks``) -------------------------------------------------
+
+
+def test_every_event_type_is_documented_with_its_schema() -> None:
+    assert set(DOCUMENT["webhooks"]) == {*EVENT_TYPES, "webhook.test"} == set(EVENT_SCHEMAS)
+    for event_type, entry in DOCUMENT["webhooks"].items():
+        schema = entry["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{EVENT_SCHEMAS[event_type]}"}
+        headers = {p["name"] for p in entry["post"]["parameters"] if p.get("required")}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}, event_type
+
+
+def test_the_events_the_actor_produces_are_the_documented_ones() -> None:
+    """Every event type, as ``worker.hooks`` builds it at actor level (and the test event as the
+    fleet's ``WebhookSubscriptions`` prepares it), validates against its ``webhooks`` entry:
+    headers and body. tests/test_webhooks.py checks the same of every request its real receiver got."""
+    rig = Rig()
+    rig.connect()
+    decided = rig.create(expires_in=600, escalate_after=5)
+    deliver = next(wire.decode(f) for e in rig.effects for f in e.send if '"prompt.deliver"' in f)
+    assert isinstance(deliver, wire.PromptDeliver)
+    rig.frame(wire.PromptReceipt(rig.ids.new(rig.now), decided, deliver.id, rig.now))
+    rig.run_until(rig.now + 6_000)  # not answered in 5 s: escalated by the bridge
+    rig.api("POST", f"/api/endpoints/{HOOKS_ENDPOINT}/prompts/{decided}/escalate", {"note": "call\nthem"})
+    rig.frame(
+        wire.PromptUpdate(
+            rig.ids.new(rig.now), decided, "decided", how="user", decision="approve", decided_at_ms=rig.now
+        )
+    )
+    rig.alarm()
+    rig.connected = False
+    rig.actor.agent_closed(rig.now, False)
+    rig.create(expires_in=5, escalate_after=600)  # never delivered: failed_to_deliver, escalated
+    rig.run_until(rig.now + 60_000)
+    sends = rig.sends()
+    store = SqliteStore(":memory:")
+    for statement in [*WEBHOOKS_MIGRATION, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)"]:
+        store.execute(statement, ())
+    fleet = WebhookSubscriptions(store, Entropy(random.Random(5)))
+    created = fleet.create(
+        ApiRequest(
+            "POST",
+            "/api/webhooks",
+            {},
+            json.dumps({"url": "https://h.example.com/in", "events": ["prompt.final"]}).encode(),
+        ),
+        rig.now,
+    )
+    sends.append(fleet.prepare_test(created.body["id"], rig.now).body["send"])
+    seen = {json.loads(s["body"])["type"] for s in sends}
+    assert seen == {*EVENT_TYPES, "webhook.test"}, seen
+    for send in sends:
+        problem = event_problem(send["headers"], send["body"].encode())
+        assert problem is None, f"{problem}\n{send['body'][:600]}"
+    # ... and the check can fail: an undocumented field, a wrong type, a missing header, an unknown type
+    final = next(s for s in sends if json.loads(s["body"])["type"] == "prompt.final")
+    event = json.loads(final["body"])
+    for bad in (
+        {**event, "data": {**event["data"], "message": "left out of events"}},
+        {**event, "data": {**event["data"], "final": "yes"}},
+        {**event, "type": "prompt.nothing"},
+        {**event, "timestamp": "yesterday"},
+    ):
+        assert event_problem(final["headers"], json.dumps(bad).encode()) is not None, bad
+    headers = {k: v for k, v in final["headers"].items() if k != "webhook-signature"}
+    assert event_problem(headers, final["body"].encode()) is not None
