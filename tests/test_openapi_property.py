@@ -285,6 +285,24 @@ def _decoded(path: str) -> str:
         b"{}",
     )
 )
+@example(  # the schema's URLs are rarely accepted targets: one that is (201), and an escalation
+    request=Request(
+        "POST",
+        "/api/webhooks",
+        "/api/webhooks",
+        {"Authorization": "Bearer {admin}"},
+        json.dumps({"url": WEBHOOK_URL + "/2", "events": ["prompt.created"], "description": "x"}).encode(),
+    )
+)
+@example(
+    request=Request(
+        "POST",
+        "/api/endpoints/{eid}/prompts/{pid}/escalate",
+        f"/api/endpoints/{ENDPOINT}/prompts/{{pid}}/escalate",
+        {"Authorization": "Bearer {tech}"},
+        b'{"note": "VIP"}',
+    )
+)
 def test_every_answer_is_one_the_document_describes(live: Live, request: Request) -> None:
     values_of = {
         "{admin}": live.bridge.admin_token,
