@@ -201,3 +201,34 @@ def values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "array":
         return st.lists(values(schema.get("items", {})), max_size=3)
     return st.none()
+
+
+# --- the events the bridge sends (the document's top-level ``webhooks``) --------------------------------
+
+
+def event_problem(headers: dict[str, str], body: bytes) -> str | None:
+    """Why one webhook request (its headers and body as sent) is not what the document's
+    ``webhooks`` entry for its type describes, or None when it is."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return f"the body is not JSON: {body[:100]!r}"
+    event_type = event.get("type") if isinstance(event, dict) else None
+    entry = DOCUMENT["webhooks"].get(event_type) if isinstance(event_type, str) else None
+    if entry is None:
+        return f"event type {event_type!r} is not documented under webhooks"
+    operation = entry["post"]
+    for parameter in operation["parameters"]:
+        name = parameter["name"].lower()
+        if name not in headers:
+            if parameter.get("required"):
+                return f"{event_type}: header {name} missing"
+            continue
+        if not Draft202012Validator(parameter["schema"]).is_valid(headers[name]):
+            return f"{event_type}: header {name}={headers[name][:80]!r} does not match {parameter['schema']}"
+    if not headers.get("content-type", "application/json").startswith("application/json"):
+        return f"{event_type}: content-type {headers['content-type']!r}"
+    at = pointer("webhooks", event_type, "post", "requestBody", "content", "application/json", "schema")
+    problem = invalid(at, event)
+    return None if problem is None else f"{event_type}: {problem}"

@@ -12,7 +12,8 @@ and both hosts.
 - Both hosts serve the document at ``GET /api/openapi.json`` without a token, and a realistic
   flow on both (enroll, create, list, get, cancel, retry, a decided prompt's 409, audit export,
   tokens, limits, conditional GETs, and administration: whoami, the token list, a scoped token,
-  PATCH and DELETE of an endpoint, a removed endpoint's 410s) answers only what the document says.
+  PATCH and DELETE of an endpoint, a removed endpoint's 410s; escalation, webhook subscriptions
+  and the fleet settings) answers only what the document says.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import random
 import re
 import uuid
 from pathlib import Path
@@ -40,9 +42,16 @@ from tests.bridge_hosts import (
     of_type,
 )
 from tests.conftest import HOSTS, bridge_of_kind
-from tests.openapi_contract import conforms, documented_error_codes, operations
-from worker.api import _ROUTES
-from worker.openapi import DOCUMENT, JSON_SCHEMA_DIALECT, OPENAPI_PATH
+from tests.openapi_contract import conforms, documented_error_codes, event_problem, operations
+from tests.test_hooks import ENDPOINT as HOOKS_ENDPOINT
+from tests.test_hooks import Rig
+from worker.api import _ROUTES, ApiRequest
+from worker.host import Entropy
+from worker.openapi import DOCUMENT, EVENT_SCHEMAS, JSON_SCHEMA_DIALECT, OPENAPI_PATH
+from worker.sqlite_store import SqliteStore
+from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
+from worker.webhook_subscriptions import WebhookSubscriptions
+from worker.webhooks import EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 URL_BRIDGE = UrlBridge.from_env()  # scripts/test-worker: wrangler dev (the real workerd)
@@ -296,6 +305,7 @@ async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: Brid
     assert len(audit.body.splitlines()) >= 4
     await call(bridge, "GET", f"{base}/{retried.body['prompt_id']}", 200, token=tech["token"])
     await admin_calls(bridge, suffix, eid, tech["token"], body)
+    await webhook_calls(bridge, eid, tech["token"], body, retried.body["prompt_id"])
     # revocation, unknown paths and methods
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 200, token=admin)
     await call(bridge, "DELETE", f"/api/tokens/tech-{suffix}", 404, token=admin)
@@ -410,6 +420,74 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
     assert line["removed_at"] == removed.body["removed_at"], line
 
 
+async def webhook_calls(bridge: BridgeUnderTest, eid: str, tech: str, body: dict[str, object], pid: str) -> None:
+    """Escalation, webhook subscriptions and the fleet settings (issue 13), each against the
+    document. The hosts refuse private targets here; the one subscription made points at a
+    ``.invalid`` name (RFC 6761: never resolves), so its test send fails at once, harmlessly."""
+    admin = bridge.admin_token
+    # settings
+    await call(bridge, "GET", "/api/settings", 200, token=tech)
+    await call(bridge, "PUT", "/api/settings", 403, token=tech, body={"escalate_after": 60})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, body={})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, body={"escalate_after": 4})
+    await call(bridge, "PUT", "/api/settings", 400, token=admin, raw=b"[]")
+    set_ = await call(bridge, "PUT", "/api/settings", 200, token=admin, body={"escalate_after": 600.5})
+    assert set_.body == {"escalate_after": 600}, set_.body
+    # prompts with escalate_after, escalation by hand
+    base = f"/api/endpoints/{eid}/prompts"
+    created = await call(bridge, "POST", base, 201, token=tech, body={**body, "escalate_after": 30})
+    assert created.body["escalations"] == [] and created.body["escalated_at"] is None
+    await call(bridge, "POST", base, 400, token=tech, body={**body, "escalate_after": 10**9})
+    await call(bridge, "POST", f"{base}/{pid}/retry", 400, token=tech, body={"escalate_after": "soon"})
+    assert (await call(bridge, "PUT", "/api/settings", 200, token=admin, body={"escalate_after": None})).body == {
+        "escalate_after": None
+    }
+    escalate = f"{base}/{created.body['prompt_id']}/escalate"
+    escalated = await call(bridge, "POST", escalate, 200, token=tech, body={"note": "VIP\ncall them"})
+    assert escalated.body["escalated_at"] is not None and escalated.body["escalations"][0]["auto"] is False
+    assert any(e["type"] == "escalated" for e in escalated.body["events"])
+    await call(bridge, "POST", escalate, 200, token=tech)  # no body: no note
+    await call(bridge, "POST", escalate, 400, token=tech, body={"note": " "})
+    await call(bridge, "POST", escalate, 400, token=tech, body={"note": "x" * (wire.MAX_TEXT_CHARS + 1)})
+    await call(bridge, "POST", escalate, 400, token=tech, raw=b"{")
+    await call(bridge, "POST", escalate, 401, body={})
+    await call(bridge, "POST", f"{base}/01HZZZZZZZZZZZZZZZZZZZZZZZ/escalate", 404, token=tech, body={})
+    await call(bridge, "POST", "/api/endpoints/-bad/prompts/x/escalate", 400, token=tech, body={})
+    for _ in range(18):
+        await call(bridge, "POST", escalate, 200, token=tech, body={})
+    full = await call(bridge, "POST", escalate, 409, token=tech, body={})
+    assert full.body["error"]["code"] == "too_many_escalations", full.body
+    listed = await call(bridge, "GET", base, 200, token=tech)
+    assert any(len(p["escalations"]) == 20 for p in listed.body["prompts"])
+    # subscriptions
+    hook_body = {"url": "https://hooks.caisey.invalid/in", "events": ["prompt.final"], "description": "PSA"}
+    await call(bridge, "POST", "/api/webhooks", 403, token=tech, body=hook_body)
+    await call(bridge, "POST", "/api/webhooks", 401, body=hook_body)
+    for url in ("http://hooks.example.com/in", "https://127.0.0.1/in", "https://[::1]/in", "https://localhost/in"):
+        refused = await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "url": url})
+        assert refused.body["error"]["code"] == "webhook_target_refused", (url, refused.body)
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "url": 7})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "events": []})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "events": ["prompt.nope"]})
+    await call(bridge, "POST", "/api/webhooks", 400, token=admin, body={**hook_body, "description": "\x00"})
+    hook = (await call(bridge, "POST", "/api/webhooks", 201, token=admin, body=hook_body)).body
+    assert hook["secret"].startswith("whsec_") and hook["enabled"] is True
+    await call(bridge, "GET", "/api/webhooks", 403, token=tech)
+    listed = await call(bridge, "GET", "/api/webhooks", 200, token=admin)
+    assert hook["id"] in {h["id"] for h in listed.body["webhooks"]} and "secret" not in json.dumps(listed.body)
+    tested = await call(bridge, "POST", f"/api/webhooks/{hook['id']}/test", 200, token=admin)
+    assert tested.body["delivered"] is False and tested.body["error"], tested.body  # .invalid never resolves
+    listed = await call(bridge, "GET", "/api/webhooks", 200, token=admin)
+    (entry,) = [h for h in listed.body["webhooks"] if h["id"] == hook["id"]]
+    assert entry["delivery"]["last_outcome"] == "test_failed", entry
+    await call(bridge, "POST", "/api/webhooks/wh_unknown/test", 404, token=admin)
+    await call(bridge, "POST", f"/api/webhooks/{hook['id']}/test", 403, token=tech)
+    await call(bridge, "DELETE", f"/api/webhooks/{hook['id']}", 200, token=admin)
+    await call(bridge, "DELETE", f"/api/webhooks/{hook['id']}", 404, token=admin)
+    await call(bridge, "DELETE", "/api/webhooks/not%20an%20id", 404, token=admin)
+    await call(bridge, "PUT", "/api/webhooks", 405, token=admin, body=hook_body)
+
+
 async def test_a_repeated_query_parameter_counts_its_last_value_on_both_hosts(bridge: BridgeUnderTest) -> None:
     """The local host kept a repeated parameter's first value (aiohttp's MultiDict), the Worker its
     last (``parse_qsl``): ``?include_removed=0&include_removed=1`` listed removed endpoints on one
@@ -480,3 +558,71 @@ async def test_local_host_bugs_the_property_test_found_answer_documented_4xx(loc
         local_bridge, "GET", f"/api/endpoints/{ep.endpoint_id}/agent", {**upgrade, "Authorization": "Bearer x"}
     )
     assert r.status == 401, r  # credentials are still checked first
+
+
+# --- the events (the document's top-level ``webhooks``) -------------------------------------------------
+
+
+def test_every_event_type_is_documented_with_its_schema() -> None:
+    assert set(DOCUMENT["webhooks"]) == {*EVENT_TYPES, "webhook.test"} == set(EVENT_SCHEMAS)
+    for event_type, entry in DOCUMENT["webhooks"].items():
+        schema = entry["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{EVENT_SCHEMAS[event_type]}"}
+        headers = {p["name"] for p in entry["post"]["parameters"] if p.get("required")}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}, event_type
+
+
+def test_the_events_the_actor_produces_are_the_documented_ones() -> None:
+    """Every event type, as ``worker.hooks`` builds it at actor level (and the test event as the
+    fleet's ``WebhookSubscriptions`` prepares it), validates against its ``webhooks`` entry:
+    headers and body. tests/test_webhooks.py checks the same of every request its real receiver got."""
+    rig = Rig()
+    rig.connect()
+    decided = rig.create(expires_in=600, escalate_after=5)
+    deliver = next(wire.decode(f) for e in rig.effects for f in e.send if '"prompt.deliver"' in f)
+    assert isinstance(deliver, wire.PromptDeliver)
+    rig.frame(wire.PromptReceipt(rig.ids.new(rig.now), decided, deliver.id, rig.now))
+    rig.run_until(rig.now + 6_000)  # not answered in 5 s: escalated by the bridge
+    rig.api("POST", f"/api/endpoints/{HOOKS_ENDPOINT}/prompts/{decided}/escalate", {"note": "call\nthem"})
+    rig.frame(
+        wire.PromptUpdate(
+            rig.ids.new(rig.now), decided, "decided", how="user", decision="approve", decided_at_ms=rig.now
+        )
+    )
+    rig.alarm()
+    rig.connected = False
+    rig.actor.agent_closed(rig.now, False)
+    rig.create(expires_in=5, escalate_after=600)  # never delivered: failed_to_deliver, escalated
+    rig.run_until(rig.now + 60_000)
+    sends = rig.sends()
+    store = SqliteStore(":memory:")
+    for statement in [*WEBHOOKS_MIGRATION, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)"]:
+        store.execute(statement, ())
+    fleet = WebhookSubscriptions(store, Entropy(random.Random(5)))
+    created = fleet.create(
+        ApiRequest(
+            "POST",
+            "/api/webhooks",
+            {},
+            json.dumps({"url": "https://h.example.com/in", "events": ["prompt.final"]}).encode(),
+        ),
+        rig.now,
+    )
+    sends.append(fleet.prepare_test(created.body["id"], rig.now).body["send"])
+    seen = {json.loads(s["body"])["type"] for s in sends}
+    assert seen == {*EVENT_TYPES, "webhook.test"}, seen
+    for send in sends:
+        problem = event_problem(send["headers"], send["body"].encode())
+        assert problem is None, f"{problem}\n{send['body'][:600]}"
+    # ... and the check can fail: an undocumented field, a wrong type, a missing header, an unknown type
+    final = next(s for s in sends if json.loads(s["body"])["type"] == "prompt.final")
+    event = json.loads(final["body"])
+    for bad in (
+        {**event, "data": {**event["data"], "message": "left out of events"}},
+        {**event, "data": {**event["data"], "final": "yes"}},
+        {**event, "type": "prompt.nothing"},
+        {**event, "timestamp": "yesterday"},
+    ):
+        assert event_problem(final["headers"], json.dumps(bad).encode()) is not None, bad
+    headers = {k: v for k, v in final["headers"].items() if k != "webhook-signature"}
+    assert event_problem(headers, final["body"].encode()) is not None

@@ -6,7 +6,8 @@ envelope's code one of those listed for that operation and status).
 
 Requests come from the document itself (tests/openapi_contract.py ``values``): an operation
 (or a method or path it does not have), path parameters that exist (the enrolled endpoint, a
-real prompt, a real token name; a DELETE removes only a victim endpoint), that the schema allows,
+real prompt, a real token name, a real webhook subscription; a DELETE removes only a victim
+endpoint), that the schema allows,
 or hostile text; the admin's, a technician's, a scoped technician's, a wrong, no, or an agent's
 token; bodies the schema allows, the documented fields holding any JSON value, any JSON, raw
 bytes or nothing; an ``Idempotency-Key`` and
@@ -42,6 +43,13 @@ ENDPOINT = "oa-prop"
 VICTIM = "oa-victim"  # the one token name a DELETE may hit: the technician's own stays valid
 VICTIM_ENDPOINT = "oa-victim-ep"  # the one endpoint a DELETE may remove: ENDPOINT keeps taking prompts
 SCOPED_CLIENT = "Oa Client"  # a scoped technician's only client (no endpoint has it unless a PATCH moves one)
+# The one subscription the fixture makes (a DELETE may remove it). Its name is under .invalid
+# (RFC 6761: never resolves), so a send to it — events, the test route, which waits for its
+# send — fails at once. Subscriptions the examples make go to whatever public URL the schema
+# allowed: the local host sends in background tasks no request waits for (and this sandbox has no
+# network: a name fails to resolve at once); the stand-in sends only from alarms, which do not
+# fire here. Private targets are refused (the hosts run without --allow-private-webhooks).
+WEBHOOK_URL = "https://hooks.caisey.invalid/in"
 OPERATIONS = operations()
 
 
@@ -52,6 +60,7 @@ class Live:
     secret: str
     prompt_id: str
     scoped: str = ""
+    webhook: str = ""
     enrolled: int = 0
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -91,7 +100,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
         status, created = setup.admin("POST", f"/api/endpoints/{ENDPOINT}/prompts", body)
         assert status == 201, created
-        yield Live(bridge, tech["token"], json.loads(raw)["agent_secret"], created["prompt_id"], scoped["token"])
+        status, hook = setup.admin("POST", "/api/webhooks", {"url": WEBHOOK_URL, "events": ["prompt.final"]})
+        assert status == 201, hook
+        yield Live(
+            bridge, tech["token"], json.loads(raw)["agent_secret"], created["prompt_id"], scoped["token"], hook["id"]
+        )
     finally:
         bridge.kill()
 
@@ -158,14 +171,16 @@ def requests(draw: st.DrawFn) -> Request:
     for name in re.findall(r"\{([a-z_]+)\}", template):
         kind = draw(st.sampled_from(["existing", "existing", "schema", "hostile"]))
         eid = VICTIM_ENDPOINT if op["operationId"] == "remove_endpoint" else ENDPOINT
-        existing = {"eid": eid, "pid": "{pid}", "name": VICTIM}.get(name)
+        name_of = "{webhook}" if template.startswith("/api/webhooks/") else VICTIM
+        existing = {"eid": eid, "pid": "{pid}", "name": name_of}.get(name)
         if kind == "existing" and existing is not None:
             value = existing
         elif kind != "hostile" and name in parameters:
             value = draw(values(parameters[name]["schema"]))
         else:
             value = draw(hostile_text.filter(segment_ok))
-        segments[name] = value if value == "{pid}" else quote(value.encode("utf-8", "surrogatepass"), safe="")
+        placeholder = value in ("{pid}", "{webhook}")
+        segments[name] = value if placeholder else quote(value.encode("utf-8", "surrogatepass"), safe="")
     path = template
     for name, value in segments.items():
         path = path.replace("{" + name + "}", value, 1)
@@ -270,6 +285,24 @@ def _decoded(path: str) -> str:
         b"{}",
     )
 )
+@example(  # the schema's URLs are rarely accepted targets: one that is (201), and an escalation
+    request=Request(
+        "POST",
+        "/api/webhooks",
+        "/api/webhooks",
+        {"Authorization": "Bearer {admin}"},
+        json.dumps({"url": WEBHOOK_URL + "/2", "events": ["prompt.created"], "description": "x"}).encode(),
+    )
+)
+@example(
+    request=Request(
+        "POST",
+        "/api/endpoints/{eid}/prompts/{pid}/escalate",
+        f"/api/endpoints/{ENDPOINT}/prompts/{{pid}}/escalate",
+        {"Authorization": "Bearer {tech}"},
+        b'{"note": "VIP"}',
+    )
+)
 def test_every_answer_is_one_the_document_describes(live: Live, request: Request) -> None:
     values_of = {
         "{admin}": live.bridge.admin_token,
@@ -282,7 +315,7 @@ def test_every_answer_is_one_the_document_describes(live: Live, request: Request
         for placeholder, real in values_of.items():
             value = value.replace(placeholder, real)
         headers[name] = value
-    path = request.path.replace("{pid}", live.prompt_id)
+    path = request.path.replace("{pid}", live.prompt_id).replace("{webhook}", live.webhook)
     body = request.body.replace(b'"{pid}"', json.dumps(live.prompt_id).encode()) if request.body else request.body
     if request.fresh_enrollment and body is not None:
         live.enrolled += 1
@@ -348,7 +381,9 @@ def standin() -> Iterator[Standin]:
     body = {"title": "Allow?", "action": "remote_control", "expires_in": 600}
     status, created = call("POST", f"/api/endpoints/{ENDPOINT}/prompts", body)
     assert status == 201, created
-    setup.live = Live(None, tech["token"], enrolled["agent_secret"], created["prompt_id"], scoped["token"])  # type: ignore[arg-type]
+    status, hook = call("POST", "/api/webhooks", {"url": WEBHOOK_URL, "events": ["prompt.final"]})
+    assert status == 201, hook
+    setup.live = Live(None, tech["token"], enrolled["agent_secret"], created["prompt_id"], scoped["token"], hook["id"])  # type: ignore[arg-type]
     try:
         yield setup
     finally:
@@ -372,7 +407,7 @@ def test_the_worker_on_the_stand_in_answers_only_what_the_document_describes(
         for placeholder, real in values_of.items():
             value = value.replace(placeholder, real)
         headers[name] = value
-    path = request.path.replace("{pid}", live.prompt_id)
+    path = request.path.replace("{pid}", live.prompt_id).replace("{webhook}", live.webhook)
     body = request.body.replace(b'"{pid}"', json.dumps(live.prompt_id).encode()) if request.body else request.body
     if request.conditional:
         _, first_headers, _ = standin.call(request.method, path, body, headers)

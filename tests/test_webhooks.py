@@ -5,7 +5,8 @@ A real aiohttp receiver on 127.0.0.1 (so the bridges run with private targets al
 drops connections (before and after the receiver saw the request), delays and answers 500.
 Every signature is checked with ``standard_webhooks_verify``, written from the Standard
 Webhooks spec in tests/test_hooks.py. The local host runs as a real process (kill -9 included);
-the Worker runs on the stand-in, whose ``fetch`` really sends.
+the Worker runs on the stand-in, whose ``fetch`` really sends. Every request a receiver got
+must be an event as the OpenAPI document's ``webhooks`` describes it (the ``receiver`` fixture).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aiohttp import web
 from caisey import wire
 from tests.bridge_hosts import BridgeUnderTest, LocalBridgeProcess, ScriptedRuntime, enroll, of_type
 from tests.conftest import HOSTS
+from tests.openapi_contract import event_problem
 from tests.test_hooks import standard_webhooks_verify
 
 RETRY_BASE_MS = 200  # the bridges' webhook backoff base here (5 s in production)
@@ -119,7 +121,9 @@ class ChaosProxy:
         if action == "delay":
             await asyncio.sleep(self.rng.uniform(0.2, 1.0))
         headers = {
-            k: v for k, v in request.headers.items() if k.lower().startswith("webhook-") or k.lower() == "content-type"
+            k: v
+            for k, v in request.headers.items()
+            if k.lower().startswith("webhook-") or k.lower() in ("content-type", "user-agent")
         }
         async with aiohttp.ClientSession() as session, session.post(self.target.url, data=body, headers=headers) as r:
             status = r.status
@@ -148,10 +152,14 @@ class ChaosProxy:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
+    """A receiver; afterwards every request it got must be an event the OpenAPI document's
+    ``webhooks`` describes (headers and body, tests/openapi_contract.py ``event_problem``)."""
     r = Receiver()
     await r.start()
     yield r
     await r.stop()
+    problems = [p for p in (event_problem(s.headers, s.body) for s in r.seen) if p is not None]
+    assert not problems, f"{len(problems)} of {len(r.seen)} events are not as documented: {problems[:3]}"
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,18 @@ from caisey.prompt import State
 from worker.api import CLIENT_RE, CLIENT_RULE, MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
 from worker.endpoint import MAX_EXPIRES_IN_S, BridgeConfig
 from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
+from worker.hooks import MAX_ESCALATIONS, MAX_NOTE_CHARS
+from worker.prompt_fields import MAX_ESCALATE_AFTER_S, MIN_ESCALATE_AFTER_S
 from worker.scope import MAX_TOKEN_CLIENTS
+from worker.webhook_subscriptions import WEBHOOK_ID_RE
+from worker.webhooks import (
+    ATTEMPT_TIMEOUT_MS,
+    EVENT_TYPES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_SUBSCRIPTIONS,
+    MAX_URL_CHARS,
+    USER_AGENT,
+)
 
 OPENAPI_PATH = "/api/openapi.json"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -280,6 +291,13 @@ def _prompt_properties() -> dict[str, Any]:
         "supersedes": _null(_str(pattern=PROMPT_ID_PATTERN)),
         "superseded_by": _null(_str(pattern=PROMPT_ID_PATTERN)),
         "final_at": _TIME_OR_NULL,
+        "escalated_at": {**_TIME_OR_NULL, "description": "the first escalation (DESIGN §11); null if none"},
+        "escalations": {
+            "type": "array",
+            "maxItems": MAX_ESCALATIONS,
+            "items": _ref("Escalation"),
+            "description": "every escalation, oldest first",
+        },
         "endpoint_removed_at": {
             "$ref": "#/components/schemas/Time",
             "description": "only when the endpoint was removed (`DELETE /api/endpoints/{eid}`): when",
@@ -326,6 +344,16 @@ def _prompt_fields(*, create: bool) -> dict[str, Any]:
         ),
         "on_no_user": _str(
             "what the agent does when nobody is logged in", enum=list(wire.NO_USER_POLICIES), default="wait"
+        ),
+        "escalate_after": _null(
+            {
+                "type": "number",
+                "minimum": MIN_ESCALATE_AFTER_S,
+                "maximum": MAX_ESCALATE_AFTER_S,
+                "description": "seconds after creation: a prompt still open then is escalated once (also "
+                "when it fails to deliver); null or left out: the fleet default (`/api/settings`); else "
+                "400 `invalid_field`",
+            }
         ),
     }
     schema: dict[str, Any] = {
@@ -427,6 +455,7 @@ def _schemas() -> dict[str, Any]:
         ],
     }
     return {
+        **_webhook_schemas(prompt),
         "Time": _str("RFC 3339, UTC, milliseconds", pattern=TIME_PATTERN, format="date-time"),
         "Error": _obj(
             {
@@ -538,6 +567,237 @@ def _schemas() -> dict[str, Any]:
             "description": "this document",
         },
     }
+
+
+# --- webhooks and escalation (issue 13, DESIGN §11) -------------------------------------------------
+
+WEBHOOK_ID_PATTERN = WEBHOOK_ID_RE.pattern
+EVENT_ID_PATTERN = "^msg_[A-Za-z0-9_-]+$"
+# The data of every ``prompt.*`` event (``worker.hooks.Hooks._prompt_data``): these prompt fields.
+PROMPT_DATA_FIELDS = (
+    "endpoint_id",
+    "prompt_id",
+    "state",
+    "final",
+    "provisional",
+    "reason",
+    "title",
+    "action",
+    "on_no_user",
+    "created_by",
+    "created_at",
+    "expires_at",
+    "decision",
+    "decided_at",
+    "decided_how",
+    "decision_signature",
+    "cancelled_by",
+    "supersedes",
+    "superseded_by",
+    "final_at",
+    "escalated_at",
+)
+TEST_EVENT_TYPE = "webhook.test"
+# The last outcome of a subscription's delivery log (``worker.hooks`` reports, the test route).
+DELIVERY_OUTCOMES = ("delivered", "retrying", "gave_up", "disabled", "test_delivered", "test_failed")
+
+
+def _webhook_schemas(prompt: dict[str, Any]) -> dict[str, Any]:
+    """The admin routes' objects, and the events' bodies (``webhooks`` at the document's top)."""
+    escalation = _obj(
+        {
+            "at": _TIME,
+            "by": _str('"bridge", or the technician who escalated it by hand'),
+            "reason": _str('in words: "not answered in 10 min", "could not reach endpoint — …", "escalated by …"'),
+            "note": _null(_str("the technician's note (by hand only)")),
+            "auto": {"type": "boolean", "description": "true when the bridge escalated it"},
+        }
+    )
+    count = {"type": "integer", "minimum": 0}
+    subscription = {
+        "id": _str(pattern=WEBHOOK_ID_PATTERN),
+        "url": _str(maxLength=MAX_URL_CHARS),
+        "events": {"type": "array", "minItems": 1, "uniqueItems": True, "items": _str(enum=list(EVENT_TYPES))},
+        "description": _str(maxLength=MAX_DESCRIPTION_CHARS),
+        "created_at": _TIME,
+        "created_by": _str("the admin token's name (`admin` for the deployment's)"),
+        "enabled": {"type": "boolean", "description": "false once a receiver answered 410 Gone"},
+        "disabled_at": _TIME_OR_NULL,
+        "disabled_reason": _null(_str()),
+        "delivery": _obj(
+            {
+                "last_event_id": _null(_str(pattern=EVENT_ID_PATTERN)),
+                "last_type": _null(_str(enum=[*EVENT_TYPES, TEST_EVENT_TYPE])),
+                "last_endpoint_id": _null(_str(pattern=ENDPOINT_ID_PATTERN)),
+                "last_outcome": _null(_str(enum=list(DELIVERY_OUTCOMES))),
+                "last_status": _null({"type": "integer", "description": "the receiver's HTTP status"}),
+                "last_error": _null(_str()),
+                "attempts": _null({**count, "description": "of the last reported delivery"}),
+                "last_attempt_at": _TIME_OR_NULL,
+                "next_attempt_at": _TIME_OR_NULL,
+                "delivered": count,
+                "failed_attempts": count,
+                "given_up": count,
+            }
+        ),
+    }
+    prompt_data = {key: prompt[key] for key in PROMPT_DATA_FIELDS}
+    prompt_data["timings"] = _obj(
+        {
+            "attempts": count,
+            "delivered_at": _TIME_OR_NULL,
+            "acknowledged_at": _TIME_OR_NULL,
+            "to_delivered_ms": _null(count),
+            "to_decision_ms": _null(count),
+            "to_final_ms": _null(count),
+        }
+    )
+
+    def event(event_type: str, data: dict[str, Any], description: str) -> dict[str, Any]:
+        schema = _obj({"type": {"const": event_type}, "timestamp": _TIME, "data": data})
+        schema["description"] = description
+        return schema
+
+    endpoint_data = {
+        "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+        "label": _str(),
+        "at": _TIME,
+    }
+    return {
+        "Escalation": escalation,
+        "Webhook": _obj(subscription),
+        "WebhookCreated": _obj(
+            {**subscription, "secret": _str("the signing secret (`whsec_` + base64), shown this once")}
+        ),
+        "WebhookList": _obj({"webhooks": {"type": "array", "items": _ref("Webhook"), "description": "oldest first"}}),
+        "WebhookDeleted": _obj({"id": _str(pattern=WEBHOOK_ID_PATTERN), "deleted": {"const": True}}),
+        "WebhookTestResult": _obj(
+            {
+                "id": _str("the subscription", pattern=WEBHOOK_ID_PATTERN),
+                "webhook_id": _str("the test event's `webhook-id` header", pattern=EVENT_ID_PATTERN),
+                "delivered": {"type": "boolean", "description": "the receiver answered 2xx"},
+                "status": _null({"type": "integer", "description": "the receiver's HTTP status; null: no answer"}),
+                "error": _null(_str("why it was not delivered (`HTTP 500`, a connection error, …)")),
+            }
+        ),
+        "Settings": _obj(
+            {
+                "escalate_after": _null(
+                    {
+                        "type": "integer",
+                        "minimum": MIN_ESCALATE_AFTER_S,
+                        "maximum": MAX_ESCALATE_AFTER_S,
+                        "description": "the fleet default `escalate_after` in whole seconds; null: none",
+                    }
+                )
+            }
+        ),
+        "WebhookPromptData": _obj(
+            prompt_data,
+        ),
+        "EventPromptCreated": event(
+            "prompt.created", _ref("WebhookPromptData"), "A prompt was created (or adopted, R6)."
+        ),
+        "EventPromptDelivered": event(
+            "prompt.delivered", _ref("WebhookPromptData"), "The runtime first confirmed it holds the prompt."
+        ),
+        "EventPromptFinal": event(
+            "prompt.final",
+            _ref("WebhookPromptData"),
+            "The prompt reached a final state (again only if R4 replaces a provisional final with a decision).",
+        ),
+        "EventPromptEscalated": event(
+            "prompt.escalated",
+            _obj({**prompt_data, "escalation": _ref("Escalation")}),
+            "The bridge or a technician escalated the prompt: the prompt data and this escalation.",
+        ),
+        "EventEndpointOnline": event(
+            "endpoint.online",
+            _obj({**endpoint_data, "online": {"const": True}}),
+            "The endpoint's agent connected.",
+        ),
+        "EventEndpointOffline": event(
+            "endpoint.offline",
+            _obj({**endpoint_data, "online": {"const": False}}),
+            "The endpoint's agent went away.",
+        ),
+        "EventWebhookTest": event(
+            TEST_EVENT_TYPE,
+            _obj({"webhook_id": _str("the subscription", pattern=WEBHOOK_ID_PATTERN), "message": _str()}),
+            "Sent only by `POST /api/webhooks/{name}/test`.",
+        ),
+    }
+
+
+# The schema of each event type's body.
+EVENT_SCHEMAS = {
+    "prompt.created": "EventPromptCreated",
+    "prompt.delivered": "EventPromptDelivered",
+    "prompt.final": "EventPromptFinal",
+    "prompt.escalated": "EventPromptEscalated",
+    "endpoint.offline": "EventEndpointOffline",
+    "endpoint.online": "EventEndpointOnline",
+    TEST_EVENT_TYPE: "EventWebhookTest",
+}
+
+
+def _webhooks() -> dict[str, Any]:
+    """OpenAPI 3.1 ``webhooks``: what the bridge POSTs to a subscription's URL, one per event type."""
+    headers = [
+        {
+            "name": "webhook-id",
+            "in": "header",
+            "required": True,
+            "description": "the event's id: the same on every retry (deduplicate by it)",
+            "schema": _str(pattern=EVENT_ID_PATTERN),
+        },
+        {
+            "name": "webhook-timestamp",
+            "in": "header",
+            "required": True,
+            "description": "this attempt's time, integer seconds since the epoch",
+            "schema": _str(pattern="^[0-9]+$"),
+        },
+        {
+            "name": "webhook-signature",
+            "in": "header",
+            "required": True,
+            "description": "`v1,` + base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>` keyed with "
+            "the secret's base64 part decoded (Standard Webhooks)",
+            "schema": _str(pattern="^v1,[A-Za-z0-9+/]+={0,2}$"),
+        },
+        {
+            "name": "User-Agent",
+            "in": "header",
+            "required": False,
+            "schema": _str(enum=[USER_AGENT]),
+        },
+    ]
+    entries: dict[str, Any] = {}
+    for event_type, schema_name in EVENT_SCHEMAS.items():
+        entries[event_type] = {
+            "post": {
+                "operationId": "event_" + event_type.replace(".", "_"),
+                "summary": f"`{event_type}`",
+                "tags": ["webhooks"],
+                "parameters": headers,
+                "requestBody": {
+                    "required": True,
+                    "description": "the same bytes on every attempt",
+                    "content": _json(_ref(schema_name)),
+                },
+                "responses": {
+                    "2XX": {"description": "Received: the delivery ends."},
+                    "410": {"description": "Gone: the subscription is disabled, nothing more is sent to it."},
+                    "default": {
+                        "description": "Any other answer, a redirect, or none within "
+                        f"{ATTEMPT_TIMEOUT_MS // 1000} s: retried under the same `webhook-id` with full-jitter "
+                        "backoff for 24 h (the test event is sent once)."
+                    },
+                },
+            }
+        }
+    return entries
 
 
 # --- operations ------------------------------------------------------------------------------------
@@ -915,7 +1175,162 @@ def _operations() -> dict[str, dict[str, Any]]:
             )
         },
     }
+    paths.update(_webhook_operations())
     return paths
+
+
+def _webhook_operations() -> dict[str, dict[str, Any]]:
+    """Escalation, webhook subscriptions and the fleet settings (issue 13, DESIGN §11)."""
+    eid, pid, hook = _param("eid"), _param("pid"), _param("webhookName")
+    settings = _ref("Settings")
+    return {
+        "/api/endpoints/{eid}/prompts/{pid}/escalate": {
+            "post": _op(
+                "escalate_prompt",
+                "technician",
+                "Escalate a prompt by hand",
+                {
+                    200: _ok(
+                        "The prompt with its timeline (an `escalated` event, source `console`)",
+                        _ref("PromptWithEvents"),
+                    )
+                },
+                errors={
+                    400: ["invalid_endpoint_id", "malformed_json", "invalid_field", "field_too_long"],
+                    404: ["unknown_endpoint", "unknown_prompt"],
+                    409: ["too_many_escalations"],
+                },
+                parameters=[eid, pid],
+                body={
+                    "type": "object",
+                    "properties": {
+                        "note": _null(
+                            _str(
+                                "for the people the escalation reaches; not blank; newline and tab allowed, no "
+                                "other control character",
+                                minLength=1,
+                                maxLength=MAX_NOTE_CHARS,
+                                pattern=MULTILINE_PATTERN,
+                            )
+                        )
+                    },
+                    "description": "May be empty. Other fields are ignored.",
+                },
+                body_required=False,
+                description="In any state, also of a removed endpoint's prompt; recorded with who escalated "
+                f"it (timeline and audit chain) and announced as `prompt.escalated`. At most {MAX_ESCALATIONS} "
+                "per prompt (409 `too_many_escalations`).",
+            )
+        },
+        "/api/webhooks": {
+            "post": _op(
+                "create_webhook",
+                "admin",
+                "Subscribe a URL to events",
+                {201: _ok("The subscription and its signing secret, shown this once", _ref("WebhookCreated"))},
+                errors={
+                    400: ["malformed_json", "invalid_field", "webhook_target_refused"],
+                    429: ["too_many_webhooks"],
+                },
+                body={
+                    "type": "object",
+                    "required": ["url", "events"],
+                    "properties": {
+                        "url": _str(
+                            "https (http too with private targets allowed), no credentials, ASCII; an IP address "
+                            "must be public unless private targets are allowed (`caisey-bridge serve "
+                            "--allow-private-webhooks`, the Worker var `ALLOW_PRIVATE_WEBHOOKS=1`); a name must "
+                            "hold a dot and not be `localhost`. Refused → 400 `webhook_target_refused` (not a "
+                            "string or empty → 400 `invalid_field`)",
+                            minLength=1,
+                            maxLength=MAX_URL_CHARS,
+                            pattern="^https?://[!-~]+$",
+                        ),
+                        "events": {
+                            "type": "array",
+                            "minItems": 1,
+                            "uniqueItems": True,
+                            "items": _str(enum=list(EVENT_TYPES)),
+                            "description": "the event types to send (the top-level `webhooks` of this document)",
+                        },
+                        "description": _str(
+                            "one line or more, no other control character",
+                            maxLength=MAX_DESCRIPTION_CHARS,
+                            pattern=MULTILINE_PATTERN,
+                            default="",
+                        ),
+                    },
+                },
+                description=f"At most {MAX_SUBSCRIPTIONS} subscriptions (429 `too_many_webhooks`). Each event is "
+                "POSTed, signed (Standard Webhooks), to every enabled subscription listing its type.",
+                tag="webhooks",
+            ),
+            "get": _op(
+                "list_webhooks",
+                "admin",
+                "The subscriptions and their delivery log (never a secret)",
+                {200: _ok("The subscriptions", _ref("WebhookList"))},
+                tag="webhooks",
+            ),
+        },
+        "/api/webhooks/{name}": {
+            "delete": _op(
+                "delete_webhook",
+                "admin",
+                "Delete a subscription",
+                {200: _ok("Deleted", _ref("WebhookDeleted"))},
+                errors={404: ["unknown_webhook"]},
+                parameters=[hook],
+                description="Nothing more is sent to it. No body is read.",
+                tag="webhooks",
+            )
+        },
+        "/api/webhooks/{name}/test": {
+            "post": _op(
+                "test_webhook",
+                "admin",
+                "Send a signed `webhook.test` event to a subscription now",
+                {200: _ok("The attempt's outcome (also in the delivery log)", _ref("WebhookTestResult"))},
+                errors={404: ["unknown_webhook"]},
+                parameters=[hook],
+                description=f"One attempt, {ATTEMPT_TIMEOUT_MS // 1000} s at most, not retried; also to a disabled "
+                "subscription. No body is read.",
+                tag="webhooks",
+            )
+        },
+        "/api/settings": {
+            "get": _op(
+                "get_settings",
+                "technician",
+                "The fleet settings: the default `escalate_after`",
+                {200: _ok("The settings", settings)},
+                tag="webhooks",
+            ),
+            "put": _op(
+                "set_settings",
+                "admin",
+                "Set the fleet default `escalate_after`",
+                {200: _ok("The settings now", settings)},
+                errors={400: ["malformed_json", "missing_field", "invalid_field"]},
+                body={
+                    "type": "object",
+                    "required": ["escalate_after"],
+                    "properties": {
+                        "escalate_after": _null(
+                            {
+                                "type": "number",
+                                "minimum": MIN_ESCALATE_AFTER_S,
+                                "maximum": MAX_ESCALATE_AFTER_S,
+                                "description": "seconds (kept as whole milliseconds, shown as whole seconds); "
+                                "null: none. Applies to prompts created or retried later without their own",
+                            }
+                        )
+                    },
+                },
+                tag="webhooks",
+            ),
+        },
+    }
 
 
 def _components() -> dict[str, Any]:
@@ -968,6 +1383,13 @@ def _components() -> dict[str, Any]:
                 "required": True,
                 "description": "the token's name (unknown → 404 `unknown_token`)",
                 "schema": _str(pattern=NAME_PATTERN),
+            },
+            "webhookName": {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "the subscription's id (`wh_…`; unknown → 404 `unknown_webhook`)",
+                "schema": _str(pattern=WEBHOOK_ID_PATTERN),
             },
             "client": {
                 "name": "client",
@@ -1056,9 +1478,11 @@ def _document() -> dict[str, Any]:
             {"name": "agent"},
             {"name": "tokens"},
             {"name": "limits"},
+            {"name": "webhooks", "description": "subscriptions, the events they receive, escalation settings"},
             {"name": "meta"},
         ],
         "paths": _operations(),
+        "webhooks": _webhooks(),
         "components": _components(),
         "x-caisey-unrouted": {
             "404": ["not_found"],
@@ -1069,4 +1493,4 @@ def _document() -> dict[str, Any]:
 
 DOCUMENT: dict[str, Any] = _document()
 
-__all__ = ["DOCUMENT", "OPENAPI_PATH"]
+__all__ = ["DOCUMENT", "EVENT_SCHEMAS", "OPENAPI_PATH"]

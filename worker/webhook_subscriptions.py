@@ -57,8 +57,9 @@ class WebhookSubscriptions:
         url = body.get("url")
         problem = webhooks.target_problem(url, self.allow_private)
         if problem is not None:
-            code = "webhook_target_refused" if isinstance(url, str) and url else "invalid_field"
-            raise ApiError(400, code, problem)
+            if isinstance(url, str) and url:
+                raise ApiError(400, "webhook_target_refused", problem)
+            raise ApiError(400, "invalid_field", problem)
         events = body.get("events")
         if (
             not isinstance(events, list)
