@@ -410,6 +410,7 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
     await call(bridge, "GET", f"/api/endpoints/{eid}/prompts", 404, token=scoped)
     await call(bridge, "POST", f"/api/endpoints/{eid}/prompts", 404, token=scoped, body=body)
     await call(bridge, "GET", f"/api/endpoints/{eid}/audit", 404, token=scoped)
+    await call(bridge, "GET", f"/api/endpoints/{eid}/stats", 404, token=scoped)
     await call(bridge, "POST", "/api/enrollments", 400, token=scoped, body={"endpoint_id": ceid})
     await call(bridge, "POST", "/api/enrollments", 403, token=scoped, body={"endpoint_id": ceid, "client": "Other"})
     await call(bridge, "POST", "/api/enrollments", 409, token=scoped, body={"endpoint_id": eid, "client": client})
@@ -441,6 +442,8 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
         line["endpoint_id"]
         for line in (await call(bridge, "GET", "/api/endpoints", 200, token=scoped)).body["endpoints"]
     ] == [ceid]
+    seen = (await call(bridge, "GET", "/api/patterns", 200, token=scoped)).body
+    assert seen["endpoints"] == 1 and [r["endpoint_id"] for r in seen["ranking"]] == [ceid], seen  # its client's only
     await call(bridge, "GET", "/api/endpoints?include_removed=2", 400, token=tech)
     await call(bridge, "GET", "/api/endpoints?site=%20HQ", 400, token=tech)
     # PATCH
