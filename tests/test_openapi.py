@@ -293,11 +293,16 @@ async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: Brid
     decided = await call(bridge, "POST", other, 201, token=tech["token"], body=body)
     delivers = of_type(await runtime.connect(), wire.PromptDeliver)
     assert delivers, "the prompt was not delivered"
+    await runtime.send(
+        wire.Heartbeat(id=runtime.new_id(), sent_at_ms=runtime.local_now(), digest="x" * 64, time_zone="Europe/Berlin")
+    )
+    assert of_type(await runtime.drain(), wire.Ack)
     await runtime.receipt(delivers[0])
     await runtime.decide(decided.body["prompt_id"], "approve")
     view = await call(bridge, "GET", f"{other}/{decided.body['prompt_id']}", 200, token=tech["token"])
     assert view.body["state"] == "approved", view.body
     await call(bridge, "POST", f"{other}/{decided.body['prompt_id']}/cancel", 409, token=tech["token"])
+    await stats_calls(bridge, suffix, eid, runtime.endpoint.endpoint_id, tech["token"])
     await runtime.close()
     await call(bridge, "GET", f"/api/endpoints/{runtime.endpoint.endpoint_id}", 200, token=tech["token"])
     # the audit export (JSON Lines), every line against the document
@@ -312,6 +317,73 @@ async def test_a_realistic_flow_answers_only_what_the_document_says(bridge: Brid
     await call(bridge, "GET", "/api/endpoints", 401, token=tech["token"])
     await call(bridge, "PATCH", base, 405, token=admin, body={})
     await call(bridge, "GET", "/api/nothing-here", 404, token=admin)
+
+
+async def stats_calls(bridge: BridgeUnderTest, suffix: str, eid: str, answering: str, tech: str) -> None:
+    """Statistics and fleet patterns (issue 14): ``eid`` whose agent never reported a zone (one
+    prompt withdrawn before delivery), ``answering`` in Europe/Berlin (one prompt approved by the
+    user) — the endpoint's ``time_zone``, the fleet line's, stats, patterns with and without
+    filters, conditional reads and refusals, each against the document."""
+    admin = bridge.admin_token
+    zone = (await call(bridge, "GET", f"/api/endpoints/{answering}", 200, token=tech)).body["time_zone"]
+    assert zone == {"name": "Europe/Berlin", "effective": "Europe/Berlin", "note": None}, zone
+    silent = (await call(bridge, "GET", f"/api/endpoints/{eid}", 200, token=tech)).body["time_zone"]
+    assert silent["name"] is None and silent["effective"] == "UTC" and silent["note"], silent
+    lines = (await call(bridge, "GET", "/api/endpoints", 200, token=tech)).body["endpoints"]
+    assert {line["endpoint_id"]: line["time_zone"] for line in lines if line["endpoint_id"] in (eid, answering)} == {
+        eid: None,
+        answering: "Europe/Berlin",
+    }
+    stats = await call(bridge, "GET", f"/api/endpoints/{answering}/stats", 200, token=tech)
+    assert stats.body["outcomes"]["90d"]["answered"] == 1 and stats.body["latency"]["answer"]["90d"]["n"] == 1
+    await call(
+        bridge,
+        "GET",
+        f"/api/endpoints/{answering}/stats",
+        304,
+        token=tech,
+        headers={"If-None-Match": stats.headers["etag"]},
+    )
+    week = await call(bridge, "GET", f"/api/endpoints/{eid}/stats?days=7", 200, token=tech)
+    assert week.body["days"] == 7 and week.body["outcomes"]["90d"]["withdrawn"] == 1, week.body
+    for bad in ("0", "91", "x", "-1", "1.5"):
+        refused = await call(bridge, "GET", f"/api/endpoints/{eid}/stats?days={bad}", 400, token=tech)
+        assert refused.body["error"]["code"] == "invalid_field", (bad, refused.body)
+    await call(bridge, "GET", "/api/endpoints/oa-unknown-endpoint/stats", 404, token=tech)
+    await call(bridge, "GET", "/api/endpoints/bad%20id/stats", 400, token=tech)
+    await call(bridge, "GET", f"/api/endpoints/{eid}/stats", 401)
+    # the fleet's patterns: unfiltered, then by the client and site an admin gives the endpoint
+    everything = await call(bridge, "GET", "/api/patterns?limit=10000&findings=60000", 200, token=tech)
+    row = next(r for r in everything.body["ranking"] if r["endpoint_id"] == answering)
+    assert (row["answered"], row["time_zone"]) == (1, "Europe/Berlin"), row
+    await call(bridge, "GET", "/api/patterns", 304, token=tech, headers={"If-None-Match": everything.headers["etag"]})
+    await call(
+        bridge,
+        "PATCH",
+        f"/api/endpoints/{answering}",
+        200,
+        token=admin,
+        body={"client": f"Stats {suffix}", "site": "Lab"},
+    )
+    mine = await call(
+        bridge, "GET", f"/api/patterns?client=STATS%20{suffix}&site=lab&limit=1&findings=1", 200, token=tech
+    )
+    assert mine.body["endpoints"] == 1 and [r["endpoint_id"] for r in mine.body["ranking"]] == [answering], mine.body
+    assert mine.body["filter"] == {"client": f"STATS {suffix}", "site": "lab"} and mine.body["totals"]["answered"] == 1
+    none = await call(bridge, "GET", f"/api/patterns?client=nobody-{suffix}", 200, token=tech)
+    assert none.body["endpoints"] == 0 and none.body["ranking"] == [] and none.body["heat"] == [], none.body
+    for query, code in [
+        ("limit=0", "invalid_limit"),
+        ("limit=10001", "invalid_limit"),
+        ("findings=abc", "invalid_limit"),
+        ("client=", "invalid_field"),
+        ("client=%1B%5B2J", "invalid_field"),
+        ("site=" + "s" * 129, "invalid_field"),
+    ]:
+        refused = await call(bridge, "GET", f"/api/patterns?{query}", 400, token=tech)
+        assert refused.body["error"]["code"] == code, (query, refused.body)
+    await call(bridge, "GET", "/api/patterns", 401, token="cst_not-a-token")
+    await call(bridge, "POST", "/api/patterns", 405, token=tech, body={})
 
 
 async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str, body: dict[str, object]) -> None:
@@ -348,6 +420,7 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
     await call(bridge, "GET", f"/api/endpoints/{eid}/prompts", 404, token=scoped)
     await call(bridge, "POST", f"/api/endpoints/{eid}/prompts", 404, token=scoped, body=body)
     await call(bridge, "GET", f"/api/endpoints/{eid}/audit", 404, token=scoped)
+    await call(bridge, "GET", f"/api/endpoints/{eid}/stats", 404, token=scoped)
     await call(bridge, "POST", "/api/enrollments", 400, token=scoped, body={"endpoint_id": ceid})
     await call(bridge, "POST", "/api/enrollments", 403, token=scoped, body={"endpoint_id": ceid, "client": "Other"})
     await call(bridge, "POST", "/api/enrollments", 409, token=scoped, body={"endpoint_id": eid, "client": client})
@@ -379,6 +452,8 @@ async def admin_calls(bridge: BridgeUnderTest, suffix: str, eid: str, tech: str,
         line["endpoint_id"]
         for line in (await call(bridge, "GET", "/api/endpoints", 200, token=scoped)).body["endpoints"]
     ] == [ceid]
+    seen = (await call(bridge, "GET", "/api/patterns", 200, token=scoped)).body
+    assert seen["endpoints"] == 1 and [r["endpoint_id"] for r in seen["ranking"]] == [ceid], seen  # its client's only
     await call(bridge, "GET", "/api/endpoints?include_removed=2", 400, token=tech)
     await call(bridge, "GET", "/api/endpoints?site=%20HQ", 400, token=tech)
     # PATCH

@@ -194,6 +194,10 @@ def requests(draw: st.DrawFn) -> Request:
             if draw(st.integers(0, 2)) == 0:
                 schema_value = values(parameters[name]["schema"]) if name in parameters else hostile_text
                 query[name] = draw(st.one_of(schema_value, hostile_text))
+    if template in ("/api/endpoints/{eid}/stats", "/api/patterns") and method == "GET":
+        for name, parameter in parameters.items():  # days; client, site, limit, findings
+            if parameter["in"] == "query" and draw(st.integers(0, 2)) == 0:
+                query[name] = draw(st.one_of(values(parameter["schema"]).map(str), hostile_text))
     if draw(st.integers(0, 9)) == 0:
         query["x"] = draw(hostile_text)
     if query:

@@ -147,3 +147,16 @@ async def test_stats_and_patterns_refusals(bridge: BridgeUnderTest) -> None:
     r = await bridge.request("GET", "/api/patterns?client=acme&site=hq", token=bridge.admin_token)
     assert r.status == 200 and r.body["ranking"] == [] and r.body["endpoints"] == 0
     assert r.body["filter"] == {"client": "acme", "site": "hq"}
+
+
+async def test_stats_and_patterns_answer_304_later_when_only_as_of_moved(bridge: BridgeUnderTest) -> None:
+    """The ETag covered ``as_of`` (the read's own time), so on a real clock no re-read was a 304."""
+    ep = await enroll(bridge, eid())
+    for path in (f"/api/endpoints/{ep.endpoint_id}/stats", "/api/patterns"):
+        first = await bridge.request("GET", path, token=bridge.admin_token)
+        assert first.status == 200, first.body
+        await bridge.advance(50)
+        again = await bridge.request(
+            "GET", path, token=bridge.admin_token, headers={"If-None-Match": first.headers["etag"]}
+        )
+        assert again.status == 304 and again.body is None, (path, again.status, again.body)

@@ -274,11 +274,14 @@ def route_for_actor(req: ApiRequest) -> Route:
     return route
 
 
-def with_etag(req: ApiRequest, body: Any) -> ApiResponse:
-    """200 with a weak ETag over the body, or 304 when the client already has it."""
+def with_etag(req: ApiRequest, body: Any, *, volatile: tuple[str, ...] = ()) -> ApiResponse:
+    """200 with a weak ETag over the body, or 304 when the client already has it. Top-level
+    ``volatile`` fields (``as_of``: when the answer was computed) are left out of the ETag, else
+    it would change on every read and no 304 could ever be answered."""
     import hashlib
 
-    etag = 'W/"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:20] + '"'
+    tagged = {k: v for k, v in body.items() if k not in volatile} if volatile else body
+    etag = 'W/"' + hashlib.sha256(json.dumps(tagged, sort_keys=True).encode()).hexdigest()[:20] + '"'
     if req.header("if-none-match") == etag:
         return ApiResponse(304, None, {"etag": etag})
     return ApiResponse(200, body, {"etag": etag})

@@ -242,7 +242,7 @@ class EndpointStatsOps:
         body["latency"] = {metric: {f"{w}d": windows[w][metric] for w in WINDOWS_DAYS} for metric in stats.METRICS}
         body["answer_p95_by_week"] = self._stats_weekly_p95(today)
         body["findings"] = [f.to_api() for f in stats.find_patterns(grid, first, reissued)]
-        return with_etag(req, body)
+        return with_etag(req, body, volatile=("as_of",))
 
     def _stats_summary(self, now_ms: int) -> dict[str, Any]:
         """The small summary the fleet line carries (``worker.patterns``): 90-day totals,

@@ -33,13 +33,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from caisey import wire
+from caisey import stats, wire
 from caisey.facts import Decision, Source
+from caisey.localtime import MAX_ZONE_CHARS, WEEKDAYS, ZONE_RE
 from caisey.prompt import State
 from worker.api import CLIENT_RE, CLIENT_RULE, MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS, RESERVED_DEVICE_NAMES
 from worker.endpoint import MAX_EXPIRES_IN_S, BridgeConfig
+from worker.endpoint_stats import WEEKS_OF_P95, WINDOWS_DAYS
 from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
 from worker.hooks import MAX_ESCALATIONS, MAX_NOTE_CHARS
+from worker.patterns import FINDINGS_DEFAULT, FINDINGS_MAX, MAX_FILTER_CHARS, RANKING_DEFAULT, RANKING_MAX
 from worker.prompt_fields import MAX_ESCALATE_AFTER_S, MIN_ESCALATE_AFTER_S
 from worker.scope import MAX_TOKEN_CLIENTS
 from worker.webhook_subscriptions import WEBHOOK_ID_RE
@@ -416,6 +419,7 @@ def _schemas() -> dict[str, Any]:
             "client": _CLIENT_OR_NULL,
             "site": _CLIENT_OR_NULL,
             "removed_at": {**_TIME_OR_NULL, "description": "null unless removed (listed only with include_removed=1)"},
+            "time_zone": {**_null(_ref("ZoneName")), "description": "as the agent reported it (issue 14); null: never"},
         }
     )
     audit_line = {
@@ -498,6 +502,7 @@ def _schemas() -> dict[str, Any]:
                 "site": _CLIENT_OR_NULL,
                 "removed_at": {**_TIME_OR_NULL, "description": "null unless an admin removed the endpoint"},
                 "removed_by": _null(_str("the admin who removed it")),
+                "time_zone": {**_ref("TimeZone"), "description": "the agent's zone and the one hours are read in"},
             }
         ),
         "AuditLine": audit_line,
@@ -1175,6 +1180,7 @@ def _operations() -> dict[str, dict[str, Any]]:
             )
         },
     }
+    paths.update(_stats_operations())
     paths.update(_webhook_operations())
     return paths
 
@@ -1333,8 +1339,281 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
     }
 
 
+# --- statistics and fleet patterns (issue 14: worker/endpoint_stats.py, worker/patterns.py) ---------
+
+# An IANA zone name as the agent reports it (``caisey.localtime.ZONE_RE``; the wire refuses others).
+ZONE_PATTERN = "^(?:" + ZONE_RE.pattern + ")$"
+DAY_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_WEEKDAY = _str("the endpoint user's local weekday", enum=list(WEEKDAYS))
+_HOUR = {"type": "integer", "minimum": 0, "maximum": 23, "description": "the endpoint user's local hour"}
+_COUNT = {"type": "integer", "minimum": 0}
+_RATE_OR_NULL = _null({"type": "number", "minimum": 0, "maximum": 1})
+_ZONE_NAME = _str(f"an IANA zone name (1-{MAX_ZONE_CHARS} characters)", pattern=ZONE_PATTERN, maxLength=MAX_ZONE_CHARS)
+_AS_OF = {**_TIME, "description": "when this answer was computed (left out of the `ETag`)"}
+_MS_OR_NULL = _null({"type": "integer", "minimum": 0, "description": "milliseconds (a log-scale bin's middle)"})
+
+
+def _stats_rates(**where: dict[str, Any]) -> dict[str, Any]:
+    """One cell of counts (``worker.endpoint_stats._rates``), with where it is (hour, weekday)."""
+    return _obj(
+        {
+            **where,
+            "counted": _COUNT,
+            "answered": _COUNT,
+            "missed": {**_COUNT, "description": "counted − answered"},
+            "unreachable": _COUNT,
+            "answer_rate": {**_RATE_OR_NULL, "description": "answered / counted (4 decimals); null when none"},
+        }
+    )
+
+
+def _stats_schemas() -> dict[str, Any]:
+    tally = _obj(
+        {
+            **{name: _COUNT for name in stats.OUTCOMES},
+            "counted": {**_COUNT, "description": "answered + unattended + ignored + unreachable (not withdrawn)"},
+            "missed": {**_COUNT, "description": "counted − answered"},
+        }
+    )
+    percentiles = _obj({"n": _COUNT, "p50_ms": _MS_OR_NULL, "p95_ms": _MS_OR_NULL})
+    finding = {
+        "kind": _str(enum=["misses_by_hour", "misses_by_weekday", "unreachable", "first_prompt"]),
+        "text": _str("the finding in words"),
+        "evidence": _obj(
+            {
+                "k": _COUNT,
+                "n": _COUNT,
+                "rate": _RATE_OR_NULL,
+                "baseline_k": _COUNT,
+                "baseline_n": _COUNT,
+                "baseline_rate": _RATE_OR_NULL,
+                "p_value": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1,
+                    "description": f"one-sided binomial tail (3 significant digits), below {stats.ALPHA}",
+                },
+            }
+        ),
+        "weekday": _null(_WEEKDAY),
+        "hours": _null(
+            {
+                "type": "array",
+                "description": "[start, end) local hours; a band every day may wrap past midnight (end > 24)",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 0, "maximum": 23},
+                    {"type": "integer", "minimum": 1, "maximum": 23 + stats.MAX_BAND_HOURS},
+                ],
+                "minItems": 2,
+                "maxItems": 2,
+            }
+        ),
+    }
+    who = {
+        "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+        "label": _str(),
+        "client": _CLIENT_OR_NULL,
+        "site": _CLIENT_OR_NULL,
+        "time_zone": {**_null(_ZONE_NAME), "description": "as the agent reported it; null: never reported"},
+    }
+    pair = _obj({"counted": _COUNT, "answered": _COUNT})
+    return {
+        "ZoneName": _ZONE_NAME,
+        "TimeZone": _obj(
+            {
+                "name": {**_null(_ref("ZoneName")), "description": "as the agent reported it; null: never reported"},
+                "effective": {**_ref("ZoneName"), "description": "the zone hours are read in: `name`, or `UTC`"},
+                "note": _null(_str("why hours are read in UTC instead of `name` (not reported, unknown here)")),
+            }
+        ),
+        "StatsTally": tally,
+        "StatsFinding": _obj(finding),
+        "EndpointStats": _obj(
+            {
+                "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                "time_zone": _ref("TimeZone"),
+                "as_of": _AS_OF,
+                "local_day": _str("today in the endpoint's zone", pattern=DAY_PATTERN, format="date"),
+                "days": {"type": "integer", "minimum": 1, "maximum": max(WINDOWS_DAYS)},
+                "outcomes": _obj({f"{w}d": _ref("StatsTally") for w in WINDOWS_DAYS}),
+                "by_hour": {
+                    "type": "array",
+                    "minItems": 24,
+                    "maxItems": 24,
+                    "items": _stats_rates(hour=_HOUR),
+                    "description": "local hours 0-23, over the last `days` days",
+                },
+                "by_weekday": {
+                    "type": "array",
+                    "minItems": 7,
+                    "maxItems": 7,
+                    "items": _stats_rates(weekday=_WEEKDAY),
+                    "description": "Monday to Sunday, over the last `days` days",
+                },
+                "heat": {
+                    "type": "array",
+                    "maxItems": 7 * 24,
+                    "items": _stats_rates(weekday=_WEEKDAY, hour=_HOUR),
+                    "description": "the weekday × hour cells that hold a prompt, over the last `days` days",
+                },
+                "first_vs_reissued": _obj({"first": _stats_rates(), "reissued": _stats_rates()}),
+                "latency": _obj(
+                    {metric: _obj({f"{w}d": percentiles for w in WINDOWS_DAYS}) for metric in stats.METRICS},
+                ),
+                "answer_p95_by_week": {
+                    "type": "array",
+                    "minItems": WEEKS_OF_P95,
+                    "maxItems": WEEKS_OF_P95,
+                    "items": _obj(
+                        {"week_start": _str(pattern=DAY_PATTERN, format="date"), "n": _COUNT, "p95_ms": _MS_OR_NULL}
+                    ),
+                    "description": "p95 time to answer per local week, oldest first",
+                },
+                "findings": {
+                    "type": "array",
+                    "maxItems": stats.MAX_FINDINGS,
+                    "items": _ref("StatsFinding"),
+                    "description": "last 90 days, most significant first",
+                },
+            }
+        ),
+        "FleetPatterns": _obj(
+            {
+                "as_of": _AS_OF,
+                "filter": _obj({"client": _null(_str()), "site": _null(_str())}),
+                "window_days": {"const": max(WINDOWS_DAYS)},
+                "endpoints": {**_COUNT, "description": "endpoints the caller may see that match the filter"},
+                "endpoints_with_history": {**_COUNT, "description": "of those, the ones that pushed a summary"},
+                "totals": _ref("StatsTally"),
+                "rules": _obj(
+                    {
+                        "min_sample": {"const": stats.MIN_SAMPLE},
+                        "min_rate": {"const": stats.MIN_RATE},
+                        "margin": {"const": stats.MARGIN},
+                        "alpha": {"const": stats.ALPHA},
+                        "max_band_hours": {"const": stats.MAX_BAND_HOURS},
+                    }
+                ),
+                "findings": {
+                    "type": "array",
+                    "maxItems": FINDINGS_MAX,
+                    "items": _obj({**who, **finding}),
+                    "description": "every endpoint's findings, most significant first (at most `findings`)",
+                },
+                "findings_total": _COUNT,
+                "ranking": {
+                    "type": "array",
+                    "maxItems": RANKING_MAX,
+                    "items": _obj(
+                        {
+                            **who,
+                            **tally["properties"],
+                            "answer_rate": _RATE_OR_NULL,
+                            "first": pair,
+                            "reissued": pair,
+                            "answer_p95_ms": _MS_OR_NULL,
+                            "findings": {"type": "integer", "minimum": 0, "maximum": stats.MAX_FINDINGS},
+                        }
+                    ),
+                    "description": "endpoints by prompts missed, most first (at most `limit`)",
+                },
+                "heat": {
+                    "type": "array",
+                    "maxItems": 7 * 24,
+                    "items": _obj(
+                        {
+                            "weekday": _WEEKDAY,
+                            "hour": _HOUR,
+                            "counted": _COUNT,
+                            "answered": _COUNT,
+                            "missed": _COUNT,
+                            "unreachable": _COUNT,
+                        }
+                    ),
+                    "description": "every endpoint's weekday × hour cells summed, each in its own local time",
+                },
+            }
+        ),
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _stats_operations() -> dict[str, dict[str, Any]]:
+    days = max(WINDOWS_DAYS)
+    counts = "in ASCII digits (else 400 `invalid_limit`); a repeated parameter counts its last value"
+    name_filter = _str(minLength=1, maxLength=MAX_FILTER_CHARS, pattern=ONE_LINE_PATTERN)
+    return {
+        "/api/endpoints/{eid}/stats": {
+            "get": _op(
+                "get_stats",
+                "technician",
+                "The endpoint's statistics: outcomes, hours, weekdays, latencies, findings",
+                {200: _ok("The statistics", _ref("EndpointStats"), etag=True), 304: _NOT_MODIFIED},
+                errors={400: ["invalid_endpoint_id", "invalid_field"], 404: ["unknown_endpoint"]},
+                parameters=[
+                    _param("eid"),
+                    _query(
+                        "days",
+                        f"the window of `by_hour`, `by_weekday`, `heat` and `first_vs_reissued`: 1-{days} in "
+                        f"ASCII digits (else 400 `invalid_field`); default {days}",
+                        {"type": "integer", "minimum": 1, "maximum": days, "default": days},
+                    ),
+                    _param("ifNoneMatch"),
+                ],
+                description="Kept incrementally by the endpoint's actor (issue 14). Hours and weekdays are "
+                "the endpoint user's local ones (`time_zone.effective`), of each prompt's creation. A "
+                "token scoped to clients gets 404 `unknown_endpoint` for another client's endpoint; a "
+                "removed endpoint's statistics stay readable.",
+                tag="endpoints",
+            )
+        },
+        "/api/patterns": {
+            "get": _op(
+                "patterns",
+                "technician",
+                "The fleet's patterns over 90 days: findings, endpoints ranked by missed prompts, heat map",
+                {200: _ok("The fleet's patterns", _ref("FleetPatterns"), etag=True), 304: _NOT_MODIFIED},
+                errors={400: ["invalid_field", "invalid_limit"]},
+                parameters=[
+                    _query(
+                        "client",
+                        f"only endpoints of this client, compared without case; 1-{MAX_FILTER_CHARS} characters, "
+                        "no control character (else 400 `invalid_field`)",
+                        name_filter,
+                    ),
+                    _query(
+                        "site",
+                        f"only endpoints at this site, compared without case; 1-{MAX_FILTER_CHARS} characters, "
+                        "no control character (else 400 `invalid_field`)",
+                        name_filter,
+                    ),
+                    _query(
+                        "limit",
+                        f"the ranking's length, 1-{RANKING_MAX} {counts}; default {RANKING_DEFAULT}",
+                        {"type": "integer", "minimum": 1, "maximum": RANKING_MAX, "default": RANKING_DEFAULT},
+                    ),
+                    _query(
+                        "findings",
+                        f"how many findings, 1-{FINDINGS_MAX} {counts}; default {FINDINGS_DEFAULT}",
+                        {"type": "integer", "minimum": 1, "maximum": FINDINGS_MAX, "default": FINDINGS_DEFAULT},
+                    ),
+                    _param("ifNoneMatch"),
+                ],
+                description="Answered by the fleet index from the summary each endpoint pushes with its fleet "
+                "line (no endpoint is asked on a read). A token scoped to clients sees only their "
+                "endpoints; removed endpoints are left out.",
+                tag="endpoints",
+            )
+        },
+    }
+
+
 def _components() -> dict[str, Any]:
     schemas = _schemas()
+    schemas.update(_stats_schemas())
     schemas["ClientName"] = _str(f"a client or site name: {CLIENT_RULE}; compared without case", pattern=CLIENT_PATTERN)
     schemas["EndpointId"] = _str(
         "1-64 ASCII letters, digits, '.', '_', '-'; compared without case; never a Windows device name",

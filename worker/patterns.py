@@ -164,4 +164,4 @@ def patterns(store: SqlStore, req: ApiRequest, now_ms: int) -> ApiResponse:
             for (d, h), t in sorted(heat.items())
         ],
     }
-    return with_etag(req, body)
+    return with_etag(req, body, volatile=("as_of",))

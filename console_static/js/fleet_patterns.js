@@ -38,6 +38,7 @@ export class PatternsView {
     this.ctx = ctx;
     this.title = "Patterns";
     this.data = null;
+    this.shownPath = null; // the path whose answer `data` is
     this.sortKey = "missed";
     this.sortDesc = true;
     this.selected = null; // endpoint whose p95 over time is shown
@@ -85,8 +86,10 @@ export class PatternsView {
     const path = "/api/patterns?limit=200" + (this.query ? `&${this.query}` : "");
     const r = await this.ctx.api.get(path, { poll: true });
     setText(this.error, "");
-    if (r.changed || this.data === null) {
+    // A 304 answers for this path's last body, which is not the one shown after a filter changed.
+    if (r.changed || this.data === null || this.shownPath !== path) {
       this.data = r.body;
+      this.shownPath = path;
       this.render();
     }
     const first = this.selected ?? this.data.ranking[0]?.endpoint_id ?? null;
