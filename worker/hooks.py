@@ -170,32 +170,7 @@ class Hooks:
     def _prompt_data(self, view: Any) -> dict[str, Any]:
         """The stable ``data`` of every ``prompt.*`` event (README: "Webhooks")."""
         body = self._api_view(view)
-        data = {
-            key: body[key]
-            for key in (
-                "endpoint_id",
-                "prompt_id",
-                "state",
-                "final",
-                "provisional",
-                "reason",
-                "title",
-                "action",
-                "on_no_user",
-                "created_by",
-                "created_at",
-                "expires_at",
-                "decision",
-                "decided_at",
-                "decided_how",
-                "decision_signature",
-                "cancelled_by",
-                "supersedes",
-                "superseded_by",
-                "final_at",
-                "escalated_at",
-            )
-        }
+        data = {key: body[key] for key in webhooks.PROMPT_DATA_FIELDS}
         created = view.created_at_ms
 
         def since(ms: int | None) -> int | None:

@@ -52,6 +52,7 @@ from worker.webhooks import (
     MAX_DESCRIPTION_CHARS,
     MAX_SUBSCRIPTIONS,
     MAX_URL_CHARS,
+    PROMPT_DATA_FIELDS,
     USER_AGENT,
 )
 
@@ -578,30 +579,6 @@ def _schemas() -> dict[str, Any]:
 
 WEBHOOK_ID_PATTERN = WEBHOOK_ID_RE.pattern
 EVENT_ID_PATTERN = "^msg_[A-Za-z0-9_-]+$"
-# The data of every ``prompt.*`` event (``worker.hooks.Hooks._prompt_data``): these prompt fields.
-PROMPT_DATA_FIELDS = (
-    "endpoint_id",
-    "prompt_id",
-    "state",
-    "final",
-    "provisional",
-    "reason",
-    "title",
-    "action",
-    "on_no_user",
-    "created_by",
-    "created_at",
-    "expires_at",
-    "decision",
-    "decided_at",
-    "decided_how",
-    "decision_signature",
-    "cancelled_by",
-    "supersedes",
-    "superseded_by",
-    "final_at",
-    "escalated_at",
-)
 TEST_EVENT_TYPE = "webhook.test"
 # The last outcome of a subscription's delivery log (``worker.hooks`` reports, the test route).
 DELIVERY_OUTCOMES = ("delivered", "retrying", "gave_up", "disabled", "test_delivered", "test_failed")

@@ -32,6 +32,31 @@ from urllib.parse import urlsplit
 
 from caisey.clock import to_rfc3339
 
+# The data of every ``prompt.*`` event: these fields of the prompt object (README: "Webhooks").
+PROMPT_DATA_FIELDS = (
+    "endpoint_id",
+    "prompt_id",
+    "state",
+    "final",
+    "provisional",
+    "reason",
+    "title",
+    "action",
+    "on_no_user",
+    "created_by",
+    "created_at",
+    "expires_at",
+    "decision",
+    "decided_at",
+    "decided_how",
+    "decision_signature",
+    "cancelled_by",
+    "supersedes",
+    "superseded_by",
+    "final_at",
+    "escalated_at",
+)
+
 SECRET_PREFIX = "whsec_"
 # 24 random bytes: the Standard Webhooks libraries accept 24 to 64.
 SECRET_BYTES = 24
