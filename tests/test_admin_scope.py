@@ -185,6 +185,47 @@ async def test_scoped_fleet_list_filters_and_whoami(bridge: BridgeUnderTest) -> 
     assert (await bridge.request("GET", "/api/whoami", token="cst_junk-junk-junk-junk")).status == 401
 
 
+async def test_a_technician_enrollment_keeps_the_label_and_a_removed_prompt_is_not_escalated(
+    bridge: BridgeUnderTest,
+) -> None:
+    """Review findings F4 and F2: relabelling is an admin's (PATCH), not a side effect of a
+    technician re-issuing an enrollment; a removed endpoint's prompt pages nobody."""
+    fleet = await make_fleet(bridge)
+    waiting = eid("waiting")  # registered, its agent not yet enrolled: a technician may re-issue
+    r = await bridge.request(
+        "POST",
+        "/api/enrollments",
+        token=bridge.admin_token,
+        body={"endpoint_id": waiting, "label": "Front desk", "client": fleet.client_a},
+    )
+    assert r.status == 201, r.body
+    r = await bridge.request(
+        "POST",
+        "/api/enrollments",
+        token=fleet.scoped,
+        body={"endpoint_id": waiting, "label": "hijacked", "client": fleet.client_a.upper()},
+    )
+    assert r.status == 403 and r.body["error"]["code"] == "forbidden", r.body
+    assert "relabel" in r.body["error"]["message"]
+    label = (await bridge.request("GET", f"/api/endpoints/{waiting}", token=bridge.admin_token)).body["label"]
+    assert label == "Front desk"
+    for body in ({}, {"label": "Front desk"}):  # no label, or the same: a re-issued enrollment, as before
+        r = await bridge.request(
+            "POST",
+            "/api/enrollments",
+            token=fleet.scoped,
+            body={"endpoint_id": waiting, "client": fleet.client_a, **body},
+        )
+        assert r.status == 201, r.body
+    escalate = f"/api/endpoints/{fleet.mine}/prompts/{fleet.my_prompt}/escalate"
+    assert (await bridge.request("POST", escalate, token=fleet.scoped, body={})).status == 200
+    assert (await bridge.request("DELETE", f"/api/endpoints/{fleet.mine}", token=bridge.admin_token)).status == 200
+    r = await bridge.request("POST", escalate, token=fleet.scoped, body={"note": "after removal"})
+    assert r.status == 410 and r.body["error"]["code"] == "endpoint_removed", r.body
+    prompt = await bridge.request("GET", f"/api/endpoints/{fleet.mine}/prompts/{fleet.my_prompt}", token=fleet.scoped)
+    assert len(prompt.body["escalations"]) == 1
+
+
 async def test_scoped_enrollment_rules(bridge: BridgeUnderTest) -> None:
     fleet = await make_fleet(bridge)
 

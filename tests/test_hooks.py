@@ -84,6 +84,9 @@ def test_signature_matches_the_standard_webhooks_example() -> None:
         "https://[::ffff:a00:1]/",
         "https://[64:ff9b::a9fe:a9fe]/",
         "https://[2002:c0a8:101::]/",
+        "https://[64:ff9b:1::a00:1]/",  # local-use NAT64 (RFC 8215) embedding 10.0.0.1
+        "https://[::ffff:0:7f00:1]/",  # SIIT IPv4-translated 127.0.0.1
+        "https://[fec0::1]/",  # deprecated site-local
         "https://localhost/",
         "https://LOCALHOST./",
         "https://api.localhost/",

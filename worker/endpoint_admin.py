@@ -29,7 +29,10 @@ from worker.host import Effects
 # The close code an agent gets when its endpoint is removed (4000-4999: private use).
 REMOVED_CLOSE = (4410, "endpoint removed by an admin")
 # Calls refused once the endpoint is removed: everything that would make something new.
-REFUSED_WHEN_REMOVED = frozenset({"create_prompt", "retry_prompt", "create_enrollment", "update_endpoint"})
+# Escalation too: a removed machine pages nobody and its chain ends at the removal (review F2).
+REFUSED_WHEN_REMOVED = frozenset(
+    {"create_prompt", "retry_prompt", "create_enrollment", "update_endpoint", "escalate_prompt"}
+)
 UPDATABLE = ("label", "client", "site")
 RECORD_SEQ = "record_seq"  # meta: the audit seq of the last change to client, site or removal
 

@@ -88,6 +88,10 @@ class EndpointRecord:
         expires_at_ms = now_ms + self.config.enrollment_ttl_ms
 
         new = self.endpoint_id is None
+        if not new and label and label != self._meta("label") and req.header(ROLE_HEADER) != "admin":
+            # Relabelling is an admin's (PATCH, recorded as endpoint_updated); a technician
+            # re-issuing an enrollment keeps the label it has (review F4).
+            raise ApiError(403, "forbidden", "only an admin may relabel an endpoint (PATCH /api/endpoints/{eid})")
         fact: dict[str, Any] = {"by": issuer, "expires_at_ms": expires_at_ms, "rekey": rekey}
         if new:
             fact.update(record)

@@ -1182,6 +1182,7 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
                     400: ["invalid_endpoint_id", "malformed_json", "invalid_field", "field_too_long"],
                     404: ["unknown_endpoint", "unknown_prompt"],
                     409: ["too_many_escalations"],
+                    410: ["endpoint_removed"],
                 },
                 parameters=[eid, pid],
                 body={
@@ -1200,7 +1201,7 @@ def _webhook_operations() -> dict[str, dict[str, Any]]:
                     "description": "May be empty. Other fields are ignored.",
                 },
                 body_required=False,
-                description="In any state, also of a removed endpoint's prompt; recorded with who escalated "
+                description="In any state (not on a removed endpoint: 410); recorded with who escalated "
                 f"it (timeline and audit chain) and announced as `prompt.escalated`. At most {MAX_ESCALATIONS} "
                 "per prompt (409 `too_many_escalations`).",
             )

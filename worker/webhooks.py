@@ -190,6 +190,9 @@ def whatwg_ipv4(host: str) -> ipaddress.IPv4Address | str | None:
     return ipaddress.IPv4Address(address)
 
 
+GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+
+
 def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a webhook may not go to ``address`` (loopback, private, link-local, …), or None."""
     if isinstance(address, ipaddress.IPv6Address):
@@ -201,6 +204,11 @@ def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
         if embedded is not None:
             problem = address_problem(embedded)
             return f"{address} embeds {embedded}: {problem}" if problem else None
+        # Anything else outside global unicast (2000::/3) is refused outright: the local-use
+        # NAT64 prefix 64:ff9b:1::/48 and SIIT's ::ffff:0:0/96 embed IPv4 addresses, and
+        # site-local fec0::/10 is private, yet ``ipaddress`` calls none of them private (review F3).
+        if address not in GLOBAL_UNICAST_V6:
+            return f"{address} is outside global unicast IPv6 (2000::/3)"
     if address.is_loopback:
         return f"{address} is a loopback address"
     if address.is_link_local:
