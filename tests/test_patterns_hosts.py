@@ -5,6 +5,7 @@ process with real SQLite files, the Worker adapter on the Workers stand-in)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from caisey import wire
 from tests.bridge_hosts import BridgeUnderTest, ScriptedRuntime, enroll, of_type
@@ -160,3 +161,38 @@ async def test_stats_and_patterns_answer_304_later_when_only_as_of_moved(bridge:
             "GET", path, token=bridge.admin_token, headers={"If-None-Match": first.headers["etag"]}
         )
         assert again.status == 304 and again.body is None, (path, again.status, again.body)
+
+
+def test_patterns_are_computed_once_between_line_changes(tmp_path: Any, monkeypatch: Any) -> None:
+    """Review F1: the fleet-wide sum is computed once per (query, scope) until a line changes;
+    a repeated read and a 304 cost a lookup, and a changed line is seen by the next read."""
+    from worker import patterns as patterns_module
+    from worker.api import ApiRequest
+    from worker.fleet import FleetIndex
+    from worker.host import Entropy
+    from worker.sqlite_store import SqliteStore
+
+    calls = []
+    compute = patterns_module._patterns_body
+    monkeypatch.setattr(patterns_module, "_patterns_body", lambda *a: calls.append(a) or compute(*a))
+    store = SqliteStore(tmp_path / "fleet.sqlite3")
+    fleet = FleetIndex(store, Entropy(), None)
+    fleet.update_endpoint({"endpoint_id": "pc", "label": "PC", "online": True, "open_prompts": 0}, 1_000)
+
+    def read(etag: str | None = None, query: dict[str, str] | None = None) -> Any:
+        headers = {"if-none-match": etag} if etag else {}
+        return patterns_module.patterns(
+            store, ApiRequest("GET", "/api/patterns", headers, query=query or {}), 5_000, fleet.patterns_cache
+        )
+
+    first = read()
+    assert first.status == 200 and first.body["endpoints"] == 1 and len(calls) == 1
+    again = read()
+    assert again.headers["etag"] == first.headers["etag"] and again.body == first.body and len(calls) == 1
+    assert read(first.headers["etag"]).status == 304 and len(calls) == 1
+    assert read(query={"client": "acme"}).body["endpoints"] == 0 and len(calls) == 2  # another query
+    fleet.update_endpoint({"endpoint_id": "pc2", "label": "PC 2", "online": False, "open_prompts": 0}, 6_000)
+    changed = read(first.headers["etag"])
+    assert changed.status == 200 and changed.body["endpoints"] == 2 and len(calls) == 3
+    assert changed.headers["etag"] != first.headers["etag"]
+    store.close()

@@ -29,7 +29,7 @@ from worker.api import (
 from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
-from worker.patterns import PATTERNS_MIGRATION, patterns, store_summary
+from worker.patterns import PATTERNS_MIGRATION, PatternsCache, patterns, store_summary
 from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
 from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH, TARGETS_PATH, WebhookSubscriptions
 
@@ -101,6 +101,7 @@ class FleetIndex:
         self.entropy = entropy
         self.admin_token_hash = admin_token_hash
         self.default_max_endpoints = default_max_endpoints
+        self.patterns_cache = PatternsCache()  # GET /api/patterns between line changes
         # Whether an online line is current whenever it is read: true on the local host, whose
         # actors live in this process, check liveness on every heartbeat and push their lines
         # before a fleet read. False on Cloudflare, where an idle endpoint's object wakes only
@@ -183,7 +184,7 @@ class FleetIndex:
             if route.op == "list_endpoints":
                 return self._list_endpoints(req, now_ms)
             if route.op == "patterns":
-                return patterns(self.store, req, now_ms)
+                return patterns(self.store, req, now_ms, self.patterns_cache)
             if route.op == "get_limits":
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
@@ -354,6 +355,7 @@ class FleetIndex:
     def all_offline(self, now_ms: int) -> None:
         """The local host (re)started: no agent is connected (each actor rewrites its line as it opens)."""
         self.store.execute("UPDATE endpoints SET online = 0, updated_at_ms = ? WHERE online = 1", (now_ms,))
+        self.patterns_cache.invalidate()
 
     def update_endpoint(self, summary: dict[str, Any], now_ms: int) -> None:
         """An endpoint actor's line changed (pushed after its transaction committed).
@@ -388,6 +390,7 @@ class FleetIndex:
             ),
         )
         store_summary(self.store, summary, now_ms)
+        self.patterns_cache.invalidate()
 
     def record_differs(self, summary: dict[str, Any]) -> bool:
         """Whether a line changes the endpoint's client, site or removal (reads only)."""
