@@ -27,9 +27,8 @@ from typing import Any
 import pytest
 from playwright import sync_api
 
+from tests import test_console
 from tests.test_console import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     Bridge,
     ConsoleLog,
     open_page,
@@ -54,12 +53,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     b.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+browser = test_console.browser  # one Chromium per module, launched as test_console.py does
 
 
 def publish(path: Path, name: str) -> None:

@@ -18,7 +18,8 @@ import pytest
 from playwright import sync_api
 
 from sim.fleet_history import DAYS, build
-from tests.test_console import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Bridge, ConsoleLog, open_page, sign_in
+from tests import test_console
+from tests.test_console import ARTIFACTS, Bridge, ConsoleLog, open_page, sign_in
 from worker.sqlite_store import SqliteStore
 
 expect = sync_api.expect
@@ -44,12 +45,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bridge, A
     b.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+browser = test_console.browser  # one Chromium per module, launched as test_console.py does
 
 
 def test_patterns_page_shows_findings_ranking_heat_map_and_trend(browser: Any, bridge: tuple[Bridge, Any]) -> None:

@@ -44,22 +44,14 @@ class Seen:
         return dict(json.loads(self.body))
 
 
-@dataclass
-class Receiver:
-    """An aiohttp server that records every request and answers ``status`` (or hangs ``hang_s``)."""
+class PostServer:
+    """An aiohttp server on 127.0.0.1 that hands every POST to ``handle``."""
 
-    status: int = 204
-    hang_s: float = 0.0
-    seen: list[Seen] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.seen.append(Seen({k.lower(): v for k, v in request.headers.items()}, body))
-        if self.hang_s:
-            await asyncio.sleep(self.hang_s)
-        return web.Response(status=self.status)
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
 
     async def start(self) -> None:
         app = web.Application()
@@ -78,6 +70,22 @@ class Receiver:
         if self.runner is not None:
             await self.runner.cleanup()
 
+
+@dataclass
+class Receiver(PostServer):
+    """An aiohttp server that records every request and answers ``status`` (or hangs ``hang_s``)."""
+
+    status: int = 204
+    hang_s: float = 0.0
+    seen: list[Seen] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append(Seen({k.lower(): v for k, v in request.headers.items()}, body))
+        if self.hang_s:
+            await asyncio.sleep(self.hang_s)
+        return web.Response(status=self.status)
+
     def events(self, endpoint_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Distinct events by webhook-id (optionally of one endpoint)."""
         out: dict[str, dict[str, Any]] = {}
@@ -92,7 +100,7 @@ class Receiver:
 
 
 @dataclass
-class ChaosProxy:
+class ChaosProxy(PostServer):
     """In front of a receiver: per request, by a seeded PRNG, drop the connection before the
     receiver sees it, forward and then drop the answer (the receiver saw it: a duplicate
     follows), answer 500, delay, or pass. After ``faulty`` requests everything passes."""
@@ -102,8 +110,6 @@ class ChaosProxy:
     faulty: int = 40
     count: int = 0
     actions: list[str] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-    port: int = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -131,23 +137,6 @@ class ChaosProxy:
             assert request.transport is not None
             request.transport.close()
         return web.Response(status=status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 @pytest.fixture
