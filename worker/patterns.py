@@ -100,18 +100,17 @@ class PatternsCache:
         self.version += 1
 
 
-def patterns(store: SqlStore, req: ApiRequest, now_ms: int, cache: PatternsCache | None = None) -> ApiResponse:
+def patterns(store: SqlStore, req: ApiRequest, now_ms: int, cache: PatternsCache) -> ApiResponse:
     """The answer, from ``cache`` when no line changed since it was computed."""
     clients = scope.of_request(req)
     key = (tuple(sorted(req.query.items())), None if clients is None else tuple(clients))
-    held = cache.answers.get(key) if cache is not None else None
-    if held is None or cache is None or held[0] != cache.version:
+    held = cache.answers.get(key)
+    if held is None or held[0] != cache.version:
         fresh = with_etag(ApiRequest("GET", req.path), _patterns_body(store, req))
-        held = (cache.version if cache is not None else 0, fresh.body, fresh.headers["etag"])
-        if cache is not None:
-            if len(cache.answers) >= PatternsCache.MAX_ENTRIES:
-                cache.answers.clear()
-            cache.answers[key] = held
+        held = (cache.version, fresh.body, fresh.headers["etag"])
+        if len(cache.answers) >= PatternsCache.MAX_ENTRIES:
+            cache.answers.clear()
+        cache.answers[key] = held
     _, body, etag = held
     if req.header("if-none-match") == etag:
         return ApiResponse(304, None, {"etag": etag})
