@@ -9,7 +9,10 @@ bridge and ``caisey-audit verify`` rebuild it from their own records and check i
 The encoding is length-prefixed, so it needs no escaping rules to reimplement: a domain tag,
 then each field as a 4-byte big-endian byte count followed by its UTF-8 bytes; integers are
 written in decimal ASCII. ``prompt_sha256`` is SHA-256 (hex) of the same encoding of the
-prompt's fields under the tag ``caisey/prompt/v1``; ``decision_message`` is the encoding of
+prompt's fields under the tag ``caisey/prompt/v1`` — or, when the prompt carries any of the
+optional fields (``caisey.wire.PROMPT_EXTRA_FIELDS``: reason, ticket, approval window,
+locked-screen rule, branding), under ``caisey/prompt/v2`` with those appended in that order,
+an absent one as the empty string; ``decision_message`` is the encoding of
 ``endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_sha256`` under
 ``caisey/decision/v1``. Signatures and public keys travel as unpadded URL-safe base64; a key
 id is the first 16 hex digits of SHA-256 of the raw 32-byte public key.
@@ -28,9 +31,10 @@ from dataclasses import dataclass
 
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided
-from caisey.wire import PromptCopy
+from caisey.wire import PROMPT_EXTRA_FIELDS, PromptCopy
 
 PROMPT_TAG = "caisey/prompt/v1"
+PROMPT_V2_TAG = "caisey/prompt/v2"  # v1 and the optional fields (a prompt that has any)
 DECISION_TAG = "caisey/decision/v1"
 PUBLIC_KEY_BYTES = 32  # Ed25519 raw public key
 SIGNATURE_BYTES = 64  # Ed25519 signature
@@ -49,11 +53,30 @@ def length_prefixed(tag: str, *fields: str | int) -> bytes:
 
 
 def prompt_sha256(
-    *, title: str, message: str, action: str, expires_at_ms: int, requested_by: str, on_no_user: str
+    *,
+    title: str,
+    message: str,
+    action: str,
+    expires_at_ms: int,
+    requested_by: str,
+    on_no_user: str,
+    extras: dict[str, str | int | None] | None = None,
 ) -> str:
-    """SHA-256 (hex) of the prompt as delivered: what the user was shown and was asked."""
-    encoded = length_prefixed(PROMPT_TAG, title, message, action, expires_at_ms, requested_by, on_no_user)
+    """SHA-256 (hex) of the prompt as delivered: what the user was shown and was asked.
+
+    ``extras`` holds the optional fields by name; a prompt with none of them set hashes as v1,
+    so the signatures of agents and records from before them still verify."""
+    base = (title, message, action, expires_at_ms, requested_by, on_no_user)
+    values = [None if extras is None else extras.get(name) for name in PROMPT_EXTRA_FIELDS]
+    if all(value is None for value in values):
+        encoded = length_prefixed(PROMPT_TAG, *base)
+    else:
+        encoded = length_prefixed(PROMPT_V2_TAG, *base, *("" if value is None else value for value in values))
     return hashlib.sha256(encoded).hexdigest()
+
+
+def _extras_of(holder: object) -> dict[str, str | int | None]:
+    return {name: getattr(holder, name) for name in PROMPT_EXTRA_FIELDS}
 
 
 def signed_answer(fact: object) -> str | None:
@@ -78,6 +101,7 @@ def created_sha256(created: Created) -> str:
         expires_at_ms=created.expires_at_ms,
         requested_by=created.by,
         on_no_user=created.on_no_user.value,
+        extras=_extras_of(created),
     )
 
 
@@ -90,6 +114,7 @@ def copy_sha256(copy: PromptCopy) -> str:
         expires_at_ms=copy.expires_at_ms,
         requested_by=copy.requested_by,
         on_no_user=copy.on_no_user,
+        extras=_extras_of(copy),
     )
 
 
@@ -150,6 +175,7 @@ class SignatureClaim:
 __all__ = [
     "DECISION_TAG",
     "PROMPT_TAG",
+    "PROMPT_V2_TAG",
     "PUBLIC_KEY_BYTES",
     "SIGNATURE_BYTES",
     "SIGNED_ANSWERS",

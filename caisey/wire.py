@@ -127,6 +127,67 @@ DECISIONS = ("approve", "deny")
 NO_USER_POLICIES = ("deny", "approve", "wait")
 REPORT_SCOPES = ("open", "history")
 RUNTIME_STATUSES = ("received", "acknowledged", "decided", "closed", "rejected")
+# Consent policies and evidence (DESIGN §12): what a prompt may carry beyond its text.
+MAX_REASON_CHARS = 500
+MAX_TICKET_ID_CHARS = 64
+MAX_URL_CHARS = 500
+MAX_GRANT_MINUTES = 480  # an approval window of at most a working day
+LOCKED_RULES = ("wait", "no_user")  # a locked screen: wait until unlocked, or treat as no user
+MAX_BRAND_NAME_CHARS = 64
+MAX_BRAND_LOGO_CHARS = 16_384  # a small PNG, base64 (about 12 KiB of image)
+_PNG_B64_PREFIX = "iVBORw0KGgo"  # base64 of the PNG signature's first 8 bytes
+_B64_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_URL_RE = re.compile(r"https://[!-~]+")  # printable ASCII, no spaces or controls
+
+# The optional fields of a prompt, in the order ``caisey.signing`` hashes them: a prompt
+# carrying none of them is hashed (and travels) exactly as before they existed.
+PROMPT_EXTRA_FIELDS = (
+    "reason",
+    "ticket_id",
+    "ticket_url",
+    "grant_minutes",
+    "on_locked",
+    "brand_name",
+    "brand_logo_png",
+)
+
+
+def check_prompt_extras(
+    *,
+    reason: str | None,
+    ticket_id: str | None,
+    ticket_url: str | None,
+    grant_minutes: int | None,
+    on_locked: str | None,
+    brand_name: str | None,
+    brand_logo_png: str | None,
+    where: str,
+) -> None:
+    """The optional fields' shapes, wherever a prompt is built (API, wire, stored fact)."""
+    if reason is not None:
+        check_text(reason, f"{where}.reason", MAX_REASON_CHARS)
+    if ticket_id is not None:
+        check_text(ticket_id, f"{where}.ticket_id", MAX_TICKET_ID_CHARS)
+    if ticket_url is not None:
+        check_text(ticket_url, f"{where}.ticket_url", MAX_URL_CHARS)
+        if not _URL_RE.fullmatch(ticket_url):
+            raise ProtocolError("invalid_field", f"{where}.ticket_url must be an https:// URL without spaces")
+        if ticket_id is None:
+            raise ProtocolError("invalid_field", f"{where}.ticket_url needs a ticket_id")
+    if grant_minutes is not None and (
+        isinstance(grant_minutes, bool)
+        or not isinstance(grant_minutes, int)
+        or not 1 <= grant_minutes <= MAX_GRANT_MINUTES
+    ):
+        raise ProtocolError("invalid_field", f"{where}.grant_minutes must be an integer in [1, {MAX_GRANT_MINUTES}]")
+    if on_locked is not None:
+        check_choice(on_locked, f"{where}.on_locked", LOCKED_RULES)
+    if brand_name is not None:
+        check_text(brand_name, f"{where}.brand_name", MAX_BRAND_NAME_CHARS)
+    if brand_logo_png is not None:
+        check_text(brand_logo_png, f"{where}.brand_logo_png", MAX_BRAND_LOGO_CHARS)
+        if not (_B64_RE.fullmatch(brand_logo_png) and brand_logo_png.startswith(_PNG_B64_PREFIX)):
+            raise ProtocolError("invalid_field", f"{where}.brand_logo_png must be a PNG image in base64")
 
 
 # --- the prompt as it travels ----------------------------------------------------------------
@@ -144,6 +205,14 @@ class PromptCopy:
     expires_at_ms: int
     on_no_user: str
     requested_by: str
+    # Optional (PROMPT_EXTRA_FIELDS); absent from bridges that predate them.
+    reason: str | None = None
+    ticket_id: str | None = None
+    ticket_url: str | None = None
+    grant_minutes: int | None = None
+    on_locked: str | None = None
+    brand_name: str | None = None
+    brand_logo_png: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.prompt_id, "prompt.prompt_id")
@@ -154,6 +223,11 @@ class PromptCopy:
         check_time(self.expires_at_ms, "prompt.expires_at_ms")
         check_choice(self.on_no_user, "prompt.on_no_user", NO_USER_POLICIES)
         check_text(self.requested_by, "prompt.requested_by", MAX_NAME_CHARS, empty_ok=True)
+        check_prompt_extras(**self.extras(), where="prompt")
+
+    def extras(self) -> dict[str, Any]:
+        """The optional fields by name (None where absent)."""
+        return {name: getattr(self, name) for name in PROMPT_EXTRA_FIELDS}
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> PromptCopy:
@@ -168,6 +242,13 @@ class PromptCopy:
             expires_at_ms=_need(value, "expires_at_ms", int, where),
             on_no_user=_need(value, "on_no_user", str, where),
             requested_by=_need(value, "requested_by", str, where),
+            reason=_opt(value, "reason", str, where),
+            ticket_id=_opt(value, "ticket_id", str, where),
+            ticket_url=_opt(value, "ticket_url", str, where),
+            grant_minutes=_opt(value, "grant_minutes", int, where),
+            on_locked=_opt(value, "on_locked", str, where),
+            brand_name=_opt(value, "brand_name", str, where),
+            brand_logo_png=_opt(value, "brand_logo_png", str, where),
         )
 
 
