@@ -65,7 +65,7 @@ class Created:
     # For an adoption (R6): SHA-256 of the runtime's copy as it holds it (``caisey.signing``),
     # which the endpoint's signatures cover; a create's own hash is derived from its fields.
     delivered_sha256: str | None = None
-    # Optional (``caisey.wire.PROMPT_EXTRA_FIELDS``, DESIGN §12): the technician's reason and
+    # Optional (``caisey.wire.PROMPT_EXTRA_FIELDS``, DESIGN §13): the technician's reason and
     # ticket, the approval window asked for, the locked-screen rule and the client's branding
     # the policy gave the prompt. Delivered with it and covered by its hash.
     reason: str | None = None

@@ -127,7 +127,7 @@ DECISIONS = ("approve", "deny")
 NO_USER_POLICIES = ("deny", "approve", "wait")
 REPORT_SCOPES = ("open", "history")
 RUNTIME_STATUSES = ("received", "acknowledged", "decided", "closed", "rejected")
-# Consent policies and evidence (DESIGN §12): what a prompt may carry beyond its text.
+# Consent policies and evidence (DESIGN §13): what a prompt may carry beyond its text.
 MAX_REASON_CHARS = 500
 MAX_TICKET_ID_CHARS = 64
 MAX_URL_CHARS = 500

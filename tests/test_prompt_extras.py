@@ -1,4 +1,4 @@
-"""The optional prompt fields (DESIGN §12): their shapes on the wire and their place in the hash."""
+"""The optional prompt fields (DESIGN §13): their shapes on the wire and their place in the hash."""
 
 from __future__ import annotations
 
