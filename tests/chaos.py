@@ -52,6 +52,7 @@ import aiohttp
 from caisey.clock import from_rfc3339
 from tests.agent_harness import _env, pid_alive
 from tests.bridge_hosts import LocalBridgeProcess
+from worker.shard_store import locate
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESENTER = Path(__file__).resolve().parent / "chaos_presenter.py"
@@ -118,10 +119,13 @@ class ChaosBridge(LocalBridgeProcess):
 
     def outbox(self, endpoint_id: str) -> list[tuple[str, str]] | None:
         """The actor's undelivered frames, read from its SQLite file (read-only)."""
-        path = self.data / "endpoints" / f"{endpoint_id}.sqlite3"
+        where = locate(self.data / "endpoints", endpoint_id)
+        if where is None:
+            return None
+        path, prefix = where
         try:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
-                return [(r[0], r[1]) for r in db.execute("SELECT prompt_id, kind FROM outbox")]
+                return [(r[0], r[1]) for r in db.execute(f"SELECT prompt_id, kind FROM {prefix}outbox")]
         except sqlite3.Error:
             return None
 

@@ -155,14 +155,16 @@ def test_the_local_host_answers_only_after_the_endpoint_file_is_synced(tmp_path:
         bridge = LocalBridge(tmp_path, secret_hash("admin-secret"))
         sync = RecordingSync()
         bridge.gate.close()
-        bridge.gate = OutputGate(sync)
+        bridge.gate = bridge.shards.gate = OutputGate(sync)
         headers = {TECHNICIAN_HEADER: "alice", ROLE_HEADER: "admin", "x-caisey-endpoint": "ep-1"}
         body = json.dumps({"endpoint_id": "ep-1", "label": "one"}).encode()
         call = asyncio.ensure_future(
             bridge.endpoint_call("ep-1", ApiRequest("POST", "/api/enrollments", headers, body))
         )
         await until(lambda: bool(sync.calls))
-        assert sync.calls[0] == f"{tmp_path / 'endpoints' / 'ep-1.sqlite3'}-wal"
+        # The endpoint's shard file (``worker.shard_store``), which holds its tables.
+        assert sync.calls[0] == bridge.endpoints["ep-1"].store.wal
+        assert sync.calls[0].startswith(str(tmp_path / "endpoints" / "shard-"))
         await asyncio.sleep(0.02)
         assert not call.done(), "the 201 left before the enrollment was on disk"
         sync.release.set()

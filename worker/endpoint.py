@@ -542,6 +542,11 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         self._event(event)
         return effects
 
+    def opened(self, now_ms: int) -> tuple[int | None, dict[str, Any] | None]:
+        """A host opened this actor with no agent connected (the local host's start): its alarm
+        and its whole fleet line, in one transaction (its rows read once, not per value)."""
+        return self._event(lambda: (self.next_alarm_ms(now_ms, False), self._fleet_summary(now_ms, False, force=True)))
+
     def agent_pinged(self, now_ms: int) -> None:
         """The host answered the agent's ``wire.PING_FRAME`` itself: proof of life, kept in
         memory as a steady heartbeat is (stored with the next event); nothing to do."""
@@ -1038,9 +1043,13 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         self._stats_housekeeping(now_ms)
         self._set_meta("housekeeping_due_ms", str(now_ms + self.config.housekeeping_every_ms))
 
-    def next_alarm_ms(self, now_ms: int, connected: bool, tallies: Row | None = None) -> int | None:
-        """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping)."""
-        work = self._work_alarm(now_ms, connected, tallies or self._tallies())
+    def next_alarm_ms(
+        self, now_ms: int, connected: bool, tallies: Row | None = None, work: int | None = None
+    ) -> int | None:
+        """min(next outbox attempt, next prompt moment, liveness deadline, housekeeping); ``work``
+        when the caller has just derived ``_work_alarm``."""
+        if work is None:
+            work = self._work_alarm(now_ms, connected, tallies or self._tallies())
         if not connected:
             return work
         last_seen = max(self._heard_ms or 0, int(self._meta("last_seen_ms") or now_ms))
@@ -1054,9 +1063,9 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
-        hooks = self.hooks_due_ms()
-        if hooks is not None:
-            candidates.append(hooks)
+        for due in (self.hooks_due_ms(), self.patterns_due_ms()):
+            if due is not None:
+                candidates.append(due)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1071,8 +1080,8 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         if self._in_event:
             self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
-        effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies)
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
+        effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies, work=self._work_alarm_ms)
         if effects.fleet_summary is None:
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 

@@ -1,17 +1,21 @@
 """The local host: ``caisey-bridge serve`` — the same actors on aiohttp and SQLite files.
 
-Layout of ``--data DIR``: ``fleet.sqlite3`` for the fleet index, ``endpoints/<id>.sqlite3``
-for each endpoint actor (one file per actor mirrors one Durable Object per endpoint, so
-the actor code and its transactions are the same on both hosts), ``admin-token`` (0600).
+Layout of ``--data DIR``: ``fleet.sqlite3`` for the fleet index, ``endpoints/shard-NN.sqlite3``
+for the endpoint actors — each endpoint in its own tables inside one of 256 shard files
+(``worker.shard_store``: the actor's SQL, transactions and migrations are those it runs alone
+in a Durable Object; only the files are shared, so thousands of endpoints cost at most 256 open files
+and their commits share a write-ahead log), ``admin-token`` (0600). A data directory from before
+shards keeps serving its ``endpoints/<id>.sqlite3`` files; new endpoints go to shards.
 
 Each callback is the same four steps around an actor: feed the event → perform the
 Effects' sends → close if asked → re-arm the actor's one timer; then push the fleet line.
 Alarms are rows, not timers: when an actor first opens (a background pass after start opens
 every one; a request or socket that gets there first opens it sooner) its next alarm is derived
 from its rows and armed, so one that fell due while the bridge was down fires at once.
-Endpoint files are opened through a ``StorePool`` bounded by the open-files limit, and commit
-through an ``OutputGate``: no frame or response leaves before the writes behind it are fsynced,
-and the commits that queue up meanwhile share one round of fsyncs (group commit).
+Endpoint files of the old layout are opened through a ``StorePool`` bounded by the open-files
+limit. Every endpoint write commits through an ``OutputGate``: no frame or response leaves
+before the writes behind it are fsynced, and the commits that queue up meanwhile share one
+round of fsyncs (group commit).
 
 Hardening (issue 11, SECURITY.md): the data directory is 0700 and every file in it 0600
 (the process umask is 077, so SQLite's -wal/-shm are born 0600); a group- or world-writable
@@ -59,6 +63,7 @@ from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, FleetIndex
 from worker.host import Effects, Entropy
 from worker.output_gate import OutputGate
+from worker.shard_store import EndpointTables, Shards
 from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
 from worker.webhook_sender import WebhookSender
 
@@ -98,10 +103,10 @@ def now_ms() -> int:
 class LocalEndpoint:
     """An endpoint actor with its sockets and its timer."""
 
-    def __init__(self, host: LocalBridge, endpoint_id: str, path: Path) -> None:
+    def __init__(self, host: LocalBridge, endpoint_id: str, store: PooledStore | EndpointTables) -> None:
         self.host = host
         self.endpoint_id = endpoint_id
-        self.store = PooledStore(path, host.stores, host.gate)
+        self.store = store
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
         self.sockets: list[web.WebSocketResponse] = []
         self.timer: asyncio.TimerHandle | None = None
@@ -196,9 +201,10 @@ class LocalBridge:
         self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.stores = StorePool(self._store_capacity)
         self.gate = OutputGate()  # endpoint files: group commit before any output
+        self.shards = Shards(data / "endpoints", self.gate)  # where endpoints live (``worker.shard_store``)
 
     def _store_capacity(self) -> int:
-        free = self._fd_limit - self.agent_sockets - FD_RESERVE
+        free = self._fd_limit - self.agent_sockets - FD_RESERVE - self.shards.count * FDS_PER_STORE
         return max(MIN_OPEN_STORES, free // FDS_PER_STORE)
 
     def push_fleet_line(self, summary: dict[str, Any]) -> None:
@@ -246,7 +252,16 @@ class LocalBridge:
             log.error("background task failed", exc_info=task.exception())
 
     def _path(self, endpoint_id: str) -> Path:
+        """An endpoint's own file: the layout before shards, still served where it exists."""
         return self.data / "endpoints" / f"{endpoint_id}.sqlite3"
+
+    def _store(self, endpoint_id: str, *, create: bool) -> PooledStore | EndpointTables | None:
+        """Where an endpoint's rows live: its own file if a data directory from before shards
+        has one, else its tables in its shard (made when ``create``)."""
+        legacy = self._path(endpoint_id)
+        if legacy.exists():
+            return PooledStore(legacy, self.stores, self.gate)
+        return self.shards.tables(endpoint_id, create=create)
 
     def endpoint(self, endpoint_id: str, *, create: bool = False) -> LocalEndpoint | None:
         """The actor for ``endpoint_id``; None when it was never registered (no file is made).
@@ -260,13 +275,14 @@ class LocalBridge:
         can be connected to an actor that was not open."""
         actor = self.endpoints.get(endpoint_id.lower())
         if actor is None:
-            if not ENDPOINT_ID_RE.fullmatch(endpoint_id) or not (create or self._path(endpoint_id).exists()):
+            store = self._store(endpoint_id, create=create) if ENDPOINT_ID_RE.fullmatch(endpoint_id) else None
+            if store is None:
                 return None
-            actor = LocalEndpoint(self, endpoint_id, self._path(endpoint_id))
+            actor = LocalEndpoint(self, endpoint_id, store)
             self.endpoints[endpoint_id.lower()] = actor
             now = now_ms()
-            actor.arm(actor.actor.next_alarm_ms(now, False))
-            summary = actor.actor._fleet_summary(now, False, force=True)
+            alarm_at, summary = actor.actor.opened(now)
+            actor.arm(alarm_at)
             if summary is not None:
                 self.push_fleet_line(summary)
         return actor
@@ -283,8 +299,14 @@ class LocalBridge:
         self.spawn(self._open_all())
 
     async def _open_all(self) -> None:
-        for i, path in enumerate(sorted((self.data / "endpoints").glob("*.sqlite3"))):
-            self.endpoint(path.stem)
+        legacy = [
+            path.stem for path in (self.data / "endpoints").glob("*.sqlite3") if not path.stem.startswith("shard-")
+        ]
+        # Shard files first, on threads: opening one after a kill -9 recovers its write-ahead
+        # log, which SQLite does without the GIL, while the loop keeps serving.
+        await self.shards.open_existing(asyncio.get_running_loop())
+        for i, endpoint_id in enumerate(sorted(legacy) + self.shards.endpoint_ids()):
+            self.endpoint(endpoint_id)
             if i % 32 == 31:
                 await asyncio.sleep(0)  # keep serving sockets and requests meanwhile
         self.flush_fleet()
@@ -301,6 +323,7 @@ class LocalBridge:
         self.flush_fleet()
         for actor in self.endpoints.values():
             actor.store.close()
+        self.shards.close()
         self.fleet_store.close()
         self.gate.close()
         await self.sender.close()
@@ -345,8 +368,11 @@ class LocalBridge:
     def _discard(self, actor: LocalEndpoint) -> None:
         """Close and delete the file of an actor that registered nothing."""
         actor.arm(None)
-        actor.store.close()
         self.endpoints.pop(actor.endpoint_id.lower(), None)
+        if isinstance(actor.store, EndpointTables):
+            actor.store.shard.drop(actor.store)
+            return
+        actor.store.close()
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{actor.store.path}{suffix}")

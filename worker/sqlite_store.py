@@ -25,11 +25,13 @@ def wal_path(path: Path | str) -> str:
 class SqliteStore:
     """``SqlStore`` over one SQLite file: WAL; durable at commit, or at the ``gate``'s next round."""
 
-    def __init__(self, path: Path | str, gate: OutputGate | None = None) -> None:
+    def __init__(self, path: Path | str, gate: OutputGate | None = None, cached_statements: int = 128) -> None:
         self.path = path
         self.gate = gate
         self.wal = wal_path(path)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, cached_statements=cached_statements
+        )
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL" if gate is not None else "PRAGMA synchronous=FULL")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.bridge_hosts import ROOT, LocalBridgeProcess, enroll, free_port
 from tests.security.conftest import PROMPT
+from worker.shard_store import locate
 
 
 def _mode(path: Path) -> int:
@@ -49,7 +50,9 @@ async def test_a_new_data_dir_and_every_file_in_it_are_private(tmp_path: Path) -
         files = {p.name for p in (tmp_path / "data").rglob("*")}
         # The files that hold prompt texts, technician names and token hashes, with their WAL and shm.
         assert {"fleet.sqlite3", "fleet.sqlite3-wal", "fleet.sqlite3-shm", "endpoints"} <= files, files
-        assert {"laptop-1.sqlite3", "laptop-1.sqlite3-wal", "laptop-1.sqlite3-shm"} <= files, files
+        shard = locate(tmp_path / "data" / "endpoints", "laptop-1")
+        assert shard is not None, files
+        assert {shard[0].name, f"{shard[0].name}-wal", f"{shard[0].name}-shm", "shards"} <= files, files
         assert _all_private(tmp_path / "data") == []
     finally:
         bridge.kill()
