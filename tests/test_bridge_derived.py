@@ -25,6 +25,7 @@ from sim.run import run_seed
 from worker.api import ROLE_HEADER, TECHNICIAN_HEADER, ApiRequest
 from worker.endpoint import EndpointBridge
 from worker.endpoint_schema import SCHEMA_VERSION
+from worker.fleet_line import PATTERNS_REFRESH_MS
 from worker.host import Entropy, Row
 from worker.sqlite_store import SqliteStore
 
@@ -61,6 +62,9 @@ def _fresh_alarm(actor: EndpointBridge, now_ms: int, connected: bool) -> int | N
         due = _one(actor, sql)
         if due is not None:
             candidates.append(int(due))
+    refreshed = actor._meta("patterns_at_ms")  # a statistics change the fleet line waits to show
+    if refreshed is not None and actor._meta("stats_rev") != actor._meta("patterns_rev"):
+        candidates.append(int(refreshed) + PATTERNS_REFRESH_MS)
     if actor.endpoint_id is not None:
         housekeeping = actor._meta("housekeeping_due_ms")
         candidates.append(int(housekeeping) if housekeeping else now_ms + actor.config.housekeeping_every_ms)
@@ -104,8 +108,10 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
         counts["view"] += 1
         return got
 
-    def checked_alarm(self: EndpointBridge, now_ms: int, connected: bool, tallies: Row | None = None) -> int | None:
-        got = alarm(self, now_ms, connected, tallies)
+    def checked_alarm(
+        self: EndpointBridge, now_ms: int, connected: bool, tallies: Row | None = None, work: int | None = None
+    ) -> int | None:
+        got = alarm(self, now_ms, connected, tallies, work=work)
         assert got == _fresh_alarm(self, now_ms, connected)
         counts["alarm"] += 1
         return got

@@ -126,3 +126,37 @@ def test_the_fleet_line_moves_with_outcomes_not_with_receipts() -> None:
     moment = local_moment(now, resolve("Asia/Tokyo"))
     assert patterns["cells"] == [[moment.weekday, moment.hour, 1, 0, 0, 0, 0]]
     assert patterns["answer_p95_ms"] == stats.bin_value_ms(stats.latency_bin(9_000))
+
+
+def test_the_fleet_lines_patterns_follow_outcomes_at_most_once_a_minute() -> None:
+    """The patterns summary costs a millisecond or more with a history: an outcome within a
+    minute of the last summary is taken up by the alarm at the minute, not by its own event."""
+    from caisey import wire
+    from worker.api import ROLE_HEADER, TECHNICIAN_HEADER
+    from worker.fleet_line import PATTERNS_REFRESH_MS
+
+    eid, now = "ep-throttle", 1_800_000_000_000
+    headers = {TECHNICIAN_HEADER: "admin", ROLE_HEADER: "admin", "x-caisey-endpoint": eid}
+    actor = EndpointBridge(SqliteStore(":memory:"), Entropy())
+    body = json.dumps({"endpoint_id": eid}).encode()
+    response, _ = actor.handle(ApiRequest("POST", "/api/enrollments", headers, body), now, False)
+    token = json.dumps({"enrollment_token": response.body["enrollment_token"]}).encode()
+    actor.handle(ApiRequest("POST", "/api/agent/enroll", {"x-caisey-endpoint": eid}, token), now, False)
+    actor.agent_opened(now)
+    actor.agent_frame(wire.encode(wire.Hello("h-1", eid, "test", now)), now)
+
+    def answered(at: int, n: int) -> Any:
+        create = json.dumps({"title": "Allow?", "action": "remote_control", "expires_in": 600}).encode()
+        _, effects = actor.handle(ApiRequest("POST", f"/api/endpoints/{eid}/prompts", headers, create), at, True)
+        deliver = next(m for m in map(wire.decode, effects.send) if isinstance(m, wire.PromptDeliver))
+        update = wire.PromptUpdate(f"u-{n}", deliver.prompt.prompt_id, "decided", "user", "approve", at + 1_000)
+        return actor.agent_frame(wire.encode(update), at + 1_000)
+
+    first = answered(now, 1)
+    assert first.fleet_summary is not None and first.fleet_summary["patterns"]["first"] == [1, 1]
+    second = answered(now + 5_000, 2)  # within the minute: no new summary yet, an alarm for it
+    assert second.fleet_summary is None or second.fleet_summary["patterns"]["first"] == [1, 1]
+    assert second.alarm_at_ms is not None and second.alarm_at_ms <= now + 1_000 + PATTERNS_REFRESH_MS
+    due = now + 1_000 + PATTERNS_REFRESH_MS
+    later = actor.alarm(due, True)
+    assert later.fleet_summary is not None and later.fleet_summary["patterns"]["first"] == [2, 2]

@@ -5,8 +5,9 @@ line from the rows (``_tallies``: the alarm's minimums, the open count and the l
 one statement) and pushes it only when it changed. Issue 14 adds, additively, the endpoint's
 ``time_zone`` and ``patterns``: the small summary of its statistics
 (``EndpointStatsOps._stats_summary``) that the fleet index aggregates for ``GET /api/patterns``
-without asking every endpoint on a read. The summary is computed only when the line is sent,
-and the line changes when the statistics did (``stats_rev``).
+without asking every endpoint on a read. The summary is recomputed when the statistics
+changed (``stats_rev``), at most once a minute (``_patterns``; the alarm takes up a change made
+inside the minute), and the line changes when it was.
 """
 
 from __future__ import annotations
@@ -68,16 +69,55 @@ class FleetLine:
             **self._record_fields(),
         }
         # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
+        patterns = self._patterns(now_ms)
         comparable = dict(
             summary,
             last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000,
             time_zone=self._meta("time_zone"),
-            stats_rev=self._meta("stats_rev"),
+            stats_rev=self._meta(PATTERNS_REV),
         )
         fingerprint = json.dumps(comparable, sort_keys=True)
         if not force and fingerprint == self._meta("fleet_fingerprint"):
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
         summary["time_zone"] = self._meta("time_zone")
-        summary["patterns"] = self._stats_summary(now_ms)
+        summary["patterns"] = json.loads(patterns)
         return summary
+
+    def _patterns(self, now_ms: int) -> str:
+        """The patterns summary (JSON) the line carries: recomputed when the statistics changed,
+        at most once per ``PATTERNS_REFRESH_MS``, else the stored one.
+
+        Computing it (the 90-day cells and the pattern search) costs a millisecond or more on
+        an endpoint with a history, and the statistics change with every final prompt: done
+        per event it was most of a round trip's CPU. A change inside the interval is taken up
+        by the alarm (``patterns_due_ms``), so the fleet view lags by at most the interval."""
+        stored = self._meta(PATTERNS_JSON)
+        rev = self._meta("stats_rev")
+        if stored is not None and rev == self._meta(PATTERNS_REV):
+            return stored
+        refreshed = self._meta(PATTERNS_AT)
+        if stored is not None and refreshed is not None and now_ms - int(refreshed) < PATTERNS_REFRESH_MS:
+            return stored
+        fresh = json.dumps(self._stats_summary(now_ms), separators=(",", ":"))
+        self._set_meta(PATTERNS_JSON, fresh)
+        self._set_meta(PATTERNS_REV, rev)
+        # An endpoint with no statistics yet costs nothing to summarise: its first outcome is
+        # summarised at once, not a minute after its enrollment.
+        self._set_meta(PATTERNS_AT, str(now_ms) if rev is not None else None)
+        return fresh
+
+    def patterns_due_ms(self) -> int | None:
+        """When a statistics change the line does not show yet will be taken up (alarm)."""
+        refreshed = self._meta(PATTERNS_AT)
+        if refreshed is None or self._meta("stats_rev") == self._meta(PATTERNS_REV):
+            return None
+        return int(refreshed) + PATTERNS_REFRESH_MS
+
+
+# The patterns summary the fleet line carries is recomputed at most this often (see _patterns).
+PATTERNS_REFRESH_MS = 60_000
+# meta keys: that summary as last computed, the statistics revision it reflects, and when.
+PATTERNS_JSON = "patterns_json"
+PATTERNS_REV = "patterns_rev"
+PATTERNS_AT = "patterns_at_ms"
