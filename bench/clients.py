@@ -32,6 +32,7 @@ import aiohttp
 
 from bench.harness import ADMIN_TOKEN, PROMPT_BODY, ROOT, proc_cpu_s, summary_ms
 from bench.simagent import Disk, Listener, SimAgent, Stats
+from caisey import wire
 
 
 class Tracker(Listener):
@@ -40,6 +41,9 @@ class Tracker(Listener):
     def __init__(self) -> None:
         self.receipt_at: dict[str, float] = {}
         self.decision_at: dict[str, float] = {}
+        # The simulated user's think time, per prompt: from delivery to the answer.
+        self.delivered_at: dict[str, float] = {}
+        self.answered_at: dict[str, float] = {}
         self.waiters: dict[str, asyncio.Future[float]] = {}
         self.ready_count = 0
 
@@ -48,6 +52,12 @@ class Tracker(Listener):
 
     def receipt_acked(self, agent: SimAgent, prompt_id: str, at: float) -> None:
         self.receipt_at.setdefault(prompt_id, at)
+
+    def delivered(self, agent: SimAgent, prompt: wire.PromptCopy, at: float) -> None:
+        self.delivered_at.setdefault(prompt.prompt_id, at)
+
+    def answered(self, agent: SimAgent, prompt_id: str, at: float) -> None:
+        self.answered_at.setdefault(prompt_id, at)
 
     def decision_acked(self, agent: SimAgent, prompt_id: str, at: float) -> None:
         self.decision_at.setdefault(prompt_id, at)
@@ -238,6 +248,13 @@ class ClientProcess:
             "converged_ats": decided if msg.get("with_times") else None,
             "ready_ats": [a.ready_at for a in self.agents] if msg.get("with_times") else None,
             "answered_ats": [r["answered_at"] for r in answered] if msg.get("with_times") else None,
+            # Per decided prompt: (delivered, the user answered, the bridge acked the decision).
+            "think": [
+                (self.tracker.delivered_at.get(pid), self.tracker.answered_at.get(pid), at)
+                for pid, at in self.tracker.decision_at.items()
+            ]
+            if msg.get("with_times")
+            else None,
         }
 
     async def op_verify(self, msg: dict[str, Any]) -> dict[str, Any]:

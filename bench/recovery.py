@@ -96,6 +96,27 @@ async def run(
             times = sorted(t - restarted_at for st in status for t in st[key])
             result[name] = {f"p{q}": round(percentile(times, q), 2) for q in (50, 90, 99, 100)}
         result["converged_after_restart_s"] = round(max(0.0, last - restarted_at), 3)
+        # The same without the simulated users' think time: for each prompt, the time from the
+        # restart to its decision's ack minus the part of it the user spent thinking (delivery
+        # to answer, counted from the restart). What is left is the bridge's and the agents'
+        # reconnecting, delivering and committing.
+        bridge_only, thinking = [], []
+        for st in status:
+            for delivered, answered, acked in st["think"]:
+                if delivered is None or answered is None or acked < restarted_at:
+                    continue
+                think = max(0.0, answered - max(delivered, restarted_at))
+                thinking.append(think)
+                bridge_only.append(max(0.0, acked - restarted_at - think))
+        if bridge_only:
+            ordered = sorted(bridge_only)
+            result["converged_bridge_only_s"] = round(ordered[-1], 3)
+            result["converged_bridge_only_percentiles_s"] = {
+                f"p{q}": round(percentile(ordered, q), 2) for q in (50, 90, 99, 100)
+            }
+            result["think_after_restart_s"] = {
+                f"p{q}": round(percentile(sorted(thinking), q), 2) for q in (50, 90, 100)
+            }
         result["converged_after_kill_s"] = round(last - killed_at, 3)
         result["creates_retried"] = sum(s["retried_creates"] for s in status)
         result["idempotent_repeats"] = sum(s["idempotent_repeats"] for s in status)

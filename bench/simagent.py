@@ -98,6 +98,9 @@ class Listener:
     def decision_acked(self, agent: SimAgent, prompt_id: str, at: float) -> None:
         """The bridge acked our decision: it committed it; the API shows it from now on."""
 
+    def answered(self, agent: SimAgent, prompt_id: str, at: float) -> None:
+        """The simulated user answered (after its think time); the update is queued next."""
+
     def disconnected(self, agent: SimAgent, at: float) -> None:
         """The socket closed (or never opened)."""
 
@@ -359,6 +362,7 @@ class SimAgent:
         if self.disk is not None:  # a decision is fsynced before it is reported
             self.disk.commit(prompt_id, decision)
         held.status, held.decision, held.decided_at_ms = "decided", decision, decided_at_ms
+        self.listener.answered(self, prompt_id, time.monotonic())
         if self.key is not None:
             message = answer_message(self.endpoint_id, held.copy, decision, "user", decided_at_ms)
             held.key_id, held.sig = self.key.key_id, b64encode(self.key.sign(message))
