@@ -545,7 +545,14 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
     def opened(self, now_ms: int) -> tuple[int | None, dict[str, Any] | None]:
         """A host opened this actor with no agent connected (the local host's start): its alarm
         and its whole fleet line, in one transaction (its rows read once, not per value)."""
-        return self._event(lambda: (self.next_alarm_ms(now_ms, False), self._fleet_summary(now_ms, False, force=True)))
+
+        def event() -> tuple[int | None, dict[str, Any] | None]:
+            tallies = self._tallies()
+            alarm_at = self.next_alarm_ms(now_ms, False, tallies)
+            return alarm_at, self._fleet_summary(now_ms, False, force=True, tallies=tallies)
+
+        result: tuple[int | None, dict[str, Any] | None] = self._event(event)
+        return result
 
     def agent_pinged(self, now_ms: int) -> None:
         """The host answered the agent's ``wire.PING_FRAME`` itself: proof of life, kept in
