@@ -124,3 +124,29 @@ def test_a_new_member_gets_exactly_the_schema_its_migrations_would_give(tmp_path
     assert got == expected
     assert tables.execute("SELECT value FROM meta WHERE key = 'schema_version'") == [{"value": str(SCHEMA_VERSION)}]
     shards.close()
+
+
+def test_a_shard_needed_while_the_start_opens_them_on_threads_is_opened_once(tmp_path: Path) -> None:
+    """After a restart agents reconnect while the shards are being opened on threads: one
+    needed first is waited for (being opened) or opened on the loop (not started yet), never
+    opened twice, and the background pass still finishes."""
+    first = Shards(tmp_path, None, count=8)
+    for i in range(40):
+        assert first.tables(f"ep-{i}", create=True) is not None
+    first.close()
+
+    async def scenario() -> None:
+        shards = Shards(tmp_path, None)
+        loop = asyncio.get_running_loop()
+        background = asyncio.ensure_future(shards.open_existing(loop))
+        await asyncio.sleep(0)  # the pass has submitted every file
+        early = [shards.tables(f"ep-{i}", create=False) for i in range(0, 40, 5)]
+        await background
+        assert all(t is not None for t in early)
+        assert len(shards._open) == 8 and not shards._opening
+        assert sorted(shards.endpoint_ids()) == sorted(f"ep-{i}" for i in range(40))
+        for tables in early:
+            assert tables is not None and tables.shard is shards._open[shard_of(tables.key, 8)]
+        shards.close()
+
+    asyncio.run(scenario())

@@ -93,6 +93,10 @@ MAX_CONNECTIONS_PER_ADDRESS = 128
 # KEEPALIVE_TIMEOUT_S (the console polls every few seconds and reuses its connection).
 HEADER_TIMEOUT_S = 10.0
 KEEPALIVE_TIMEOUT_S = 15.0
+# Connections the kernel queues until the loop accepts them. After a restart thousands of
+# agents connect at once; with aiohttp's default of 128 the kernel dropped their SYNs, and each
+# drop costs an agent a 1 s (then 3 s, 7 s) retransmit. Capped by net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 SERVER_HEADER = "caisey"  # not "Python/3.11 aiohttp/3.x": no versions for an attacker to match
 
 
@@ -636,7 +640,7 @@ def run(app: web.Application, host: str, port: int, guard: ConnectionGuard, acce
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
             while True:
                 await asyncio.sleep(3600)
         finally:

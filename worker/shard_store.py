@@ -30,7 +30,7 @@ import re
 import sqlite3
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -104,6 +104,11 @@ def rewrite(sql: str, prefix: str) -> str:
             _templates.clear()
         template = _templates[sql] = _template(sql)
     return template.replace(_MARK, prefix)
+
+
+def _index(path: Path) -> int:
+    """The shard number in a shard file's name."""
+    return int(path.stem.split("-")[1])
 
 
 def shard_of(endpoint_id: str, shards: int = SHARDS) -> int:
@@ -208,6 +213,7 @@ class Shards:
             recorded.write_text(f"{count}\n")
         self.count = count
         self._open: dict[int, Shard] = {}
+        self._opening: dict[int, Future[Shard]] = {}  # being opened on a thread (``open_existing``)
 
     def _file(self, index: int) -> Path:
         return self.directory / f"shard-{index:02d}.sqlite3"
@@ -215,7 +221,12 @@ class Shards:
     def shard(self, index: int) -> Shard:
         shard = self._open.get(index)
         if shard is None:
-            shard = self._open[index] = Shard(self._file(index), self.gate)
+            opening = self._opening.pop(index, None)
+            if opening is not None and not opening.cancel():
+                shard = opening.result()  # a thread is recovering it now: wait for that one
+            else:
+                shard = Shard(self._file(index), self.gate)  # not started yet: open it here
+            self._open[index] = shard
         return shard
 
     def tables(self, endpoint_id: str, *, create: bool) -> EndpointTables | None:
@@ -228,22 +239,27 @@ class Shards:
     async def open_existing(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open every existing shard file on worker threads (a few at a time): the first read
         of a file left by a kill -9 recovers its write-ahead log, and SQLite does that without
-        holding the GIL. A shard something needed sooner was opened on the loop already."""
-        paths = sorted(self.directory.glob(SHARD_GLOB))
+        holding the GIL, so the loop keeps accepting the agents that reconnect meanwhile."""
+        paths = [p for p in sorted(self.directory.glob(SHARD_GLOB)) if _index(p) not in self._open]
         with ThreadPoolExecutor(max_workers=OPEN_THREADS, thread_name_prefix="caisey-shard-open") as pool:
-            opened = await asyncio.gather(*(loop.run_in_executor(pool, Shard, path, self.gate) for path in paths))
-        for path, shard in zip(paths, opened, strict=True):
-            index = int(path.stem.split("-")[1])
-            if index in self._open:
-                shard.close()  # opened meanwhile by a request: that one is in use
-            else:
-                self._open[index] = shard
+            for path in paths:
+                self._opening[_index(path)] = pool.submit(Shard, path, self.gate)
+            pending = list(self._opening.items())
+            for index, future in pending:
+                try:
+                    shard = await asyncio.wrap_future(future, loop=loop)
+                except asyncio.CancelledError:
+                    if future.cancelled():
+                        continue  # ``shard`` needed it first and opened it on the loop
+                    raise
+                if self._opening.pop(index, None) is future:
+                    self._open[index] = shard
 
     def endpoint_ids(self) -> list[str]:
         """Every endpoint held in an existing shard file (opening those files)."""
         found: list[str] = []
         for path in sorted(self.directory.glob(SHARD_GLOB)):
-            index = int(path.stem.split("-")[1])
+            index = _index(path)
             found.extend(endpoint_id for endpoint_id, _ in self.shard(index).members.values())
         return found
 
