@@ -28,6 +28,14 @@ class FleetLine:
     _record_fields: Any
     endpoint_id: Any
 
+    _line_stale = False  # the fleet index may hold anything for this endpoint (``rewrite_next_line``)
+
+    def rewrite_next_line(self) -> None:
+        """The next event sends the fleet line even if unchanged here: a host that restarted
+        marked every endpoint offline in the fleet index, which this actor's fingerprint does
+        not know."""
+        self._line_stale = True
+
     def _tallies(self) -> Row:
         """What every event ends with, read from the rows in one statement: the alarm's minimums
         and the fleet line's open count and last outcome.
@@ -52,6 +60,7 @@ class FleetLine:
         endpoint_id = self.endpoint_id
         if endpoint_id is None:
             return None
+        force, self._line_stale = force or self._line_stale, False
         tallies = tallies or self._tallies()
         last_id = tallies["last_id"]
         last_seen = self._meta("last_seen_ms")

@@ -114,6 +114,7 @@ class LocalEndpoint:
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
         self.sockets: list[web.WebSocketResponse] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.started = False  # alarm armed and fleet line rewritten in this process
 
     @property
     def connected(self) -> bool:
@@ -267,7 +268,7 @@ class LocalBridge:
             return PooledStore(legacy, self.stores, self.gate)
         return self.shards.tables(endpoint_id, create=create)
 
-    def endpoint(self, endpoint_id: str, *, create: bool = False) -> LocalEndpoint | None:
+    def endpoint(self, endpoint_id: str, *, create: bool = False, for_agent: bool = False) -> LocalEndpoint | None:
         """The actor for ``endpoint_id``; None when it was never registered (no file is made).
 
         Actors are keyed by the id's lower case: on a case-insensitive file system "LAPTOP"
@@ -276,7 +277,10 @@ class LocalBridge:
 
         The first time an actor opens in this process it is started: its alarm is armed from
         its rows (a due one fires at once) and its fleet line is rewritten offline — no agent
-        can be connected to an actor that was not open."""
+        can be connected to an actor that was not open. ``for_agent``: its agent's socket is
+        about to be accepted, whose ``agent_opened`` arms the alarm and rewrites the line in its
+        own event (``start_for_agent``) — after a restart every agent reconnects, and starting
+        each actor first cost a second transaction per agent."""
         actor = self.endpoints.get(endpoint_id.lower())
         if actor is None:
             store = self._store(endpoint_id, create=create) if ENDPOINT_ID_RE.fullmatch(endpoint_id) else None
@@ -284,8 +288,9 @@ class LocalBridge:
                 return None
             actor = LocalEndpoint(self, endpoint_id, store)
             self.endpoints[endpoint_id.lower()] = actor
-            now = now_ms()
-            alarm_at, summary = actor.actor.opened(now)
+        if not actor.started and not for_agent:
+            actor.started = True
+            alarm_at, summary = actor.actor.opened(now_ms())
             actor.arm(alarm_at)
             if summary is not None:
                 self.push_fleet_line(summary)
@@ -415,7 +420,7 @@ class LocalBridge:
         secret = ApiRequest("GET", request.path, {k.lower(): v for k, v in request.headers.items()}).bearer()
         # The request alone first, then reads only (``worker.admission``), as on Cloudflare.
         refusal = admission.agent_secret_shape(secret)
-        actor = self.endpoint(endpoint_id) if refusal is None else None
+        actor = self.endpoint(endpoint_id, for_agent=True) if refusal is None else None
         if refusal is None:
             refusal = (
                 admission.agent_refusal(actor.actor.store, endpoint_id, secret)
@@ -446,6 +451,9 @@ class LocalBridge:
             for older in list(actor.sockets):
                 await older.close(code=4000, message=b"replaced by a newer connection")
             actor.sockets = [ws]
+            if not actor.started:  # its first event here: the line is rewritten whatever it held
+                actor.started = True
+                actor.actor.rewrite_next_line()
             await actor.perform(actor.actor.agent_opened(now_ms()))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT and msg.data == wire.PING_FRAME:
