@@ -20,6 +20,7 @@ from caisey.audit import verify_export
 from tests.bridge_hosts import BridgeUnderTest, Resp, ScriptedRuntime, of_type
 from tests.openapi_contract import conforms
 from tests.test_admin_scope import enroll_for, new_token
+from tests.workers_host import WorkersBridge
 
 LOGO = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 BASE = {"title": "Allow remote control?", "action": "remote_control"}
@@ -308,3 +309,39 @@ def _enrolled(endpoint_id: str, secret: str) -> Any:
     from tests.bridge_hosts import Enrolled
 
     return Enrolled(endpoint_id, secret)
+
+
+async def test_on_cloudflare_a_create_stays_at_three_invocations_and_a_change_applies_within_30_s() -> None:
+    """The Worker keeps each endpoint's effective policy for 30 s (``entry.POLICY_CACHE_MS``): a
+    create runs Python three times in steady state (Worker, endpoint object, its fleet line), and a
+    change made through another isolate reaches creates once the cached answer is 30 s old."""
+    bridge = WorkersBridge(heartbeat_ms=None)
+    module = bridge.harness.module
+    ep = uid("pol-cf")
+    await enroll_for(bridge, ep, uid("Initech"))
+    tech = await new_token(bridge)
+    prompts = f"/api/endpoints/{ep}/prompts"
+    body = BASE | {"expires_in": 60}
+
+    async def invocations_of_create(expect: int) -> int:
+        before = bridge.harness.python_invocations
+        r = await bridge.request("POST", prompts, token=tech, body=body)
+        assert r.status == expect, r.body
+        return int(bridge.harness.python_invocations - before)
+
+    await invocations_of_create(201)  # warms the token and policy caches
+    assert await invocations_of_create(201) == 3
+    # Another isolate sets require_reason: this one still holds the old answer (simulated by
+    # putting its cache back after the write, which through this isolate clears it).
+    held = dict(module._policy_cache)
+    r = await bridge.request(
+        "PUT", f"/api/endpoints/{ep}/policy", token=bridge.admin_token, body={"require_reason": True}
+    )
+    assert r.status == 200, r.body
+    module._policy_cache.update(held)
+    await invocations_of_create(201)  # within 30 s: the old policy
+    await bridge.advance(module.POLICY_CACHE_MS + 1_000)
+    await invocations_of_create(422)  # the cached answer is too old: asked again, and refused
+    # Through the isolate that made a change, it applies at once.
+    await bridge.request("DELETE", f"/api/endpoints/{ep}/policy", token=bridge.admin_token)
+    await invocations_of_create(201)

@@ -80,7 +80,7 @@ from worker.enrollment import EndpointRecord
 from worker.fleet_line import FleetLine
 from worker.hooks import Hooks
 from worker.host import Effects, Entropy, Row, SqlStore
-from worker.prompt_fields import MAX_EXPIRES_IN_S
+from worker.prompt_fields import MAX_EXPIRES_IN_S, retry_body
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
 
@@ -347,18 +347,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         old_id = self._existing(route)
         old = self._view(old_id, now_ms)
         body = req.json()
-        merged = {
-            "title": old.title,
-            "message": old.message,
-            "action": old.action,
-            "on_no_user": old.on_no_user,
-            "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
-            **policies.request_of(old),
-        }
-        merged.update({k: v for k, v in body.items() if k in merged or k in policies.RETRY_MAY_ADD})
-        if "expires_at" in body:
-            merged.pop("expires_in", None)
-        fields = policies.create_fields(merged, req, now_ms, self.config)
+        fields = policies.create_fields(retry_body(old, body), req, now_ms, self.config)
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
 
     def _existing(self, route: Route) -> str:

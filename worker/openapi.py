@@ -1707,9 +1707,9 @@ def _policy_operations() -> dict[str, dict[str, Any]]:
                 "get_endpoint_policy",
                 "technician",
                 "The endpoint's effective policy, each field with its source",
-                {200: _ok("Effective policy", _ref("EffectivePolicy"))},
+                {200: _ok("Effective policy", _ref("EffectivePolicy"), etag=True), 304: _NOT_MODIFIED},
                 errors={400: ["invalid_endpoint_id"], 404: ["unknown_endpoint"]},
-                parameters=[_param("eid")],
+                parameters=[_param("eid"), _param("ifNoneMatch")],
                 description="Resolved field by field: endpoint > site > client > deployment default. A scoped "
                 "technician sees only its clients' endpoints (else 404 as unknown).",
                 tag="policies",

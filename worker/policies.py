@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from caisey import text, wire
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
-from worker.api import ApiError, ApiRequest, ApiResponse, Route, client_problem
+from worker.api import ApiError, ApiRequest, ApiResponse, Route, client_problem, with_etag
 from worker.hooks import default_escalate_after_ms
 from worker.host import SqlStore
 from worker.prompt_fields import MAX_ESCALATE_AFTER_S, MIN_ESCALATE_AFTER_S, prompt_fields
@@ -298,18 +298,16 @@ class FleetPolicies:
             return ApiResponse(200, {"policies": [self._answer(k) for k in keys]})
         if route.op == "get_endpoint_policy":
             assert route.endpoint_id is not None
-            if self._endpoint(route.endpoint_id) is None:
+            row = self._endpoint(route.endpoint_id)
+            if row is None:
                 raise ApiError(404, "unknown_endpoint", f"endpoint {route.endpoint_id!r} is not registered")
-            row = self._endpoint(route.endpoint_id) or {}
-            return ApiResponse(
-                200,
-                {
-                    "endpoint_id": route.endpoint_id,
-                    "client": row.get("client"),
-                    "site": row.get("site"),
-                    "effective": self.effective(route.endpoint_id),
-                },
-            )
+            body = {
+                "endpoint_id": route.endpoint_id,
+                "client": row["client"],
+                "site": row["site"],
+                "effective": self.effective(route.endpoint_id),
+            }
+            return with_etag(req, body)  # the console polls it with the endpoint page
         key = self._key(route)
         if route.op.startswith("get_"):
             return ApiResponse(200, self._answer(key))
@@ -424,17 +422,3 @@ def create_fields(body: dict[str, Any], req: ApiRequest, now_ms: int, config: An
     fields = prompt_fields(with_defaults(body, policy), now_ms, config, default_escalate_after_ms(req))
     fields["extras"] = enforce(fields, request_extras(body), policy, now_ms)
     return fields
-
-
-# A retry keeps the old prompt's fields; its body may change these besides them.
-RETRY_MAY_ADD = ("expires_at", "escalate_after", "reason", "ticket")
-
-
-def request_of(view: Any) -> dict[str, Any]:
-    """An old prompt's reason and ticket, as a create body gives them (for a retry)."""
-    out: dict[str, Any] = {}
-    if "reason" in view.extras:
-        out["reason"] = view.extras["reason"]
-    if "ticket_id" in view.extras:
-        out["ticket"] = {"id": view.extras["ticket_id"], "url": view.extras.get("ticket_url")}
-    return out
