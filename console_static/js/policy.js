@@ -285,7 +285,7 @@ export function whyParts(p) {
     const safe = typeof url === "string" && /^https:\/\/[!-~]+$/.test(url);
     parts.push([
       "Ticket",
-      safe ? h("a", { href: url, rel: "noopener noreferrer", target: "_blank", id: "prompt-ticket-link" }, p.ticket.id) : url ? `${p.ticket.id} (${url})` : p.ticket.id,
+      safe ? h("a", { href: url, rel: "noopener noreferrer", target: "_blank", class: "ticket-link" }, p.ticket.id) : url ? `${p.ticket.id} (${url})` : p.ticket.id,
     ]);
   }
   return parts;
