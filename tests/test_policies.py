@@ -345,3 +345,27 @@ async def test_on_cloudflare_a_create_stays_at_three_invocations_and_a_change_ap
     # Through the isolate that made a change, it applies at once.
     await bridge.request("DELETE", f"/api/endpoints/{ep}/policy", token=bridge.admin_token)
     await invocations_of_create(201)
+
+
+async def test_the_policys_escalate_after_applies_to_a_create_that_gives_none(bridge: BridgeUnderTest) -> None:
+    ep = uid("pol-esc")
+    await enroll_for(bridge, ep, uid("Umbrella"))
+    r = await bridge.request("PUT", f"/api/endpoints/{ep}/policy", token=bridge.admin_token, body={"escalate_after": 5})
+    assert r.status == 200, r.body
+    prompts = f"/api/endpoints/{ep}/prompts"
+    by_policy = await bridge.request("POST", prompts, token=bridge.admin_token, body=BASE | {"expires_in": 120})
+    own = await bridge.request(
+        "POST", prompts, token=bridge.admin_token, body=BASE | {"expires_in": 120, "escalate_after": 600}
+    )
+    assert by_policy.status == own.status == 201, (by_policy.body, own.body)
+    escalated = None
+    for _ in range(40):
+        await bridge.advance(500)
+        view = (await bridge.request("GET", f"{prompts}/{by_policy.body['prompt_id']}", token=bridge.admin_token)).body
+        if view["escalated_at"] is not None:
+            escalated = view
+            break
+    assert escalated is not None, "the policy's escalate_after (5 s) did not escalate the prompt"
+    assert escalated["escalations"][0]["auto"] is True
+    mine = (await bridge.request("GET", f"{prompts}/{own.body['prompt_id']}", token=bridge.admin_token)).body
+    assert mine["escalated_at"] is None  # its own escalate_after (600 s) wins over the policy's
