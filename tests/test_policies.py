@@ -143,6 +143,16 @@ async def test_policy_resolution_enforcement_and_every_refusal(bridge: BridgeUnd
     assert {v["source"] for v in r.body["effective"].values()} == {"default"}
     assert r.body["effective"]["on_locked"]["value"] is None and r.body["effective"]["require_reason"]["value"] is False
 
+    # Moving an endpoint to another client changes its effective policy for the next create.
+    sibling_prompts = f"/api/endpoints/{sibling}/prompts"
+    violation(await bridge.request("POST", sibling_prompts, token=admin, body=BASE), "require_reason")
+    r = await bridge.request("PATCH", f"/api/endpoints/{sibling}", token=admin, body={"client": other_client})
+    assert r.status == 200, r.body
+    r = await bridge.request("GET", f"/api/endpoints/{sibling}/policy", token=admin)
+    assert r.body["effective"]["require_reason"] == {"value": False, "source": "default"}
+    r = await bridge.request("POST", sibling_prompts, token=admin, body=BASE)
+    assert r.status == 201 and r.body["brand_name"] is None, r.body
+
     # --- refusals on the policy routes ----------------------------------------------------------
     r = await bridge.request("GET", f"/api/endpoints/{foreign}/policy", token=tech)  # out of scope: as unknown
     unknown = await bridge.request("GET", f"/api/endpoints/{uid('nope')}/policy", token=admin)

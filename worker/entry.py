@@ -331,7 +331,10 @@ class _ObjectActors:
         return answer
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
-        return await call_object(endpoint_stub(self.env, endpoint_id), req)
+        answer = await call_object(endpoint_stub(self.env, endpoint_id), req)
+        if req.method == "PATCH":
+            _policy_cache.pop(endpoint_id, None)  # a move to another client or site: at once here
+        return answer
 
     async def send_webhook(self, send: dict[str, Any]) -> dict[str, Any]:
         return await fetch_webhook(send, allow_private_webhooks(self.env))

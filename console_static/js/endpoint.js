@@ -278,7 +278,8 @@ export class EndpointView {
       if (exc instanceof ApiError && exc.code !== "unknown_endpoint" && exc.status !== 401) return { error: exc, changed: true };
       throw exc;
     });
-    const [fleet, list, info] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT), details, this.policyCard.refresh()]);
+    const [fleet, list, info] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT), details]);
+    await this.policyCard.refresh(); // after: an unknown endpoint costs no third 404 (a 304 when unchanged)
     this.ctx.cache.fleet = fleet.body;
     this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
     setText(this.error, "");
