@@ -379,3 +379,10 @@ async def test_the_policys_escalate_after_applies_to_a_create_that_gives_none(br
     assert escalated["escalations"][0]["auto"] is True
     mine = (await bridge.request("GET", f"{prompts}/{own.body['prompt_id']}", token=bridge.admin_token)).body
     assert mine["escalated_at"] is None  # its own escalate_after (600 s) wins over the policy's
+    # A removed endpoint keeps its policy, readable as its prompts are; its actor refuses creates.
+    r = await bridge.request("DELETE", f"/api/endpoints/{ep}", token=bridge.admin_token)
+    assert r.status == 200, r.body
+    r = await bridge.request("GET", f"/api/endpoints/{ep}/policy", token=bridge.admin_token)
+    assert r.status == 200 and r.body["effective"]["escalate_after"] == {"value": 5, "source": "endpoint"}, r.body
+    r = await bridge.request("POST", prompts, token=bridge.admin_token, body=BASE)
+    assert r.status == 410 and r.body["error"]["code"] == "endpoint_removed", r.body

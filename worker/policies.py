@@ -246,9 +246,8 @@ class FleetPolicies:
         self.escalate_default = escalate_default  # () -> the fleet setting's ms, or None
 
     def _endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
-        rows = self.store.execute(
-            "SELECT client, site FROM endpoints WHERE endpoint_id = ? AND removed_at_ms IS NULL", (endpoint_id,)
-        )
+        # A removed endpoint keeps its policy, readable as its prompts are (its actor refuses creates).
+        rows = self.store.execute("SELECT client, site FROM endpoints WHERE endpoint_id = ?", (endpoint_id,))
         return dict(rows[0]) if rows else None
 
     def effective(self, endpoint_id: str) -> dict[str, dict[str, Any]]:
