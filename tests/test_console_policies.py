@@ -109,6 +109,9 @@ def test_admin_edits_policies_technician_sees_them_enforced_and_the_why(browser:
         expect(link).to_have_text("T-42")
         expect(link).to_have_attribute("href", "https://tickets.example/T-42")
         expect(techpage.locator("#prompt-facts")).to_contain_text("Acme IT")
+        created = techpage.locator("#timeline-rows tr[data-type=created]")
+        expect(created).to_contain_text(f"why: {HOSTILE}")  # the timeline too, as text
+        expect(created).to_contain_text("ticket T-42")
         shot(techpage, "policy-why")
         # Only an https URL becomes a link; anything else is shown as text.
         kinds = techpage.evaluate(
