@@ -87,7 +87,7 @@ export class EndpointView {
     f.reason = h("input", { id: "new-reason", name: "reason", type: "text", maxlength: "500", placeholder: "e.g. printer queue stuck" });
     f.reasonLabel = h("label", { for: "new-reason" }, "Reason");
     f.ticketId = h("input", { id: "new-ticket-id", name: "ticket_id", type: "text", maxlength: "64", placeholder: "optional" });
-    f.ticketUrl = h("input", { id: "new-ticket-url", name: "ticket_url", type: "url", maxlength: "500", pattern: "https://.+", placeholder: "https://… (optional)" });
+    f.ticketUrl = h("input", { id: "new-ticket-url", name: "ticket_url", type: "url", maxlength: "500", pattern: "https:\\/\\/.+", placeholder: "an https link (optional)", title: "an https link" });
     f.submit = h("button.primary", { type: "submit", id: "create-submit" }, "Create prompt");
     f.result = h("div.result", { id: "create-result", role: "status" });
     this.f = f;
