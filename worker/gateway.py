@@ -8,7 +8,8 @@ fleet index (for a route naming an endpoint, a scoped token is checked against t
 client there too: ``worker.scope``, the one place that rule is enforced) → find the endpoint
 a body names (enrollments; a new id is validated and claimed at the fleet index first:
 case-insensitively unique, within the endpoint quota, within a scoped caller's clients)
-→ forward.
+→ for a create or retry, the endpoint's effective consent policy from the fleet index, passed
+in an internal header (``worker.policies``) → forward.
 The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
 """
 
