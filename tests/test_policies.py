@@ -386,3 +386,22 @@ async def test_the_policys_escalate_after_applies_to_a_create_that_gives_none(br
     assert r.status == 200 and r.body["effective"]["escalate_after"] == {"value": 5, "source": "endpoint"}, r.body
     r = await bridge.request("POST", prompts, token=bridge.admin_token, body=BASE)
     assert r.status == 410 and r.body["error"]["code"] == "endpoint_removed", r.body
+
+
+def test_webhook_prompt_data_carries_the_reason_and_ticket() -> None:
+    """``prompt.*`` events (DESIGN §11) carry ``request_reason`` and ``ticket`` (issue 16), and
+    validate against the document's ``webhooks`` entries."""
+    from tests.openapi_contract import event_problem
+    from tests.test_hooks import Rig
+
+    rig = Rig()
+    rig.create(expires_in=600, reason="printer queue stuck", ticket={"id": "T-42", "url": "https://t.example/42"})
+    rig.create(expires_in=600)
+    rig.alarm()
+    created = [json.loads(s["body"])["data"] for s in rig.sends() if json.loads(s["body"])["type"] == "prompt.created"]
+    assert [(d["request_reason"], d["ticket"]) for d in created] == [
+        ("printer queue stuck", {"id": "T-42", "url": "https://t.example/42"}),
+        (None, None),
+    ]
+    for send in rig.sends():
+        assert event_problem(send["headers"], send["body"].encode()) is None
