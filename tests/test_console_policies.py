@@ -5,6 +5,9 @@ effective policy with where each value comes from; a technician sees the same ta
 control, a reason marked as required, the bridge's 422 for a create beyond the longest expiry,
 and a create with reason and ticket whose prompt page shows "Why: …" and the ticket as a link —
 text that looks like HTML stays text, and a ticket URL that is not https is never a link.
+
+Screenshots: ``docs/console-policy.png`` and ``docs/console-why.png``, written when missing or
+with ``CAISEY_UPDATE_SCREENSHOT=1``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import pytest
 from playwright import sync_api
 
 from tests import test_console
-from tests.test_console import ADMIN_TOKEN, Bridge, ConsoleLog, open_page, shot, sign_in
+from tests.test_console import ADMIN_TOKEN, ARTIFACTS, Bridge, ConsoleLog, open_page, shot, sign_in
+from tests.test_console_admin import publish
 
 expect = sync_api.expect
 pytestmark = [pytest.mark.slow]
@@ -82,6 +86,9 @@ def test_admin_edits_policies_technician_sees_them_enforced_and_the_why(browser:
         expect(admin.locator("#policy-result")).to_contain_text("expires_in_default must not exceed expires_in_max")
         assert bridge.ok("GET", f"/api/endpoints/{EID}/policy")["effective"]["expires_in_max"]["value"] == 300
         shot(admin, "policy-admin")
+        card = ARTIFACTS / "console-policy-card.png"
+        admin.locator("#policy-card").screenshot(path=str(card))
+        publish(card, "console-policy.png")
 
         # --- the technician: the same table, no editor, the policy enforced -------------------
         sign_in(techpage, bridge, tech, f"#/endpoint/{EID}")
@@ -112,7 +119,7 @@ def test_admin_edits_policies_technician_sees_them_enforced_and_the_why(browser:
         created = techpage.locator("#timeline-rows tr[data-type=created]")
         expect(created).to_contain_text(f"why: {HOSTILE}")  # the timeline too, as text
         expect(created).to_contain_text("ticket T-42")
-        shot(techpage, "policy-why")
+        publish(shot(techpage, "policy-why", full_page=False), "console-why.png")
         # Only an https URL becomes a link; anything else is shown as text.
         kinds = techpage.evaluate(
             """async () => {
