@@ -91,9 +91,14 @@ _token_cache: OrderedDict[str, tuple[str, str, list[str] | None, int]] = Ordered
 # (this Worker, the endpoint object, and that object's fleet line), not four. A policy change
 # (or a new fleet escalate_after default) reaches creates within 30 s — at once through the
 # isolate that made it, which drops its cache; at once on the local host, which has none.
+# An answer may hold its client's logo (up to ``wire.MAX_BRAND_LOGO_CHARS``, 16 KiB): the endpoints
+# of one client share one copy of it (``_logos``), and at most POLICY_CACHE_MAX answers are kept:
+# at worst (every endpoint of another client, each with a maximal logo) about 16 MiB of the
+# isolate's 128 MB, usually far less.
 POLICY_CACHE_MS = 30_000
-POLICY_CACHE_MAX = 4096
+POLICY_CACHE_MAX = 1024
 _policy_cache: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+_logos: dict[str, str] = {}
 
 
 def now_ms() -> int:
@@ -296,7 +301,13 @@ class _ObjectActors:
             return ApiResponse(200, {"policy": cached[0]})
         answer = await call_object(fleet_stub(self.env), req)
         if answer.status == 200 and isinstance(answer.body, dict) and isinstance(answer.body.get("policy"), dict):
-            _policy_cache[key] = (answer.body["policy"], now)
+            policy = answer.body["policy"]
+            logo = policy.get("brand_logo_png")
+            if isinstance(logo, str):
+                if len(_logos) >= 64 and logo not in _logos:
+                    _logos.clear()  # bounded; a dropped entry only costs a second copy
+                policy["brand_logo_png"] = _logos.setdefault(logo, logo)
+            _policy_cache[key] = (policy, now)
             _policy_cache.move_to_end(key)
             while len(_policy_cache) > POLICY_CACHE_MAX:
                 _policy_cache.popitem(last=False)
