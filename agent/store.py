@@ -201,6 +201,8 @@ def _prompt_to_json(prompt: PromptCopy) -> str:
             "expires_at_ms": prompt.expires_at_ms,
             "on_no_user": prompt.on_no_user,
             "requested_by": prompt.requested_by,
+            # The optional fields (DESIGN §13), as delivered: the signed prompt hash covers them.
+            **{name: value for name, value in prompt.extras().items() if value is not None},
         },
         ensure_ascii=False,
     )

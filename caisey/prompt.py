@@ -57,6 +57,7 @@ from caisey.facts import (
     fact_to_record,
     source_of,
 )
+from caisey.wire import PROMPT_EXTRA_FIELDS
 
 
 class State(enum.StrEnum):
@@ -151,6 +152,10 @@ class PromptView:
     # escalations (DESIGN §11): (at_ms, by, reason, note, auto), oldest first
     escalations: list[tuple[int, str, str, str | None, bool]] = field(default_factory=list)
     events: list[TimelineEvent] = field(default_factory=list)
+    # The Created fact's optional fields that are set (``wire.PROMPT_EXTRA_FIELDS``, DESIGN §13):
+    # the technician's reason and ticket, the window asked for, the policy's locked-screen rule
+    # and branding. The deliver frame carries exactly these.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -203,6 +208,17 @@ class PromptView:
                 {"at": to_rfc3339(at), "by": by, "reason": reason, "note": note, "auto": auto}
                 for at, by, reason, note, auto in self.escalations
             ],
+            # Issue 16 (additive; ``reason`` above is why a prompt is final, so the technician's
+            # reason for asking is ``request_reason``). The logo is on the fact, not repeated here.
+            "request_reason": self.extras.get("reason"),
+            "ticket": (
+                {"id": self.extras["ticket_id"], "url": self.extras.get("ticket_url")}
+                if "ticket_id" in self.extras
+                else None
+            ),
+            "grant_minutes": self.extras.get("grant_minutes"),
+            "on_locked": self.extras.get("on_locked"),
+            "brand_name": self.extras.get("brand_name"),
         }
         if self.late_decision is not None:
             late = self.late_decision
@@ -248,6 +264,7 @@ def _create(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     view.expires_at_ms = fact.expires_at_ms
     view.supersedes = fact.supersedes
     view.adopted = fact.adopted
+    view.extras = {name: getattr(fact, name) for name in PROMPT_EXTRA_FIELDS if getattr(fact, name) is not None}
 
 
 def _record_only(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:

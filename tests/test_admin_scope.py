@@ -99,6 +99,7 @@ ENDPOINT_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/api/endpoints/{eid}/prompts/{pid}/retry", {}),
     ("POST", "/api/endpoints/{eid}/prompts/{pid}/escalate", {"note": "scope check"}),
     ("GET", "/api/endpoints/{eid}/stats", None),
+    ("GET", "/api/endpoints/{eid}/policy", None),  # issue 16: the effective policy
 ]
 
 

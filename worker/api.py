@@ -159,12 +159,22 @@ class ApiResponse:
 class ApiError(Exception):
     """An answer the API gives on purpose: status, stable code, human message."""
 
-    def __init__(self, status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        *,
+        rule: str | None = None,  # 422 policy_violation: the policy field broken (DESIGN §13)
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message, self.extra = status, code, message, extra or {}
+        self.status, self.code, self.message, self.extra, self.rule = status, code, message, extra or {}, rule
 
     def response(self) -> ApiResponse:
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
+        if self.rule is not None:
+            body["error"]["rule"] = self.rule
         body.update(self.extra)
         return ApiResponse(self.status, body)
 
@@ -178,8 +188,11 @@ class Route:
     auth: str  # "admin", "technician", "agent_secret", "enrollment_token", "public"
     endpoint_id: str | None = None
     prompt_id: str | None = None
-    name: str | None = None
+    name: str | None = None  # a token's or webhook's name; a client's (policies)
+    site: str | None = None
 
+
+_SITE_POLICY = r"^/api/clients/(?P<client>[^/]+)/sites/(?P<site>[^/]+)/policy$"
 
 # Every route is documented in worker/openapi.py (operationId = op, x-caisey-auth = auth, the
 # path template with {eid}/{pid}/{name} for the named groups): tests/test_openapi.py fails
@@ -240,6 +253,17 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
     ("POST", re.compile(r"^/api/webhooks/(?P<name>[^/]+)/test$"), "fleet", "test_webhook", "admin"),
     ("GET", re.compile(r"^/api/settings$"), "fleet", "get_settings", "technician"),
     ("PUT", re.compile(r"^/api/settings$"), "fleet", "set_settings", "admin"),
+    # Issue 16: consent policies per client, site and endpoint (``worker.policies``, DESIGN §13).
+    ("GET", re.compile(r"^/api/policies$"), "fleet", "list_policies", "admin"),
+    ("GET", re.compile(r"^/api/clients/(?P<client>[^/]+)/policy$"), "fleet", "get_client_policy", "admin"),
+    ("PUT", re.compile(r"^/api/clients/(?P<client>[^/]+)/policy$"), "fleet", "put_client_policy", "admin"),
+    ("DELETE", re.compile(r"^/api/clients/(?P<client>[^/]+)/policy$"), "fleet", "delete_client_policy", "admin"),
+    ("GET", re.compile(_SITE_POLICY), "fleet", "get_site_policy", "admin"),
+    ("PUT", re.compile(_SITE_POLICY), "fleet", "put_site_policy", "admin"),
+    ("DELETE", re.compile(_SITE_POLICY), "fleet", "delete_site_policy", "admin"),
+    ("GET", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/policy$"), "fleet", "get_endpoint_policy", "technician"),
+    ("PUT", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/policy$"), "fleet", "put_endpoint_policy", "admin"),
+    ("DELETE", re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/policy$"), "fleet", "delete_endpoint_policy", "admin"),
 ]
 
 
@@ -257,7 +281,15 @@ def match(method: str, path: str) -> Route:
         eid = groups.get("eid")
         if eid is not None and not ENDPOINT_ID_RE.fullmatch(eid):
             raise ApiError(400, "invalid_endpoint_id", "endpoint ids are 1-64 letters, digits, '.', '_' or '-'")
-        return Route(actor, op, auth, endpoint_id=eid, prompt_id=groups.get("pid"), name=groups.get("name"))
+        return Route(
+            actor,
+            op,
+            auth,
+            endpoint_id=eid,
+            prompt_id=groups.get("pid"),
+            name=groups.get("name") or groups.get("client"),
+            site=groups.get("site"),
+        )
     if path_known:
         raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
     raise ApiError(404, "not_found", f"no such API path: {path[:200]}")
@@ -270,7 +302,9 @@ def route_for_actor(req: ApiRequest) -> Route:
     """Inside an actor: the route of a request the gateway forwarded."""
     route = match(req.method, req.path)
     if route.endpoint_id is None and req.header(ENDPOINT_HEADER):
-        route = Route(route.actor, route.op, route.auth, req.header(ENDPOINT_HEADER), route.prompt_id, route.name)
+        route = Route(
+            route.actor, route.op, route.auth, req.header(ENDPOINT_HEADER), route.prompt_id, route.name, route.site
+        )
     return route
 
 

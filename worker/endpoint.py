@@ -58,7 +58,7 @@ from caisey.facts import (
 from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
-from worker import adoption
+from worker import adoption, policies
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -78,9 +78,9 @@ from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.endpoint_stats import EndpointStatsOps
 from worker.enrollment import EndpointRecord
 from worker.fleet_line import FleetLine
-from worker.hooks import Hooks, default_escalate_after_ms
+from worker.hooks import Hooks
 from worker.host import Effects, Entropy, Row, SqlStore
-from worker.prompt_fields import MAX_EXPIRES_IN_S, prompt_fields
+from worker.prompt_fields import MAX_EXPIRES_IN_S, retry_body
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
 
@@ -333,7 +333,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
     ) -> ApiResponse:
         self._require_registered(route.endpoint_id)
         body = req.json()
-        fields = prompt_fields(body, now_ms, self.config, default_escalate_after_ms(req))
+        fields = policies.create_fields(body, req, now_ms, self.config)
         supersedes = body.get("supersedes")
         if supersedes is not None and (not _is_prompt_id(supersedes) or not self._known(supersedes)):
             raise ApiError(
@@ -347,17 +347,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         old_id = self._existing(route)
         old = self._view(old_id, now_ms)
         body = req.json()
-        merged = {
-            "title": old.title,
-            "message": old.message,
-            "action": old.action,
-            "on_no_user": old.on_no_user,
-            "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
-        }
-        merged.update({k: v for k, v in body.items() if k in merged or k in ("expires_at", "escalate_after")})
-        if "expires_at" in body:
-            merged.pop("expires_in", None)
-        fields = prompt_fields(merged, now_ms, self.config, default_escalate_after_ms(req))
+        fields = policies.create_fields(retry_body(old, body), req, now_ms, self.config)
         return self._create(req, now_ms, connected, effects, fields, old_id, ("retry", old_id, body))
 
     def _existing(self, route: Route) -> str:
@@ -408,6 +398,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             on_no_user=NoUserPolicy(fields["on_no_user"]),
             by=technician,
             supersedes=supersedes,
+            **fields["extras"],
         )
 
         def commit() -> list[str]:
@@ -466,6 +457,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             expires_at_ms=view.expires_at_ms,
             on_no_user=view.on_no_user,
             requested_by=view.created_by,
+            **view.extras,  # every optional field the Created fact set (DESIGN §13)
         )
         self._outbox_add(
             deliver_id, view.prompt_id, "deliver", wire.encode(wire.PromptDeliver(deliver_id, copy)), now_ms

@@ -46,6 +46,7 @@ from worker.api import API_SECURITY_HEADERS, MAX_BODY_BYTES, ApiError, ApiReques
 from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, SUMMARY_PATH, FleetIndex
 from worker.host import Effects, Entropy, Row, SqlValue
+from worker.policies import POLICY_PATH
 from worker.webhook_subscriptions import REPORT_PATH, TARGETS_PATH
 
 try:
@@ -85,6 +86,19 @@ DIGEST_EVERY_MS = 6 * 60_000
 TOKEN_CACHE_MS = 60_000
 TOKEN_CACHE_MAX = 1024  # oldest dropped first: an isolate's memory stays bounded
 _token_cache: OrderedDict[str, tuple[str, str, list[str] | None, int]] = OrderedDict()
+# Issue 16: each endpoint's effective policy (``worker.policies``), which every create needs, is
+# kept per isolate for POLICY_CACHE_MS, so a create in steady state is three Python invocations
+# (this Worker, the endpoint object, and that object's fleet line), not four. A policy change
+# (or a new fleet escalate_after default) reaches creates within 30 s — at once through the
+# isolate that made it, which drops its cache; at once on the local host, which has none.
+# An answer may hold its client's logo (up to ``wire.MAX_BRAND_LOGO_CHARS``, 16 KiB): the endpoints
+# of one client share one copy of it (``_logos``), and at most POLICY_CACHE_MAX answers are kept:
+# at worst (every endpoint of another client, each with a maximal logo) about 16 MiB of the
+# isolate's 128 MB, usually far less.
+POLICY_CACHE_MS = 30_000
+POLICY_CACHE_MAX = 1024
+_policy_cache: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+_logos: dict[str, str] = {}
 
 
 def now_ms() -> int:
@@ -268,9 +282,35 @@ class _ObjectActors:
     async def fleet(self, req: ApiRequest) -> ApiResponse:
         if req.path == AUTHENTICATE_PATH:
             return await self.authenticate(req)
+        if req.path == POLICY_PATH:
+            return await self.effective_policy(req)
         answer = await call_object(fleet_stub(self.env), req)
         if req.method == "DELETE" and answer.status == 200 and isinstance(answer.body, dict):
             forget_token_name(str(answer.body.get("name")))  # a revocation: at once in this isolate
+        if req.method in ("PUT", "DELETE") and (req.path.endswith("/policy") or req.path == "/api/settings"):
+            _policy_cache.clear()  # a policy change: at once in this isolate
+        return answer
+
+    async def effective_policy(self, req: ApiRequest) -> ApiResponse:
+        """The fleet object's answer for an endpoint's effective policy, from this isolate's
+        cache when it is younger than ``POLICY_CACHE_MS``."""
+        key = str(req.json().get("endpoint_id"))
+        now = now_ms()
+        cached = _policy_cache.get(key)
+        if cached is not None and now - cached[1] < POLICY_CACHE_MS:
+            return ApiResponse(200, {"policy": cached[0]})
+        answer = await call_object(fleet_stub(self.env), req)
+        if answer.status == 200 and isinstance(answer.body, dict) and isinstance(answer.body.get("policy"), dict):
+            policy = answer.body["policy"]
+            logo = policy.get("brand_logo_png")
+            if isinstance(logo, str):
+                if len(_logos) >= 64 and logo not in _logos:
+                    _logos.clear()  # bounded; a dropped entry only costs a second copy
+                policy["brand_logo_png"] = _logos.setdefault(logo, logo)
+            _policy_cache[key] = (policy, now)
+            _policy_cache.move_to_end(key)
+            while len(_policy_cache) > POLICY_CACHE_MAX:
+                _policy_cache.popitem(last=False)
         return answer
 
     async def authenticate(self, req: ApiRequest) -> ApiResponse:
@@ -302,7 +342,10 @@ class _ObjectActors:
         return answer
 
     async def endpoint(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
-        return await call_object(endpoint_stub(self.env, endpoint_id), req)
+        answer = await call_object(endpoint_stub(self.env, endpoint_id), req)
+        if req.method == "PATCH":
+            _policy_cache.pop(endpoint_id, None)  # a move to another client or site: at once here
+        return answer
 
     async def send_webhook(self, send: dict[str, Any]) -> dict[str, Any]:
         return await fetch_webhook(send, allow_private_webhooks(self.env))

@@ -30,6 +30,8 @@ from worker.credentials import same_secret, secret_hash
 from worker.endpoint_schema import migrate
 from worker.host import Entropy, SqlStore
 from worker.patterns import PATTERNS_MIGRATION, PatternsCache, patterns, store_summary
+from worker.policies import MIGRATION as POLICIES_MIGRATION
+from worker.policies import POLICY_PATH, FleetPolicies
 from worker.webhook_subscriptions import MIGRATION as WEBHOOKS_MIGRATION
 from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH, TARGETS_PATH, WebhookSubscriptions
 
@@ -86,6 +88,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # Issue 14: each endpoint's zone and statistics summary, for GET /api/patterns
     # (``worker.patterns``; idempotent, so it may take any number when merged).
     5: [*PATTERNS_MIGRATION],
+    # Issue 16: consent policies per client, site and endpoint (``worker.policies``).
+    6: POLICIES_MIGRATION,
 }
 
 
@@ -108,6 +112,7 @@ class FleetIndex:
         # every few minutes (issue 12): a line is then as old as its ``checked_at``.
         self.lines_are_current = False
         self.webhooks = WebhookSubscriptions(store, entropy)
+        self.policies = FleetPolicies(store, self.webhooks.default_escalate_after_ms)
         migrate(store, MIGRATIONS)
 
     def authenticate(self, token: str | None, need_role: str, now_ms: int = 0) -> tuple[str, str, list[str] | None]:
@@ -160,6 +165,8 @@ class FleetIndex:
                 return self.webhooks.report(req.json(), now_ms)
             if req.path == SETTINGS_PATH:
                 return ApiResponse(200, {"escalate_after_ms": self.webhooks.default_escalate_after_ms()})
+            if req.path == POLICY_PATH:
+                return self.policies.internal(req.json())
             return self.http(route_for_actor(req), req, now_ms)
         except ApiError as exc:
             return exc.response()
@@ -189,6 +196,8 @@ class FleetIndex:
                 return ApiResponse(200, self._limits())
             if route.op == "set_limits":
                 return self._set_limits(req)
+            if route.op in FleetPolicies.OPS:
+                return self.policies.http(route, req, now_ms, req.header(TECHNICIAN_HEADER) or ADMIN_NAME)
             if route.op in _WEBHOOK_OPS:
                 return _WEBHOOK_OPS[route.op](self.webhooks, route, req, now_ms)
             raise ApiError(404, "not_found", f"the fleet index has no operation {route.op!r}")

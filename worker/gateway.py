@@ -8,7 +8,8 @@ fleet index (for a route naming an endpoint, a scoped token is checked against t
 client there too: ``worker.scope``, the one place that rule is enforced) → find the endpoint
 a body names (enrollments; a new id is validated and claimed at the fleet index first:
 case-insensitively unique, within the endpoint quota, within a scoped caller's clients)
-→ forward.
+→ for a create or retry, the endpoint's effective consent policy from the fleet index, passed
+in an internal header (``worker.policies``) → forward.
 The agent's WebSocket upgrade is not dispatched here: each host accepts sockets its own way.
 """
 
@@ -34,7 +35,8 @@ from worker.api import (
 )
 from worker.fleet import AUTHENTICATE_PATH, CLAIM_PATH
 from worker.hooks import DEFAULT_ESCALATE_HEADER
-from worker.webhook_subscriptions import REPORT_PATH, SETTINGS_PATH
+from worker.policies import POLICY_HEADER, POLICY_PATH
+from worker.webhook_subscriptions import REPORT_PATH
 
 
 class Actors(Protocol):
@@ -109,11 +111,19 @@ async def dispatch(req: ApiRequest, actors: Actors) -> ApiResponse:
         if route.op == "test_webhook":
             return await _test_webhook(req, actors)
         if route.op in ("create_prompt", "retry_prompt"):
-            # The fleet default escalate_after (DESIGN §11) for a create that gives none.
-            settings = await actors.fleet(ApiRequest("GET", SETTINGS_PATH))
-            default = settings.body.get("escalate_after_ms") if isinstance(settings.body, dict) else None
-            if isinstance(default, int):
-                req.headers[DEFAULT_ESCALATE_HEADER] = str(default)
+            # The endpoint's effective policy (DESIGN §13), its escalate_after being the fleet
+            # default (DESIGN §11) unless a level sets one. Without it no create goes through:
+            # a policy that could not be read must not be skipped.
+            answer = await actors.fleet(
+                ApiRequest("POST", POLICY_PATH, body=json.dumps({"endpoint_id": endpoint_id}).encode())
+            )
+            policy = answer.body.get("policy") if answer.status == 200 and isinstance(answer.body, dict) else None
+            if not isinstance(policy, dict):
+                raise ApiError(503, "policy_unavailable", "the endpoint's policy could not be read; try again")
+            req.headers[POLICY_HEADER] = json.dumps(policy, separators=(",", ":"))
+            escalate = policy.get("escalate_after")
+            if isinstance(escalate, int | float) and not isinstance(escalate, bool):
+                req.headers[DEFAULT_ESCALATE_HEADER] = str(int(escalate * 1000))
         if route.actor == "fleet":
             return await actors.fleet(req)
         assert endpoint_id is not None

@@ -43,6 +43,8 @@ from worker.endpoint_stats import WEEKS_OF_P95, WINDOWS_DAYS
 from worker.fleet import MAX_ENDPOINTS_CEILING, RESERVED_NAMES, ROLES
 from worker.hooks import MAX_ESCALATIONS, MAX_NOTE_CHARS
 from worker.patterns import FINDINGS_DEFAULT, FINDINGS_MAX, MAX_FILTER_CHARS, RANKING_DEFAULT, RANKING_MAX
+from worker.policies import MAX_EXPIRES_IN_S as MAX_POLICY_S
+from worker.policies import MIN_EXPIRES_IN_S as MIN_POLICY_S
 from worker.prompt_fields import MAX_ESCALATE_AFTER_S, MIN_ESCALATE_AFTER_S
 from worker.scope import MAX_TOKEN_CLIENTS
 from worker.webhook_subscriptions import WEBHOOK_ID_RE
@@ -182,6 +184,7 @@ _STATUS_WORDS = {
     422: "Unprocessable",
     426: "Upgrade required",
     429: "Too many (`too_many_connections`: the local host, per remote address)",
+    503: "Unavailable, try again",
 }
 
 
@@ -306,6 +309,14 @@ def _prompt_properties() -> dict[str, Any]:
             "$ref": "#/components/schemas/Time",
             "description": "only when the endpoint was removed (`DELETE /api/endpoints/{eid}`): when",
         },
+        # Issue 16 (DESIGN §13): on the Created fact, the deliver frame and the signed prompt hash.
+        "request_reason": _null(_str("the technician's reason for asking (the create's `reason`)")),
+        "ticket": _null(_obj({"id": _str(maxLength=wire.MAX_TICKET_ID_CHARS), "url": _null(_str(format="uri"))})),
+        "grant_minutes": _null(
+            {"type": "integer", "minimum": 1, "maximum": wire.MAX_GRANT_MINUTES, "description": "window asked for"}
+        ),
+        "on_locked": _null(_str("the policy's locked-screen rule", enum=list(wire.LOCKED_RULES))),
+        "brand_name": _null(_str("the client's branding (policy); its logo is on the Created fact")),
     }
 
 
@@ -360,6 +371,24 @@ def _prompt_fields(*, create: bool) -> dict[str, Any]:
             }
         ),
     }
+    properties["reason"] = _null(
+        _str(
+            "why the technician asks (one line, no control character); required when the endpoint's policy "
+            "says `require_reason` (else 422 `policy_violation`, rule `require_reason`)",
+            minLength=1,
+            maxLength=wire.MAX_REASON_CHARS,
+            pattern=ONE_LINE_PATTERN,
+        )
+    )
+    properties["ticket"] = _null(
+        _obj(
+            {
+                "id": _str(minLength=1, maxLength=wire.MAX_TICKET_ID_CHARS, pattern=ONE_LINE_PATTERN),
+                "url": _null(_str("https only", maxLength=wire.MAX_URL_CHARS, pattern="^https://[!-~]+$")),
+            },
+            optional=("url",),
+        )
+    )
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
@@ -468,7 +497,9 @@ def _schemas() -> dict[str, Any]:
                     {
                         "code": _str("stable, for programs"),
                         "message": _str("for people"),
-                    }
+                        "rule": _str("`policy_violation` only: the policy field the request broke (DESIGN §13)"),
+                    },
+                    optional=("rule",),
                 )
             }
         ),
@@ -790,8 +821,9 @@ def _operations() -> dict[str, dict[str, Any]]:
     bad_eid = {400: ["invalid_endpoint_id"]}
     prompt_errors = {
         400: ["malformed_json", "invalid_field", "field_too_long", "invalid_expiry", "invalid_idempotency_key"],
-        422: ["idempotency_key_reused"],
+        422: ["idempotency_key_reused", "policy_violation"],
         429: ["too_many_open_prompts"],
+        503: ["policy_unavailable"],
     }
     prompt_created = {
         201: _ok("The prompt, committed and queued for delivery", _ref("Prompt")),
@@ -1159,6 +1191,7 @@ def _operations() -> dict[str, dict[str, Any]]:
     }
     paths.update(_stats_operations())
     paths.update(_webhook_operations())
+    paths.update(_policy_operations())
     return paths
 
 
@@ -1589,9 +1622,154 @@ def _stats_operations() -> dict[str, dict[str, Any]]:
     }
 
 
+# --- consent policies (issue 16: worker/policies.py, DESIGN §13) ----------------------------------
+
+
+def _policy_schemas() -> dict[str, Any]:
+    seconds = {"type": "integer", "minimum": MIN_POLICY_S, "maximum": MAX_POLICY_S}
+    escalate = {"type": "integer", "minimum": MIN_ESCALATE_AFTER_S, "maximum": MAX_ESCALATE_AFTER_S}
+    no_user = _str(enum=list(wire.NO_USER_POLICIES))
+    fields = {
+        "expires_in_default": {**seconds, "description": "seconds, for a create giving no expiry"},
+        "expires_in_max": {**seconds, "description": "seconds; a longer create → 422 rule `expires_in_max`"},
+        "on_no_user_allowed": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": no_user,
+            "description": "another → 422 rule `on_no_user_allowed`",
+        },
+        "on_no_user_default": no_user,
+        "escalate_after": {**escalate, "description": "seconds, for a create giving none"},
+        "require_reason": {"type": "boolean", "description": "a create without `reason` → 422 rule `require_reason`"},
+        "on_locked": _str("while the screen is locked: wait, or answer as with no user", enum=list(wire.LOCKED_RULES)),
+        "brand_name": _str(
+            "per client only", minLength=1, maxLength=wire.MAX_BRAND_NAME_CHARS, pattern=ONE_LINE_PATTERN
+        ),
+        "brand_logo_png": _str("per client only: a PNG, base64", maxLength=wire.MAX_BRAND_LOGO_CHARS),
+    }
+    body = {
+        "type": "object",
+        "properties": {k: _null(v) for k, v in fields.items()},
+        "additionalProperties": False,
+        "description": "The fields this level sets (replacing what it set before); null or left out: inherited. "
+        "An unknown field → 400 `unknown_field`; a bad value → 400 `invalid_field`.",
+    }
+    stored = {**body, "properties": fields, "description": "the fields this level sets"}
+    effective_field = _obj(
+        {
+            "value": {"description": "the effective value (null: not set anywhere, the agent decides)"},
+            "source": _str(enum=["endpoint", "site", "client", "default"]),
+            "note": _str("when the value was adjusted: levels that disagree"),
+        },
+        optional=("note",),
+    )
+    return {
+        "PolicyBody": body,
+        "PolicyLevel": _obj(
+            {
+                "level": _str(enum=["client", "site", "endpoint"]),
+                "client": _CLIENT_OR_NULL,
+                "site": _CLIENT_OR_NULL,
+                "endpoint_id": _null(_str(pattern=ENDPOINT_ID_PATTERN)),
+                "policy": stored,
+                "updated_at": _TIME_OR_NULL,
+                "updated_by": _null(_str()),
+            }
+        ),
+        "PolicyList": _obj({"policies": {"type": "array", "items": _ref("PolicyLevel")}}),
+        "EffectivePolicy": _obj(
+            {
+                "endpoint_id": _str(pattern=ENDPOINT_ID_PATTERN),
+                "client": _CLIENT_OR_NULL,
+                "site": _CLIENT_OR_NULL,
+                "effective": _obj({k: effective_field for k in fields}),
+            }
+        ),
+    }
+
+
+def _policy_operations() -> dict[str, dict[str, Any]]:
+    level = _ref("PolicyLevel")
+    bad = ["malformed_json", "unknown_field", "invalid_field", "field_too_long"]
+    paths: dict[str, dict[str, Any]] = {
+        "/api/policies": {
+            "get": _op(
+                "list_policies",
+                "admin",
+                "Every policy level that is set",
+                {200: _ok("The levels", _ref("PolicyList"))},
+                tag="policies",
+            )
+        },
+        "/api/endpoints/{eid}/policy": {
+            "get": _op(
+                "get_endpoint_policy",
+                "technician",
+                "The endpoint's effective policy, each field with its source",
+                {200: _ok("Effective policy", _ref("EffectivePolicy"), etag=True), 304: _NOT_MODIFIED},
+                errors={400: ["invalid_endpoint_id"], 404: ["unknown_endpoint"]},
+                parameters=[_param("eid"), _param("ifNoneMatch")],
+                description="Resolved field by field: endpoint > site > client > deployment default. A scoped "
+                "technician sees only its clients' endpoints (else 404 as unknown).",
+                tag="policies",
+            ),
+        },
+    }
+    levels = {
+        "client": ("/api/clients/{client}/policy", [_param("clientName")], {400: ["invalid_field"]}),
+        "site": (
+            "/api/clients/{client}/sites/{site}/policy",
+            [_param("clientName"), _param("siteName")],
+            {400: ["invalid_field"]},
+        ),
+        "endpoint": (
+            "/api/endpoints/{eid}/policy",
+            [_param("eid")],
+            {400: ["invalid_endpoint_id"], 404: ["unknown_endpoint"]},
+        ),
+    }
+    for name, (path, params, errors) in levels.items():
+        ops = paths.setdefault(path, {})
+        if name != "endpoint":
+            ops["get"] = _op(
+                f"get_{name}_policy",
+                "admin",
+                f"The {name}'s policy as set",
+                {200: _ok("The level", level)},
+                errors=errors,
+                parameters=params,
+                tag="policies",
+            )
+        ops["put"] = _op(
+            f"put_{name}_policy",
+            "admin",
+            f"Set the {name}'s policy",
+            {200: _ok("The level, as stored", level)},
+            errors={**errors, 400: [*errors.get(400, []), *bad]},
+            parameters=params,
+            body=_policy_schemas()["PolicyBody"],  # inline: the property tests draw from its fields
+            body_required=False,  # no body: as {}, the level sets nothing
+            description="Replaces the fields this level sets. On Cloudflare a change reaches creates within "
+            "30 s (at once on the local host).",
+            tag="policies",
+        )
+        ops["delete"] = _op(
+            f"delete_{name}_policy",
+            "admin",
+            f"Clear the {name}'s policy",
+            {200: _ok("The level, now empty", level)},
+            errors={**errors, 404: [*errors.get(404, []), "unknown_policy"]},
+            parameters=params,
+            tag="policies",
+        )
+    return paths
+
+
 def _components() -> dict[str, Any]:
     schemas = _schemas()
     schemas.update(_stats_schemas())
+    schemas.update(_policy_schemas())
     schemas["ClientName"] = _str(f"a client or site name: {CLIENT_RULE}; compared without case", pattern=CLIENT_PATTERN)
     schemas["EndpointId"] = _str(
         "1-64 ASCII letters, digits, '.', '_', '-'; compared without case; never a Windows device name",
@@ -1660,6 +1838,20 @@ def _components() -> dict[str, Any]:
                 "in": "query",
                 "required": False,
                 "description": "only endpoints at this site, compared without case (bad → 400 `invalid_query`)",
+                "schema": _str(pattern=CLIENT_PATTERN),
+            },
+            "clientName": {
+                "name": "client",
+                "in": "path",
+                "required": True,
+                "description": "a client name, percent-encoded; compared without case (bad → 400 `invalid_field`)",
+                "schema": _str(pattern=CLIENT_PATTERN),
+            },
+            "siteName": {
+                "name": "site",
+                "in": "path",
+                "required": True,
+                "description": "a site name of that client, percent-encoded (bad → 400 `invalid_field`)",
                 "schema": _str(pattern=CLIENT_PATTERN),
             },
             "includeRemoved": {
@@ -1736,6 +1928,7 @@ def _document() -> dict[str, Any]:
             {"name": "tokens"},
             {"name": "limits"},
             {"name": "webhooks", "description": "subscriptions, the events they receive, escalation settings"},
+            {"name": "policies", "description": "consent policies per client, site and endpoint (DESIGN §13)"},
             {"name": "meta"},
         ],
         "paths": _operations(),

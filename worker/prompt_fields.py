@@ -98,3 +98,27 @@ def prompt_fields(
         "on_no_user": policy,
         "expires_at_ms": expires_at_ms,
     }
+
+
+def retry_body(old: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """A retry's create body: the old prompt's fields (``old``, its view; ``expires_in`` as its
+    lifetime; its reason and ticket, DESIGN §13), overridden by the retry's ``body``."""
+    merged: dict[str, Any] = {
+        "title": old.title,
+        "message": old.message,
+        "action": old.action,
+        "on_no_user": old.on_no_user,
+        "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
+    }
+    if "reason" in old.extras:
+        merged["reason"] = old.extras["reason"]
+    if "ticket_id" in old.extras:
+        merged["ticket"] = {"id": old.extras["ticket_id"], "url": old.extras.get("ticket_url")}
+    merged.update({k: v for k, v in body.items() if k in merged or k in RETRY_MAY_ADD})
+    if "expires_at" in body:
+        merged.pop("expires_in", None)
+    return merged
+
+
+# Besides the old prompt's fields, what a retry's body may set.
+RETRY_MAY_ADD = ("expires_at", "escalate_after", "reason", "ticket")

@@ -55,6 +55,9 @@ PROMPT_DATA_FIELDS = (
     "superseded_by",
     "final_at",
     "escalated_at",
+    # Issue 16: the technician's reason and ticket (DESIGN §13).
+    "request_reason",
+    "ticket",
 )
 
 SECRET_PREFIX = "whsec_"

@@ -359,6 +359,8 @@ export function describeEvent(e, now = Date.now()) {
         ? `Recovered from the endpoint's copy: "${d.title}"`
         : `Created by ${d.by}: "${d.title}" (${d.action}; expires ${ms(d.expires_at_ms)}; if no user: ${d.on_no_user})`;
       if (d.supersedes) what += ` — replaces ${d.supersedes}`;
+      if (d.reason) what += ` — why: ${d.reason}`; // issue 16: the technician's reason and ticket
+      if (d.ticket_id) what += ` — ticket ${d.ticket_id}`;
       break;
     case "delivery_attempted":
       what = `Delivery attempt ${d.attempt}` + (d.next_attempt_at_ms ? ` (next try ${ms(d.next_attempt_at_ms)} if no receipt)` : "");

@@ -8,6 +8,7 @@ import { describeAuditExport, describeKeys, describePrompt, fmtAgo, fmtTime, onl
 import { cancelPrompt, cancellable, createPrompt, promptHref, reissuePrompt } from "./actions.js";
 import { patternsPanel } from "./patterns.js";
 import { EndpointAdminBox } from "./admin.js";
+import { PolicyCard } from "./policy.js";
 
 export const LIST_LIMIT = 200; // the bridge's maximum page; patterns use the same prompts
 
@@ -33,6 +34,8 @@ export class EndpointView {
     this.keysCard = this.buildKeys();
     // Admin actions are built for admins only: a technician's page has none (issue 17).
     this.adminBox = ctx.me?.role === "admin" ? new EndpointAdminBox(ctx, eid) : null;
+    // The effective consent policy (issue 16); its editor is built for admins only.
+    this.policyCard = new PolicyCard(ctx, eid, (effective) => this.applyPolicy(effective));
 
     this.el = h(
       "section.view.endpoint",
@@ -55,6 +58,7 @@ export class EndpointView {
           "div.col-side",
           null,
           h("section.card", { "aria-labelledby": "create-h" }, h("h2", { id: "create-h" }, "New prompt"), this.form),
+          this.policyCard.el,
           this.keysCard,
           this.adminBox?.el,
           h("section.card", { "aria-labelledby": "patterns-h" }, h("h2", { id: "patterns-h" }, "Patterns"), this.patterns),
@@ -79,6 +83,11 @@ export class EndpointView {
     );
     const radio = (value, label, checked) =>
       h("label.radio", null, h("input", { type: "radio", name: "on_no_user", value, checked }), ` ${label}`);
+    // Why the technician asks, and the ticket (issue 16): shown to the user, signed, audited.
+    f.reason = h("input", { id: "new-reason", name: "reason", type: "text", maxlength: "500", placeholder: "e.g. printer queue stuck" });
+    f.reasonLabel = h("label", { for: "new-reason" }, "Reason");
+    f.ticketId = h("input", { id: "new-ticket-id", name: "ticket_id", type: "text", maxlength: "64", placeholder: "optional" });
+    f.ticketUrl = h("input", { id: "new-ticket-url", name: "ticket_url", type: "url", maxlength: "500", pattern: "https:\\/\\/.+", placeholder: "an https link (optional)", title: "an https link" });
     f.submit = h("button.primary", { type: "submit", id: "create-submit" }, "Create prompt");
     f.result = h("div.result", { id: "create-result", role: "status" });
     this.f = f;
@@ -88,6 +97,9 @@ export class EndpointView {
       fieldRow("new-title", "Title", f.title),
       fieldRow("new-message", "Message", f.message),
       fieldRow("new-action", "Action", f.action),
+      h("div.field", null, f.reasonLabel, f.reason),
+      fieldRow("new-ticket-id", "Ticket", f.ticketId),
+      fieldRow("new-ticket-url", "Ticket link", f.ticketUrl),
       h(
         "datalist",
         { id: "action-options" },
@@ -223,6 +235,8 @@ export class EndpointView {
       expires_in: Math.round(Number(f.expiresIn.value) * UNITS[f.unit.value]),
       on_no_user: form.querySelector("input[name=on_no_user]:checked").value,
     };
+    if (f.reason.value.trim()) body.reason = f.reason.value.trim();
+    if (f.ticketId.value.trim()) body.ticket = { id: f.ticketId.value.trim(), ...(f.ticketUrl.value.trim() ? { url: f.ticketUrl.value.trim() } : {}) };
     f.submit.disabled = true;
     try {
       const p = await createPrompt(this.ctx, this.eid, body, (r) => showResult(f.result, r));
@@ -231,6 +245,22 @@ export class EndpointView {
       f.submit.disabled = false;
     }
     this.ctx.refreshSoon();
+  }
+
+  /** The effective policy (issue 16): a required reason is marked; no-user choices it forbids are disabled. */
+  applyPolicy(effective) {
+    const f = this.f;
+    const required = Boolean(effective.require_reason?.value);
+    f.reason.required = required;
+    setText(f.reasonLabel, required ? "Reason (required by policy)" : "Reason");
+    const allowed = effective.on_no_user_allowed?.value || ["deny", "approve", "wait"];
+    const radios = [...this.form.querySelectorAll("input[name=on_no_user]")];
+    for (const r of radios) r.disabled = !allowed.includes(r.value);
+    const checked = radios.find((r) => r.checked);
+    if (!checked || checked.disabled) {
+      const fallback = radios.find((r) => r.value === effective.on_no_user_default?.value) || radios.find((r) => !r.disabled);
+      if (fallback) fallback.checked = true;
+    }
   }
 
   async refresh() {
@@ -249,6 +279,7 @@ export class EndpointView {
       throw exc;
     });
     const [fleet, list, info] = await Promise.all([this.ctx.api.endpoints(), this.ctx.api.prompts(this.eid, LIST_LIMIT), details]);
+    await this.policyCard.refresh(); // after: an unknown endpoint costs no third 404 (a 304 when unchanged)
     this.ctx.cache.fleet = fleet.body;
     this.line = fleet.body.endpoints.find((e) => e.endpoint_id === this.eid) || null;
     setText(this.error, "");

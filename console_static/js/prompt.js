@@ -7,6 +7,7 @@ import { h, setText, setHidden, replaceChildren } from "./dom.js";
 import { describeEvent, describePrompt, fmtClock, howWords, noUserWords } from "./describe.js";
 import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
 import { showResult } from "./endpoint.js";
+import { whyParts } from "./policy.js";
 
 const UNITS = { s: 1, min: 60, h: 3600, d: 86400 };
 
@@ -43,6 +44,7 @@ export class PromptView {
     this.note = h("input", { id: "escalate-note", type: "text", maxlength: "500", placeholder: "optional note" });
     this.escalateBtn = h("button.secondary", { type: "submit", id: "prompt-escalate" }, "Escalate");
     this.escalations = h("p.escalations", { id: "prompt-escalations", hidden: true });
+    this.why = h("p.why", { id: "prompt-why", hidden: true }); // the technician's reason and ticket (issue 16)
 
     this.el = h(
       "section.view.prompt-view",
@@ -51,6 +53,7 @@ export class PromptView {
       this.heading,
       this.state,
       this.detail,
+      this.why,
       this.escalations,
       this.proof,
       this.error,
@@ -143,6 +146,9 @@ export class PromptView {
     this.tick(now);
     setHidden(this.cancelBtn, !cancellable(p));
     this.renderFacts(now);
+    const why = whyParts(p);
+    setHidden(this.why, why.length === 0);
+    replaceChildren(this.why, why.map(([k, v], i) => [i ? " · " : "", `${k}: `, v]));
     const esc = p.escalations || [];
     setHidden(this.escalations, esc.length === 0);
     setText(
@@ -174,6 +180,9 @@ export class PromptView {
     const rows = [
       ["Action", h("code", null, p.action)],
       ["Message", p.message || "—"],
+      ...whyParts(p),
+      p.on_locked && ["If the screen is locked", p.on_locked === "wait" ? "wait until unlocked" : "answer as if no user"],
+      p.brand_name && ["Shown under the brand", p.brand_name],
       ["Created", `${fmtClock(p.created_at, now)} by ${p.created_by}`],
       ["Expires", fmtClock(p.expires_at, now)],
       ["If no user", noUserWords(p.on_no_user)],
