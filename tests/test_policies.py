@@ -247,7 +247,9 @@ async def test_policy_resolution_enforcement_and_every_refusal(bridge: BridgeUnd
     assert (view["on_locked"], view["brand_name"], view["grant_minutes"]) == ("no_user", "Acme IT", None)
     assert view["reason"] is None  # the final state's reason, unchanged in meaning
     frames = of_type(await runtime.drain(), wire.PromptDeliver)
-    assert len(frames) == 1
+    # One deliver; this runtime sends no receipt, so a retry of it (full jitter from 0 ms,
+    # same event id) may come within the drain.
+    assert len(frames) >= 1 and {(f.id, f.prompt) for f in frames} == {(frames[0].id, frames[0].prompt)}
     copy = frames[0].prompt
     assert (copy.reason, copy.ticket_id, copy.ticket_url) == (
         "printer queue stuck",

@@ -63,6 +63,7 @@ from worker.endpoint import BridgeConfig, EndpointBridge
 from worker.fleet import AUTHENTICATE_PATH, DEFAULT_MAX_ENDPOINTS, FleetIndex
 from worker.host import Effects, Entropy
 from worker.output_gate import OutputGate
+from worker.policies import POLICY_PATH
 from worker.shard_store import EndpointTables, Shards
 from worker.sqlite_store import FDS_PER_STORE, PooledStore, SqliteStore, StorePool
 from worker.webhook_sender import WebhookSender
@@ -340,12 +341,14 @@ class LocalBridge:
     # --- gateway's Actors ----------------------------------------------------------------------
 
     async def fleet_call(self, req: ApiRequest) -> ApiResponse:
-        if req.path != AUTHENTICATE_PATH:
+        if req.path not in (AUTHENTICATE_PATH, POLICY_PATH):
             self.flush_fleet()
         else:
             # Authentication reads tokens, and for a scoped token the named endpoint's line
-            # (its client): a line waiting in the batch that moves or removes the endpoint is
-            # written first (a read to compare; the write only when the record changed).
+            # (its client); the policy of a create reads the named endpoint's client and site.
+            # A line waiting in the batch that moves or removes the endpoint is written first
+            # (a read to compare; the write only when the record changed). Flushing the whole
+            # batch here instead put a synchronous commit on the loop in front of every create.
             endpoint_id = req.json().get("endpoint_id")
             line = self._fleet_lines.get(endpoint_id) if isinstance(endpoint_id, str) else None
             if line is not None and self.fleet.record_differs(line):
