@@ -314,6 +314,7 @@ def _check_answer(
         how=fact.how,
         decided_at_ms=decided_at_ms if decided_at_ms is not None else 0,
         prompt_hash=created_sha256(created),
+        display=fact.display if isinstance(fact, Decided) else None,  # caisey/decision/v2
     )
     if not verify(SignatureClaim(period.public_key, message, signature)):
         return f"the signature of this {answer} of prompt {prompt_id} does not verify with key {fact.key_id}"

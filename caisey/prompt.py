@@ -57,6 +57,7 @@ from caisey.facts import (
     fact_to_record,
     source_of,
 )
+from caisey.wire import DisplayEvidence
 
 
 class State(enum.StrEnum):
@@ -142,6 +143,7 @@ class PromptView:
     decided_seq: int | None = None  # the entry whose decision stands
     decided_key_id: str | None = None  # the endpoint key that signed the decision (DESIGN §10)
     decided_sig: str | None = None
+    decided_display: DisplayEvidence | None = None  # how it was shown and answered (DESIGN §13)
     late_decision: LateDecision | None = None
     runtime_holds_no_decision: bool = False
     # console
@@ -204,6 +206,7 @@ class PromptView:
                 for at, by, reason, note, auto in self.escalations
             ],
         }
+        body.update(display_api(self.decision is not None, self.decided_how, self.decided_display))
         if self.late_decision is not None:
             late = self.late_decision
             body["late_decision"] = {
@@ -218,6 +221,40 @@ class PromptView:
                 for e in self.events
             ]
         return body
+
+
+def decision_outcome(decided: bool, how: str | None, display: DisplayEvidence | None) -> str | None:
+    """Who or what answered (DESIGN §13): ``user``, ``locked`` (the screen was locked and the
+    no-user rule answered), ``no_user`` (nobody logged in: the no-user rule answered), or None
+    without a decision. From an agent that reports no evidence, derived from ``how``."""
+    if not decided:
+        return None
+    if display is not None:
+        return "user" if display.outcome == "shown" else display.outcome
+    if how == "user":
+        return "user"
+    return "no_user" if how in ("no_user_policy", "endpoint_policy") else None
+
+
+def display_api(decided: bool, how: str | None, display: DisplayEvidence | None) -> dict[str, Any]:
+    """The API's ``outcome`` and ``display`` (issue 16, additive): the evidence as reported,
+    times as RFC 3339, with the hash of the text shown."""
+    shown: dict[str, Any] | None = None
+    if display is not None:
+        shown = {
+            "outcome": display.outcome,
+            "user": display.user,
+            "session": display.session,
+            "locked": display.locked,
+            "presenter": display.presenter,
+            "shown_at": _opt_time(display.shown_at_ms),
+            "locale": display.locale,
+            "template_id": display.template_id,
+            "template_version": display.template_version,
+            "shown_text": display.shown_text,
+            "shown_sha256": display.shown_sha256,
+        }
+    return {"outcome": decision_outcome(decided, how, display), "display": shown}
 
 
 def _opt_time(ms: int | None) -> str | None:
@@ -381,6 +418,7 @@ def _decide(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     view.synced_at_ms = entry.at_ms
     view.decided_how = fact.how
     view.decided_seq, view.decided_key_id, view.decided_sig = entry.seq, fact.key_id, fact.sig
+    view.decided_display = fact.display
     view.next_attempt_at_ms = None
     reason = fact.how if previous in OPEN else f"{fact.how}; honoured after {previous.value} (R4)"
     _final(view, _DECISION_STATE[fact.decision], entry.at_ms, reason)
