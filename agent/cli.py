@@ -27,6 +27,8 @@ import aiohttp
 
 from agent.connection import AgentRunner, agent_url, plaintext_warning
 from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
+from agent.display import detect_locale
+from agent.evidence import DisplayContext
 from agent.identity import EndpointKey, key_path, load_key
 from agent.localzone import local_zone_name
 from agent.presenters import make_presenter
@@ -249,8 +251,11 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
                 config=AgentConfig(unattended=unattended),
                 signer=key,
                 time_zone=local_zone_name,
+                locale=detect_locale,
             )
-            runner = AgentRunner(core, url=url, secret=secret, presenter=presenter)
+            # Templates dropped into <state dir>/templates add languages (DESIGN §13).
+            display = DisplayContext(template_dirs=[state_dir / "templates"])
+            runner = AgentRunner(core, url=url, secret=secret, presenter=presenter, display=display)
             log.info(
                 "caisey-agent for endpoint %s, bridge %s, presenter %s, unattended answers capped at %s, key %s",
                 endpoint_id,
