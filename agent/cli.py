@@ -36,7 +36,7 @@ from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError,
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.text import neutralise
-from caisey.wire import check_id
+from caisey.wire import LOCKED_RULES, check_id
 
 log = logging.getLogger("caisey.agent.cli")
 
@@ -242,6 +242,9 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
             if args.unattended is not None:
                 store.meta_set("unattended", args.unattended)  # kept for later runs (DESIGN §10)
             unattended = store.meta_get("unattended") or "deny"
+            if args.locked is not None:
+                store.meta_set("locked", args.locked)  # kept for later runs, like --unattended
+            locked = store.meta_get("locked") or "wait"
             key = load_key(state_dir)
             if key is None:
                 log.warning("no endpoint key in %s (enrolled before signing): answers are sent unsigned", state_dir)
@@ -254,7 +257,7 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
                 locale=detect_locale,
             )
             # Templates dropped into <state dir>/templates add languages (DESIGN §13).
-            display = DisplayContext(template_dirs=[state_dir / "templates"])
+            display = DisplayContext(template_dirs=[state_dir / "templates"], locked_rule=locked)
             runner = AgentRunner(core, url=url, secret=secret, presenter=presenter, display=display)
             log.info(
                 "caisey-agent for endpoint %s, bridge %s, presenter %s, unattended answers capped at %s, key %s",
@@ -398,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=UNATTENDED_CAPS,
         help="cap on what a prompt may do when nobody is present: deny (default) answers a requested "
         "approve with deny; approve lets the prompt's on_no_user stand; wait never answers an approve. Kept.",
+    )
+    run.add_argument(
+        "--locked",
+        choices=LOCKED_RULES,
+        help="when the screen is locked and the prompt names no rule: wait (default) shows it once unlocked; "
+        "no_user applies the prompt's no-user rule, recorded as the locked outcome. Kept.",
     )
     status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -39,8 +39,11 @@ class DisplayContext:
         locale: Callable[[], str | None] = detect_locale,
         templates: Templates | None = None,
         template_dirs: Iterable[Path] = (),
+        locked_rule: str = "wait",
     ) -> None:
         self.probe = probe
+        # The endpoint's rule for a locked screen when the prompt carries none (``--locked``).
+        self.locked_rule = locked_rule
         self.locale = locale
         self.templates = templates if templates is not None else load(template_dirs)
 
@@ -50,7 +53,8 @@ class DisplayContext:
         if state.logged_in is False:
             return Before("no_user", state)
         if state.locked:
-            return Before("locked" if prompt.on_locked == "no_user" else "wait_unlock", state)
+            rule = prompt.on_locked or self.locked_rule
+            return Before("locked" if rule == "no_user" else "wait_unlock", state)
         return Before("show", state)
 
     def render(self, prompt: PromptCopy) -> Rendered:
