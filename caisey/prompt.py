@@ -236,6 +236,25 @@ def decision_outcome(decided: bool, how: str | None, display: DisplayEvidence | 
     return "no_user" if how in ("no_user_policy", "endpoint_policy") else None
 
 
+def describe_outcome(outcome: str | None, display: DisplayEvidence | None, decided_at_ms: int | None) -> str | None:
+    """The evidence in words, for the audit verdict ("shown to ACME\\alice on the console
+    session at …, answered …"; "screen locked — answered by the no-user rule")."""
+    if outcome == "locked":
+        return "screen locked — answered by the no-user rule"
+    if outcome == "no_user":
+        return "nobody logged in — answered by the no-user rule"
+    if outcome != "user" or display is None:
+        return None
+    who = f"shown to {display.user}" if display.user else "shown"
+    where = f" on the {display.session} session" if display.session != "unknown" else ""
+    when = f" at {to_rfc3339(display.shown_at_ms)}" if display.shown_at_ms is not None else ""
+    answered = f", answered {to_rfc3339(decided_at_ms)}" if decided_at_ms is not None else ""
+    how = f" ({display.presenter}" + (f", {display.locale}" if display.locale else "")
+    if display.template_id:
+        how += f", template {display.template_id} v{display.template_version}"
+    return f"{who}{where}{when}{answered}{how})"
+
+
 def display_api(decided: bool, how: str | None, display: DisplayEvidence | None) -> dict[str, Any]:
     """The API's ``outcome`` and ``display`` (issue 16, additive): the evidence as reported,
     times as RFC 3339, with the hash of the text shown."""
