@@ -206,7 +206,7 @@ class PromptView:
                 for at, by, reason, note, auto in self.escalations
             ],
         }
-        body.update(display_api(self.decision is not None, self.decided_how, self.decided_display))
+        body.update(display_api(self.decision is not None, self.decided_how, self.decided_display, self.decided_at_ms))
         if self.late_decision is not None:
             late = self.late_decision
             body["late_decision"] = {
@@ -255,7 +255,9 @@ def describe_outcome(outcome: str | None, display: DisplayEvidence | None, decid
     return f"{who}{where}{when}{answered}{how})"
 
 
-def display_api(decided: bool, how: str | None, display: DisplayEvidence | None) -> dict[str, Any]:
+def display_api(
+    decided: bool, how: str | None, display: DisplayEvidence | None, decided_at_ms: int | None = None
+) -> dict[str, Any]:
     """The API's ``outcome`` and ``display`` (issue 16, additive): the evidence as reported,
     times as RFC 3339, with the hash of the text shown."""
     shown: dict[str, Any] | None = None
@@ -272,8 +274,16 @@ def display_api(decided: bool, how: str | None, display: DisplayEvidence | None)
             "template_version": display.template_version,
             "shown_text": display.shown_text,
             "shown_sha256": display.shown_sha256,
+            "answer_ms": _answer_ms(display, decided_at_ms),
         }
     return {"outcome": decision_outcome(decided, how, display), "display": shown}
+
+
+def _answer_ms(display: DisplayEvidence, decided_at_ms: int | None) -> int | None:
+    """Time to answer: the answer clock starts when the prompt became visible (DESIGN §13)."""
+    if display.shown_at_ms is None or decided_at_ms is None:
+        return None
+    return max(0, decided_at_ms - display.shown_at_ms)
 
 
 def _opt_time(ms: int | None) -> str | None:

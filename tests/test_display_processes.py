@@ -180,6 +180,7 @@ async def test_locked_and_no_user_are_distinct_outcomes_in_api_and_export(
         "template_version": None,
         "shown_text": None,
         "shown_sha256": None,
+        "answer_ms": None,
     }
     assert (nobody_view["state"], nobody_view["outcome"]) == ("denied", "no_user")
     assert nobody_view["display"]["outcome"] == "no_user" and nobody_view["display"]["user"] is None
@@ -219,6 +220,9 @@ async def test_a_locked_screen_waits_and_the_answer_clock_starts_at_display(
     )
     assert from_rfc3339(display["shown_at"]) >= unlocked_at - 1_000  # the clock starts at display
     assert from_rfc3339(display["shown_at"]) <= from_rfc3339(view["decided_at"])
+    assert display["answer_ms"] == from_rfc3339(view["decided_at"]) - from_rfc3339(display["shown_at"])
+    endpoint = await bridge.request("GET", f"/api/endpoints/{eid}", token=bridge.admin_token)
+    assert endpoint.body["locale"] == "de-DE"  # reported in the agent's hello
     # Shown in German: the exec program got the rendered text, and that text is the evidence.
     (shown,) = agent.presented()
     rendered = shown["prompt"]["rendered"]

@@ -324,6 +324,9 @@ def _prompt_properties() -> dict[str, Any]:
                     "template_version": _null({"type": "integer", "minimum": 0}),
                     "shown_text": _null(_str("the exact text shown", maxLength=wire.MAX_SHOWN_TEXT_CHARS)),
                     "shown_sha256": _null(_str("SHA-256 of the text shown, covered by the signature (v2)")),
+                    "answer_ms": _null(
+                        {"type": "integer", "minimum": 0, "description": "time to answer, counted from display"}
+                    ),
                 }
             )
         ),
@@ -529,6 +532,7 @@ def _schemas() -> dict[str, Any]:
                 "removed_at": {**_TIME_OR_NULL, "description": "null unless an admin removed the endpoint"},
                 "removed_by": _null(_str("the admin who removed it")),
                 "time_zone": {**_ref("TimeZone"), "description": "the agent's zone and the one hours are read in"},
+                "locale": _null(_str("the user's language as the agent reported it (issue 16); null: not reported")),
             }
         ),
         "AuditLine": audit_line,
