@@ -198,6 +198,13 @@ class Effects:
         return bool(self.send or self.display or self.close)
 
 
+def _without_shown_text(line: HeldPrompt) -> HeldPrompt:
+    """A report line with its evidence's shown text left out (its signed hash kept)."""
+    if line.display is None or line.display.shown_text is None:
+        return line
+    return replace(line, display=replace(line.display, shown_text=None))
+
+
 class AgentCore:
     """One endpoint's runtime protocol state over a ``Store``.
 
@@ -556,7 +563,12 @@ class AgentCore:
             # Pages of MAX_OPEN_PROMPTS; a shorter page (possibly empty) tells the bridge it was the last.
             rows = self.store.final_acked_since(since_local_ms, MAX_OPEN_PROMPTS, offset)
             lines = tuple(self._held_line(row) for row in rows)
-            self._out.send.append(encode(StateReport(self._new_id(now_ms), lines, digest, scope="history")))
+            report = StateReport(self._new_id(now_ms), lines, digest, scope="history")
+            try:
+                self._out.send.append(encode(report))
+            except ProtocolError:  # a short page would say "the last": keep 100, drop the texts
+                report = StateReport(report.id, tuple(_without_shown_text(line) for line in lines), digest, "history")
+                self._out.send.append(encode(report))
             if len(rows) < MAX_OPEN_PROMPTS:
                 return
             offset += len(rows)
@@ -857,6 +869,10 @@ class AgentCore:
                 text = encode(StateReport(report_id, tuple(lines), digest))
                 break
             except ProtocolError:
+                if any(line.display is not None and line.display.shown_text is not None for line in lines):
+                    # The texts shown go first: the signature covers their hash, which stays.
+                    lines = [_without_shown_text(line) for line in lines]
+                    continue
                 # Very long multibyte texts can overflow the frame: the oldest closed lines go
                 # first (the list is ordered open, decided, rest); the digest still covers all.
                 log.warning("state.report too large with %d prompts; trimming", len(lines))

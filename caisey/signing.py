@@ -19,7 +19,8 @@ an absent one as the empty string; ``decision_message`` is the encoding of
 v1's six fields, then ``outcome, user, session, locked, presenter, shown_at_ms, locale,
 template_id, template_version, shown_sha256`` (an absent one as the empty string, ``locked``
 as 1 or 0), where ``shown_sha256`` is *recomputed* from the evidence's ``shown_text``
-(``caisey.wire.shown_text_sha256``) — so a changed shown text fails the signature. Signatures and public keys travel as unpadded URL-safe base64; a key
+(``caisey.wire.shown_text_sha256``) — so a changed shown text fails the signature — or, when
+the text was left out, taken as carried. Signatures and public keys travel as unpadded URL-safe base64; a key
 id is the first 16 hex digits of SHA-256 of the raw 32-byte public key.
 
 No cryptography happens here (the core is standard-library only and runs on Pyodide):
@@ -151,8 +152,10 @@ def display_fields(display: DisplayEvidence) -> tuple[str | int, ...]:
     def opt(value: str | int | None) -> str | int:
         return "" if value is None else value
 
+    # With the text, its hash recomputed (a text edited after signing fails the signature);
+    # without it (a report line that had to leave it out), the hash as carried.
     shown = (
-        ""
+        (display.shown_sha256 or "")
         if display.shown_text is None
         else shown_text_sha256(display.locale, display.template_id, display.template_version, display.shown_text)
     )

@@ -220,7 +220,9 @@ class DisplayEvidence:
     (nobody logged in, or no interactive session to show it in). ``shown_at_ms`` is bridge
     time, like ``decided_at_ms``: the answer clock starts there. ``shown_text`` is the exact
     text the presenter showed (template lines in ``locale``, title and message as written);
-    ``shown_sha256`` its hash (``caisey.signing.shown_sha256``), which must match."""
+    ``shown_sha256`` its hash (``shown_text_sha256``), which the signature covers. The text
+    may be left out (a report line that would not fit in a frame carries the hash alone); when
+    present, its hash must match."""
 
     outcome: str
     session: str = "unknown"
@@ -253,12 +255,12 @@ class DisplayEvidence:
             or not 0 <= self.template_version <= 1_000_000
         ):
             raise ProtocolError("invalid_field", "display.template_version must be an integer in [0, 1000000]")
-        if (self.shown_text is None) != (self.shown_sha256 is None):
-            raise ProtocolError("invalid_field", "display: shown_text and shown_sha256 come together")
+        if self.shown_text is not None and self.shown_sha256 is None:
+            raise ProtocolError("invalid_field", "display: shown_text needs its shown_sha256")
+        if self.shown_sha256 is not None and not _HEX64_RE.fullmatch(self.shown_sha256):
+            raise ProtocolError("invalid_field", "display.shown_sha256 must be 64 lowercase hex digits")
         if self.shown_text is not None and self.shown_sha256 is not None:
             check_text(self.shown_text, "display.shown_text", MAX_SHOWN_TEXT_CHARS, empty_ok=True)
-            if not _HEX64_RE.fullmatch(self.shown_sha256):
-                raise ProtocolError("invalid_field", "display.shown_sha256 must be 64 lowercase hex digits")
             if self.shown_sha256 != shown_text_sha256(
                 self.locale, self.template_id, self.template_version, self.shown_text
             ):

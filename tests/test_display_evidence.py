@@ -331,3 +331,43 @@ def test_the_store_keeps_the_prompt_s_optional_fields(tmp_path: Path) -> None:
     row = again.get_prompt("P1")
     assert row is not None and row.prompt == prompt
     again.close()
+
+
+def test_the_hash_alone_stands_for_the_text_and_still_verifies() -> None:
+    key = seeded_key(4)
+    prompt = make_prompt()
+    full = evidence()
+    message = answer_message("ep-1", prompt, "approve", "user", T0, full)
+    hash_only = dataclasses.replace(full, shown_text=None)
+    assert answer_message("ep-1", prompt, "approve", "user", T0, hash_only) == message
+    assert verify(SignatureClaim(key.public_key, message, key.sign(message)))
+    with pytest.raises(ProtocolError, match="needs its shown_sha256"):
+        dataclasses.replace(full, shown_sha256=None)
+
+
+def test_a_history_page_too_large_for_a_frame_keeps_its_lines_and_drops_the_texts(harness: CoreHarness) -> None:
+    """A short history page means "the last" to the bridge: the page keeps every line, and the
+    shown texts (up to 8,000 characters each) give way, their signed hashes staying."""
+    big = "€" * wire.MAX_SHOWN_TEXT_CHARS  # 24 KB of UTF-8
+    state = SessionState("alice", "console", False, True)
+    for n in range(25):
+        pid = f"P{n:02d}"
+        harness.deliver(make_prompt(pid))
+        ev = wire.DisplayEvidence(
+            outcome="shown",
+            session="console",
+            presenter="tk",
+            user=state.user,
+            shown_at_ms=harness.now,
+            shown_text=big,
+            shown_sha256=wire.shown_text_sha256(None, None, None, big),
+        )
+        out = harness.take(harness.core.on_user_answer(pid, "approve", harness.now, display=ev))
+        harness.ack_all(out)
+    frames = harness.feed(wire.StateRequest(harness.bridge_id(), include_final_since_ms=0))
+    (history,) = [
+        f for f in of_type(frames, "state.report") if isinstance(f, wire.StateReport) and f.scope == "history"
+    ]
+    assert len(history.prompts) == 25
+    assert all(line.display is not None and line.display.shown_text is None for line in history.prompts)
+    assert all(line.display.shown_sha256 == wire.shown_text_sha256(None, None, None, big) for line in history.prompts)  # type: ignore[union-attr]
