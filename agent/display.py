@@ -9,9 +9,10 @@
   ``console`` (a local seat). No such session at all: ``logged_in`` False — nobody to ask. When
   ``loginctl`` is missing or cannot reach logind (a container), the environment decides
   (``SSH_CONNECTION``, ``DISPLAY``) and ``logged_in`` / ``locked`` stay unknown / False.
-- **Windows**: ``USERDOMAIN\\USERNAME`` and ``SESSIONNAME`` (``Console`` or ``RDP-Tcp#…``).
-  Whether the workstation is locked is not probed (False).
-- **macOS**: the user and ``SSH_CONNECTION``; a lock is not probed (False).
+- **Windows**: ``USERDOMAIN\\USERNAME`` and ``SESSIONNAME`` (``Console`` or ``RDP-Tcp#…``);
+  locked when the lock screen's ``LogonUI.exe`` runs (``tasklist``; a heuristic).
+- **macOS**: the user and ``SSH_CONNECTION``; locked when ``ioreg`` shows the console
+  session's ``CGSSessionScreenIsLocked``.
 
 ``detect_locale()`` is the user's language as a BCP 47 tag (``de-DE``) from ``LC_ALL``,
 ``LC_MESSAGES``, ``LANG``, or the platform's default. Everything that touches the machine
@@ -145,13 +146,24 @@ def probe_linux(run: Runner, env: Mapping[str, str], uid: int) -> SessionState:
     return SessionState(best.get("Name") or _env_user(env), _kind(best), best.get("LockedHint") == "yes", True)
 
 
-def probe_windows(env: Mapping[str, str]) -> SessionState:
+def probe_windows(env: Mapping[str, str], run: Runner | None = None) -> SessionState:
     name = env.get("USERNAME") or _env_user(env)
     domain = env.get("USERDOMAIN")
     user = f"{domain}\\{name}" if domain and name else name
     session_name = env.get("SESSIONNAME", "").lower()
     kind = "console" if session_name == "console" else "rdp" if session_name.startswith("rdp") else "unknown"
-    return SessionState(user, kind, False, None)
+    locked = False
+    if run is not None:
+        tasks = run(["tasklist", "/FI", "IMAGENAME eq LogonUI.exe", "/NH"])
+        locked = tasks is not None and "logonui.exe" in tasks.lower()
+    return SessionState(user, kind, locked, None)
+
+
+def probe_macos(env: Mapping[str, str], run: Runner) -> SessionState:
+    registry = run(["ioreg", "-n", "Root", "-d1"])
+    locked = registry is not None and '"CGSSessionScreenIsLocked"=Yes' in registry
+    kind = "ssh" if env.get("SSH_CONNECTION") or env.get("SSH_TTY") else "console"
+    return SessionState(_env_user(env), kind, locked, None)
 
 
 def probe_session(
@@ -164,7 +176,9 @@ def probe_session(
         if platform.startswith("linux"):
             return probe_linux(run, env, os.getuid() if hasattr(os, "getuid") else 0)
         if platform == "win32":
-            return probe_windows(env)
+            return probe_windows(env, run)
+        if platform == "darwin":
+            return probe_macos(env, run)
     except Exception:  # a probe must never cost the prompt: say unknown
         log.exception("session probe failed")
     return SessionState(_env_user(env), _env_session(env), False, None)
@@ -195,4 +209,12 @@ def detect_locale(env: Mapping[str, str] | None = None) -> str | None:
         return None
 
 
-__all__ = ["SessionState", "detect_locale", "probe_linux", "probe_session", "probe_windows", "run_command"]
+__all__ = [
+    "SessionState",
+    "detect_locale",
+    "probe_linux",
+    "probe_macos",
+    "probe_session",
+    "probe_windows",
+    "run_command",
+]

@@ -73,6 +73,16 @@ def test_without_logind_the_environment_decides() -> None:
     windows = probe_windows({"USERDOMAIN": "ACME", "USERNAME": "alice", "SESSIONNAME": "RDP-Tcp#3"})
     assert windows == SessionState("ACME\\alice", "rdp", False, None)
     assert probe_windows({"USERNAME": "alice", "SESSIONNAME": "Console"}).session == "console"
+    logon_ui = "LogonUI.exe                   1234 Console                    1     52,000 K\n"
+    windows_locked = probe_session(run=lambda argv: logon_ui, env={"USERNAME": "alice"}, platform="win32")
+    assert windows_locked.locked is True
+    unlocked = probe_session(run=lambda argv: "INFO: No tasks are running\n", env={"USERNAME": "a"}, platform="win32")
+    assert unlocked.locked is False
+    ioreg = '    | "IOConsoleUsers" = ({"kCGSSessionOnConsoleKey"=Yes,"CGSSessionScreenIsLocked"=Yes})\n'
+    mac = probe_session(run=lambda argv: ioreg if argv[0] == "ioreg" else None, env={"USER": "bo"}, platform="darwin")
+    assert mac == SessionState("bo", "console", True, None)
+    mac_open = probe_session(run=lambda argv: "no lock key\n", env={"USER": "bo"}, platform="darwin")
+    assert mac_open.locked is False
 
 
 def test_locale_from_the_environment() -> None:
