@@ -320,6 +320,8 @@ def status_info(state_dir: Path) -> dict[str, Any]:
                     "received_at": _time(row.received_at_ms),
                     "shown_count": row.shown_count,
                     "reported": row.final_acked,
+                    # Issue 16: how the answered prompt was shown (None from before it).
+                    "display": row.display.to_json() if row.display is not None else None,
                 }
             )
         return {
@@ -329,6 +331,8 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             "bridge": store.meta_get("bridge_url"),
             "key_id": key_id,
             "unattended": store.meta_get("unattended") or "deny",
+            "locked": store.meta_get("locked") or "wait",
+            "locale": detect_locale(),
             "running": running,
             "online": bool(online),
             "connected_at": _time(connected),
@@ -362,6 +366,8 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
         f"endpoint   {safe(info['endpoint_id'])}\nbridge     {safe(info['bridge'])}\nagent      {state}\n"
         f"key        {info['key_id'] or 'none (enrolled before signing: answers unsigned)'}\n"
         f"unattended {info['unattended']} (the most a prompt may do when nobody is present)\n"
+        f"locked     {info['locked']} (when the screen is locked and the prompt names no rule)\n"
+        f"language   {safe(info['locale'] or 'en (default)')}\n"
         f"connected  {info['connected_at'] or '-'}\nlast seen  {info['last_seen'] or '-'}\n"
         f"offset     {info['offset_ms']} ms\nunacked    {info['outbox']} update(s)\n"
         f"state dir  {info['state_dir']}\n"

@@ -17,6 +17,7 @@ real one.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -229,6 +230,11 @@ async def test_a_locked_screen_waits_and_the_answer_clock_starts_at_display(
     assert rendered["locale"] == "de" and rendered["approve"] == "Zulassen"
     assert (display["locale"], display["template_id"], display["template_version"]) == ("de", "remote_control", 1)
     assert "Sam from support" in display["shown_text"] and "[Ablehnen] [Zulassen]" in display["shown_text"]
+    # The agent's own record says the same (``caisey-agent status --json``).
+    code, output = await agent.cli("status", "--json")
+    assert code == 0
+    (held,) = json.loads(output)["prompts"]
+    assert held["display"]["shown_sha256"] == display["shown_sha256"] and held["display"]["user"] == "alice"
     _, report = await verified_export(bridge, eid)
     (verdict,) = report.prompts
     assert verdict.outcome == "user" and (verdict.shown or "").startswith("shown to alice on the console session at ")
