@@ -89,6 +89,9 @@ def test_evidence_of_display_on_the_endpoint_and_prompt_pages(
     expect(page.locator(f"li.prompt[data-pid='{nobody}'] .detail")).to_contain_text(
         "nobody logged in — answered by the no-user rule"
     )
+    expect(page.locator("#endpoint-locale")).to_have_text(
+        "The agent reports no language: prompts are shown in English."
+    )
     shot(page, "display-endpoint-outcomes")
 
     page.goto(f"{bridge.url}/#/endpoint/pc-shown/prompt/{shown}")
