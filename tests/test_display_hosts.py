@@ -180,3 +180,34 @@ def relink(lines: list[str], prompt_id: str, new_text: str) -> list[str]:
             body["hash"] = previous
         out.append(json.dumps(body))
     return out
+
+
+async def test_locale_from_hello_and_bad_evidence_refused(bridge: BridgeUnderTest) -> None:
+    endpoint = await enroll_signed(bridge)
+    eid = endpoint.endpoint_id
+    pid = await create(bridge, eid, "Allow remote control?")
+    runtime = ScriptedRuntime(bridge, endpoint)
+    await runtime.connect(hello=False)
+    hello = wire.Hello(runtime.new_id(), eid, "caisey-agent/test", runtime.local_now(), locale="nl-BE")
+    await runtime.send(hello)
+    frames = await runtime.drain()
+    r = await bridge.request("GET", f"/api/endpoints/{eid}", token=bridge.admin_token)
+    assert r.body["locale"] == "nl-BE"
+    deliver = next(f for f in frames if isinstance(f, wire.PromptDeliver) and f.prompt.prompt_id == pid)
+    await runtime.receipt(deliver)
+    # An agent (or someone holding its secret) sending evidence outside the contract is refused
+    # with a precise error, and nothing is recorded.
+    good = shown_evidence(bridge.now_ms()).to_json()
+    for bad, code in (
+        ({**good, "outcome": "approved_by_admin"}, "invalid_field"),
+        ({**good, "shown_text": "edited"}, "invalid_field"),  # its hash no longer matches
+        ({**good, "user": "x" * 500}, "field_too_long"),
+    ):
+        frame = {"v": 1, "type": "prompt.update", "id": runtime.new_id(), "prompt_id": pid, "status": "decided"}
+        frame |= {"decision": "approve", "decided_at_ms": bridge.now_ms(), "how": "user", "display": bad}
+        await runtime.send_raw(json.dumps(frame))
+        errors = [e for e in await runtime.drain() if isinstance(e, wire.Error)]
+        assert [(e.code, e.of) for e in errors] == [(code, frame["id"])], errors
+    view_now = await view(bridge, eid, pid)
+    assert view_now["decision"] is None and view_now["display"] is None
+    await runtime.close()
