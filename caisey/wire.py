@@ -516,7 +516,8 @@ class PromptUpdate:
     """A runtime fact: ``acknowledged`` (how: shown|dismissed), ``decided`` (decision,
     decided_at_ms in bridge time, how: user|no_user_policy|endpoint_policy), ``closed`` (held
     no decision at expiry or after a cancel; detail says which) or ``rejected`` (detail says
-    why). A decision or a dismissal carries ``key_id`` and ``sig`` (DESIGN §10)."""
+    why). A decision or a dismissal carries ``key_id`` and ``sig`` (DESIGN §10); a decision
+    from an agent that reports it, ``display`` (how it was shown, DESIGN §13)."""
 
     TYPE: ClassVar[str] = "prompt.update"
     id: str

@@ -91,7 +91,7 @@ class Rendered:
     def text(self, kind: str) -> str:
         """The exact text presenter ``kind`` (tk | terminal | exec) shows, for the hash."""
         if kind == "terminal":
-            return "\n".join((*self.lines, self.keys))
+            return "\n".join((f"=== {self.window_title} ===", *self.lines, self.keys))
         return "\n".join((self.window_title, *self.lines, f"[{self.deny}] [{self.approve}]"))
 
 
