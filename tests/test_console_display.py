@@ -99,4 +99,18 @@ def test_evidence_of_display_on_the_endpoint_and_prompt_pages(
     expect(facts).to_contain_text("shown to ACME\\alice on the console session at ")
     expect(facts.locator("pre.shown-text")).to_have_text(text)
     expect(facts).to_contain_text("tk, de, template remote_control v1 — SHA-256 ")
+    expect(page.locator("#timeline-rows tr[data-type=decided]")).to_contain_text("User answered 'approve' at ")
+    expect(page.locator("#timeline-rows tr[data-type=decided]")).to_contain_text(
+        "(shown to ACME\\alice on the console session)"
+    )
     shot(page, "display-prompt-shown")
+
+    page.goto(f"{bridge.url}/#/endpoint/pc-shown/prompt/{locked}")
+    expect(page.locator("#prompt-facts")).to_contain_text("screen locked — answered by the no-user rule")
+    expect(page.locator("#timeline-rows tr[data-type=decided]")).to_contain_text(
+        "Screen locked — the no-user policy answered 'deny' at "
+    )
+    page.goto(f"{bridge.url}/#/endpoint/pc-shown/prompt/{nobody}")
+    expect(page.locator("#timeline-rows tr[data-type=decided]")).to_contain_text(
+        "Nobody logged in — the no-user policy answered 'deny' at "
+    )

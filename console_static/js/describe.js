@@ -402,7 +402,15 @@ export function describeEvent(e, now = Date.now()) {
         no_user_policy: "No user present — policy answered",
         endpoint_policy: "Nobody present — the endpoint's own policy answered",
       };
-      what = `${who[d.how] || "User answered"} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+      let lead = who[d.how] || "User answered";
+      // Issue 16: the agent's evidence says why nobody was asked, or to whom it was shown.
+      const rule = d.how === "endpoint_policy" ? "the endpoint's own policy" : "the no-user policy";
+      if (d.display?.outcome === "locked") lead = `Screen locked — ${rule} answered`;
+      else if (d.display?.outcome === "no_user") lead = `Nobody logged in — ${rule} answered`;
+      what = `${lead} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+      if (d.display?.outcome === "shown" && d.display.user) {
+        what += ` (shown to ${d.display.user}${d.display.session && d.display.session !== "unknown" ? ` on the ${d.display.session} session` : ""})`;
+      }
       if (d.how === "endpoint_policy" && d.decision === "deny") what += " (this endpoint does not allow unattended approval)";
       what += signedNote(d);
       break;
