@@ -27,6 +27,8 @@ import aiohttp
 
 from agent.connection import AgentRunner, agent_url, plaintext_warning
 from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
+from agent.display import detect_locale
+from agent.evidence import DisplayContext
 from agent.identity import EndpointKey, key_path, load_key
 from agent.localzone import local_zone_name
 from agent.presenters import make_presenter
@@ -34,7 +36,7 @@ from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError,
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.text import neutralise
-from caisey.wire import check_id
+from caisey.wire import LOCKED_RULES, check_id
 
 log = logging.getLogger("caisey.agent.cli")
 
@@ -240,6 +242,9 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
             if args.unattended is not None:
                 store.meta_set("unattended", args.unattended)  # kept for later runs (DESIGN §10)
             unattended = store.meta_get("unattended") or "deny"
+            if args.locked is not None:
+                store.meta_set("locked", args.locked)  # kept for later runs, like --unattended
+            locked = store.meta_get("locked") or "wait"
             key = load_key(state_dir)
             if key is None:
                 log.warning("no endpoint key in %s (enrolled before signing): answers are sent unsigned", state_dir)
@@ -249,8 +254,11 @@ def cmd_run(args: argparse.Namespace, out: IO[str]) -> int:
                 config=AgentConfig(unattended=unattended),
                 signer=key,
                 time_zone=local_zone_name,
+                locale=detect_locale,
             )
-            runner = AgentRunner(core, url=url, secret=secret, presenter=presenter)
+            # Templates dropped into <state dir>/templates add languages (DESIGN §13).
+            display = DisplayContext(template_dirs=[state_dir / "templates"], locked_rule=locked)
+            runner = AgentRunner(core, url=url, secret=secret, presenter=presenter, display=display)
             log.info(
                 "caisey-agent for endpoint %s, bridge %s, presenter %s, unattended answers capped at %s, key %s",
                 endpoint_id,
@@ -312,6 +320,8 @@ def status_info(state_dir: Path) -> dict[str, Any]:
                     "received_at": _time(row.received_at_ms),
                     "shown_count": row.shown_count,
                     "reported": row.final_acked,
+                    # Issue 16: how the answered prompt was shown (None from before it).
+                    "display": row.display.to_json() if row.display is not None else None,
                 }
             )
         return {
@@ -321,6 +331,8 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             "bridge": store.meta_get("bridge_url"),
             "key_id": key_id,
             "unattended": store.meta_get("unattended") or "deny",
+            "locked": store.meta_get("locked") or "wait",
+            "locale": detect_locale(),
             "running": running,
             "online": bool(online),
             "connected_at": _time(connected),
@@ -354,6 +366,8 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
         f"endpoint   {safe(info['endpoint_id'])}\nbridge     {safe(info['bridge'])}\nagent      {state}\n"
         f"key        {info['key_id'] or 'none (enrolled before signing: answers unsigned)'}\n"
         f"unattended {info['unattended']} (the most a prompt may do when nobody is present)\n"
+        f"locked     {info['locked']} (when the screen is locked and the prompt names no rule)\n"
+        f"language   {safe(info['locale'] or 'en (default)')}\n"
         f"connected  {info['connected_at'] or '-'}\nlast seen  {info['last_seen'] or '-'}\n"
         f"offset     {info['offset_ms']} ms\nunacked    {info['outbox']} update(s)\n"
         f"state dir  {info['state_dir']}\n"
@@ -393,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=UNATTENDED_CAPS,
         help="cap on what a prompt may do when nobody is present: deny (default) answers a requested "
         "approve with deny; approve lets the prompt's on_no_user stand; wait never answers an approve. Kept.",
+    )
+    run.add_argument(
+        "--locked",
+        choices=LOCKED_RULES,
+        help="when the screen is locked and the prompt names no rule: wait (default) shows it once unlocked; "
+        "no_user applies the prompt's no-user rule, recorded as the locked outcome. Kept.",
     )
     status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -20,13 +20,15 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
 from agent.core import AgentCore, Effects, Rng, Show, Withdraw
-from agent.presenters import Presenter, stop_finishing_programs
+from agent.evidence import Before, DisplayContext, shown, unshown
+from agent.presenters import Presenter, Showing, kind_of, stop_finishing_programs
 from caisey.backoff import RECONNECT, Backoff, Reconnect
 from caisey.wire import MAX_FRAME_BYTES
 
@@ -102,8 +104,11 @@ class AgentRunner:
         rng: Rng | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], int] = wall_ms,
+        display: DisplayContext | None = None,
     ) -> None:
         self.core = core
+        # How prompts are shown and proven (DESIGN §13): session probe, locale, templates.
+        self.display = display or DisplayContext()
         self.url = url
         self._secret = secret
         self.presenter = presenter
@@ -197,8 +202,21 @@ class AgentRunner:
 
     async def _present(self, show: Show) -> None:
         pid = show.prompt.prompt_id
+        shown_at: int | None = None
+
+        def on_shown() -> None:
+            nonlocal shown_at
+            shown_at = self._clock()  # the answer clock starts here (DESIGN §13)
+            self._call(self.core.on_shown, pid)
+
         try:
-            outcome = await self.presenter.present(show, lambda: self._call(self.core.on_shown, pid))
+            before = await asyncio.to_thread(self.display.gate, show.prompt)
+            if before.gate != "show":
+                self._unshown(pid, before)
+                return
+            rendered = self.display.render(show.prompt)
+            showing = Showing(show.prompt, show.expires_at_local_ms, rendered)
+            outcome = await self.presenter.present(showing, on_shown)
         except asyncio.CancelledError:
             raise
         except Exception:  # a presenter bug must not take the agent down: the prompt waits
@@ -208,11 +226,23 @@ class AgentRunner:
             del self._presenting[pid]
         log.info("prompt %s: presenter answered %s", pid, outcome)
         if outcome in ("approve", "deny", "dismiss"):
-            self._call(self.core.on_user_answer, pid, outcome)
+            evidence = shown(before.state, kind_of(self.presenter), shown_at, rendered)
+            self._call(partial(self.core.on_user_answer, display=evidence), pid, outcome)
         elif outcome == "no_user":
-            self._call(self.core.on_no_user, pid)
+            self._call(partial(self.core.on_no_user, display=unshown(before.state, "no_user")), pid)
         else:
             self._call(self.core.on_no_answer, pid)
+
+    def _unshown(self, pid: str, before: Before) -> None:
+        """Not shown: the screen is locked (wait, or the no-user rule), or nobody is there."""
+        if self._presenting.get(pid) is asyncio.current_task():
+            del self._presenting[pid]
+        log.info("prompt %s not shown: %s (session %s)", pid, before.gate, before.state.session)
+        if before.gate == "wait_unlock":
+            self._call(self.core.on_locked, pid)
+        else:
+            outcome: Literal["locked", "no_user"] = "locked" if before.gate == "locked" else "no_user"
+            self._call(partial(self.core.on_no_user, display=unshown(before.state, outcome)), pid)
 
     async def _stop_presenters(self) -> None:
         tasks = list(self._presenting.values())

@@ -37,7 +37,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from agent.store import OutboxRow, PromptRow, Store
@@ -55,6 +55,7 @@ from caisey.wire import (
     PING_FRAME,
     PONG_FRAME,
     Ack,
+    DisplayEvidence,
     Error,
     Heartbeat,
     HeldPrompt,
@@ -68,6 +69,7 @@ from caisey.wire import (
     PromptUpdate,
     StateReport,
     StateRequest,
+    check_locale,
     decode,
     encode,
     peek_id,
@@ -151,6 +153,8 @@ class AgentConfig:
     resend_floor_ms: int = 500
     # ``wait`` no-user policy: ask the presenter again after this long.
     no_user_retry_ms: int = 60_000
+    # A locked screen under the ``wait`` rule (DESIGN §13): look again after this long.
+    locked_retry_ms: int = 5_000
     # Final-and-acked prompts and processed frame ids are forgotten after this long. The
     # bridge's idempotency horizon is a prompt's lifetime + 24 h; a week is well past it.
     retention_ms: int = 7 * 24 * 3600 * 1000
@@ -194,6 +198,13 @@ class Effects:
         return bool(self.send or self.display or self.close)
 
 
+def _without_shown_text(line: HeldPrompt) -> HeldPrompt:
+    """A report line with its evidence's shown text left out (its signed hash kept)."""
+    if line.display is None or line.display.shown_text is None:
+        return line
+    return replace(line, display=replace(line.display, shown_text=None))
+
+
 class AgentCore:
     """One endpoint's runtime protocol state over a ``Store``.
 
@@ -212,8 +223,11 @@ class AgentCore:
         agent_version: str = AGENT_VERSION,
         signer: Signer | None = None,
         time_zone: Callable[[], str | None] | None = None,
+        locale: Callable[[], str | None] | None = None,
     ) -> None:
         self.store = store
+        # The user's locale (``agent.display``), reported in each hello (issue 16).
+        self._locale = locale or (lambda: None)
         # The endpoint's IANA zone name (``agent.localzone``), asked at each hello and full
         # heartbeat (issue 14): a heartbeat carries it only when it changed since the hello.
         self._time_zone = time_zone or (lambda: None)
@@ -329,6 +343,7 @@ class AgentCore:
                 self.store.meta_get("last_acked_id"),
                 pings=True,
                 time_zone=self._hello_zone,
+                locale=self._locale_now(),
             )
         )
         return self._drain()
@@ -507,6 +522,7 @@ class AgentCore:
                     decided_at_ms=held.decided_at_ms,
                     key_id=held.key_id,
                     sig=held.sig,
+                    display=held.display,
                 )
                 self._queue(update, now_ms)
                 self.store.update_prompt(pid, now_ms, final_acked=False)  # in reports until acked again
@@ -547,7 +563,12 @@ class AgentCore:
             # Pages of MAX_OPEN_PROMPTS; a shorter page (possibly empty) tells the bridge it was the last.
             rows = self.store.final_acked_since(since_local_ms, MAX_OPEN_PROMPTS, offset)
             lines = tuple(self._held_line(row) for row in rows)
-            self._out.send.append(encode(StateReport(self._new_id(now_ms), lines, digest, scope="history")))
+            report = StateReport(self._new_id(now_ms), lines, digest, scope="history")
+            try:
+                self._out.send.append(encode(report))
+            except ProtocolError:  # a short page would say "the last": keep 100, drop the texts
+                report = StateReport(report.id, tuple(_without_shown_text(line) for line in lines), digest, "history")
+                self._out.send.append(encode(report))
             if len(rows) < MAX_OPEN_PROMPTS:
                 return
             offset += len(rows)
@@ -588,8 +609,12 @@ class AgentCore:
         self._send_new(prompt_id, now_ms)
         return self._drain()
 
-    def on_user_answer(self, prompt_id: str, answer: str, now_ms: int) -> Effects:
-        """The user chose approve, deny or dismiss (dismiss: seen, no choice; not shown again)."""
+    def on_user_answer(
+        self, prompt_id: str, answer: str, now_ms: int, display: DisplayEvidence | None = None
+    ) -> Effects:
+        """The user chose approve, deny or dismiss (dismiss: seen, no choice; not shown again).
+        ``display``: how it was shown (``shown_at_ms`` on the local clock), signed with a
+        decision (``caisey/decision/v2``)."""
         if answer not in ANSWERS:
             raise UsageError(f"answer must be one of {ANSWERS}, got {answer!r}")
         if self._showing == prompt_id:
@@ -616,7 +641,7 @@ class AgentCore:
                     self._queue(update, now_ms)
                 self._send_new(prompt_id, now_ms)
         else:
-            self._decide(held, answer, "user", now_ms)
+            self._decide(held, answer, "user", now_ms, display)
         self._pump(now_ms)
         return self._drain()
 
@@ -628,8 +653,19 @@ class AgentCore:
         self._pump(now_ms)
         return self._drain()
 
-    def on_no_user(self, prompt_id: str, now_ms: int) -> Effects:
-        """No interactive user can be asked: apply the prompt's ``on_no_user`` policy."""
+    def on_locked(self, prompt_id: str, now_ms: int) -> Effects:
+        """The screen is locked and the prompt's rule is ``wait``: it is not shown now; the
+        presenter is asked again after ``locked_retry_ms`` (the answer clock has not started)."""
+        if self._showing == prompt_id:
+            self._showing = None
+        self._parked[prompt_id] = now_ms + self.config.locked_retry_ms
+        self._pump(now_ms)
+        return self._drain()
+
+    def on_no_user(self, prompt_id: str, now_ms: int, display: DisplayEvidence | None = None) -> Effects:
+        """No interactive user can be asked: apply the prompt's ``on_no_user`` policy.
+        ``display`` says why (``no_user``: nobody logged in; ``locked``: a locked screen the
+        prompt's ``on_locked`` rule treats as no user), recorded with the decision."""
         if self._showing == prompt_id:
             self._showing = None
         held = self.store.get_prompt(prompt_id)
@@ -644,15 +680,19 @@ class AgentCore:
                     outcome,
                 )
             if outcome in ("approve", "deny"):
-                self._decide(held, outcome, how, now_ms)
+                self._decide(held, outcome, how, now_ms, display)
             else:
                 self._parked[prompt_id] = now_ms + self.config.no_user_retry_ms
         self._pump(now_ms)
         return self._drain()
 
-    def _decide(self, held: PromptRow, decision: str, how: str, now_ms: int) -> None:
+    def _decide(
+        self, held: PromptRow, decision: str, how: str, now_ms: int, display: DisplayEvidence | None = None
+    ) -> None:
         pid = held.prompt_id
         bridge_now = self.bridge_time(now_ms)
+        if display is not None and display.shown_at_ms is not None:
+            display = replace(display, shown_at_ms=max(0, self.bridge_time(display.shown_at_ms)))
         withdrawn = held.status == "closed" and held.detail in ("cancelled", "superseded")
         if not (held.is_open or withdrawn):
             log.info("decision %s for %s ignored: it is already %s", decision, pid, held.status)
@@ -664,7 +704,7 @@ class AgentCore:
                     self._close_expired(pid, now_ms)
                 self._send_new(pid, now_ms)
             return
-        key_id, sig = self._sign(held.prompt, decision, how, bridge_now)
+        key_id, sig = self._sign(held.prompt, decision, how, bridge_now, display)
         with self.store.transaction():
             self.store.update_prompt(
                 pid,
@@ -677,6 +717,7 @@ class AgentCore:
                 final_acked=False,
                 key_id=key_id,
                 sig=sig,
+                display=display,
             )
             update = PromptUpdate(
                 self._new_id(now_ms),
@@ -687,6 +728,7 @@ class AgentCore:
                 decided_at_ms=bridge_now,
                 key_id=key_id,
                 sig=sig,
+                display=display,
             )
             self._queue(update, now_ms)
         # Committed with synchronous=FULL above: only now may the decision leave.
@@ -771,6 +813,15 @@ class AgentCore:
         self._emit(Heartbeat(frame_id, now_ms, self.digest(), zone if zone != self._hello_zone else None))
         self._next_heartbeat_ms = now_ms + self._heartbeat_ms
 
+    def _locale_now(self) -> str | None:
+        """The locale to report: a well-formed tag, else None."""
+        locale = self._locale()
+        try:
+            check_locale(locale, "locale")
+        except ProtocolError:
+            return None
+        return locale
+
     def _zone_now(self) -> str | None:
         """The zone to report: a well-formed name, else None (the bridge then reads UTC)."""
         zone = self._time_zone()
@@ -818,6 +869,10 @@ class AgentCore:
                 text = encode(StateReport(report_id, tuple(lines), digest))
                 break
             except ProtocolError:
+                if any(line.display is not None and line.display.shown_text is not None for line in lines):
+                    # The texts shown go first: the signature covers their hash, which stays.
+                    lines = [_without_shown_text(line) for line in lines]
+                    continue
                 # Very long multibyte texts can overflow the frame: the oldest closed lines go
                 # first (the list is ordered open, decided, rest); the digest still covers all.
                 log.warning("state.report too large with %d prompts; trimming", len(lines))
@@ -825,11 +880,14 @@ class AgentCore:
         self._last_report_id = report_id
         self._out.send.append(text)
 
-    def _sign(self, prompt: PromptCopy, answer: str, how: str, decided_at_ms: int) -> tuple[str | None, str | None]:
-        """``(key_id, sig)`` of an answer to ``prompt`` as it was delivered (DESIGN §10)."""
+    def _sign(
+        self, prompt: PromptCopy, answer: str, how: str, decided_at_ms: int, display: DisplayEvidence | None = None
+    ) -> tuple[str | None, str | None]:
+        """``(key_id, sig)`` of an answer to ``prompt`` as it was delivered (DESIGN §10), and of
+        how it was shown when ``display`` is given (v2, DESIGN §13)."""
         if self.signer is None:
             return None, None
-        message = answer_message(self.endpoint_id, prompt, answer, how, decided_at_ms)
+        message = answer_message(self.endpoint_id, prompt, answer, how, decided_at_ms, display)
         return self.signer.key_id, b64encode(self.signer.sign(message))
 
     @staticmethod
@@ -840,7 +898,10 @@ class AgentCore:
             how = how[:MAX_TEXT_CHARS]
         signed = row.status == "decided" or (row.status == "acknowledged" and row.how == "dismissed")
         key_id, sig = (row.key_id, row.sig) if signed else (None, None)
-        return HeldPrompt(row.prompt, row.status, row.decision, row.decided_at_ms, how, key_id=key_id, sig=sig)
+        display = row.display if row.status == "decided" else None
+        return HeldPrompt(
+            row.prompt, row.status, row.decision, row.decided_at_ms, how, key_id=key_id, sig=sig, display=display
+        )
 
     def _queue(self, message: PromptReceipt | PromptUpdate, now_ms: int) -> None:
         """Inside a transaction: put our own frame in the outbox (sent after commit)."""

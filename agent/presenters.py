@@ -27,9 +27,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol, TextIO
 
 from agent.core import Show
+from agent.templates import Rendered, render
 from caisey.clock import to_rfc3339
 from caisey.text import neutralise
 
@@ -53,6 +55,26 @@ class Presenter(Protocol):
     async def present(self, show: Show, shown: Callable[[], None]) -> Outcome: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Showing(Show):
+    """A ``Show`` with the text to show, rendered in the user's language (``agent.templates``)
+    by the runner, which reports that exact text as the evidence of display."""
+
+    rendered: Rendered | None = None
+
+
+def rendering(show: Show) -> Rendered:
+    """The text ``show`` is to be shown with (English when the runner rendered none)."""
+    rendered = show.rendered if isinstance(show, Showing) else None
+    return rendered if rendered is not None else render(show.prompt, None)
+
+
+def kind_of(presenter: object) -> str:
+    """Which presenter kind (``caisey.wire.PRESENTER_KINDS``) showed the last prompt."""
+    kind = getattr(presenter, "kind", None) or getattr(presenter, "name", None)
+    return kind if kind in ("tk", "terminal", "exec") else "none"
+
+
 def prompt_json(show: Show) -> dict[str, object]:
     """The prompt as an ``exec:`` program (and the tk dialog) receive it on stdin.
 
@@ -71,6 +93,20 @@ def prompt_json(show: Show) -> dict[str, object]:
         "expires_at_ms": p.expires_at_ms,
         # The same moment on this machine's clock (bridge time corrected by the offset).
         "expires_at_local_ms": show.expires_at_local_ms,
+        # Issue 16: the optional fields the prompt has, and the text to show in the user's
+        # language (the tk dialog shows exactly ``rendered``).
+        **{
+            name: neutralise(value, multiline=name == "reason")
+            for name, value in (
+                ("reason", p.reason),
+                ("ticket_id", p.ticket_id),
+                ("ticket_url", p.ticket_url),
+                ("brand_name", p.brand_name),
+            )
+            if value is not None
+        },
+        **({"brand_logo_png": p.brand_logo_png} if p.brand_logo_png is not None else {}),  # base64 PNG (wire-checked)
+        "rendered": rendering(show).to_json(),
     }
 
 
@@ -216,6 +252,7 @@ class ExecPresenter:
     waiting. PROGRAM is split like a shell command line (no shell runs it)."""
 
     name = "exec"
+    kind = "exec"
 
     def __init__(self, program: str) -> None:
         self.argv = shlex.split(program, posix=sys.platform != "win32")
@@ -253,6 +290,7 @@ class TkPresenter:
     the agent and a withdraw is a kill. ``no_user`` when there is no display to open."""
 
     name = "tk"
+    kind = "tk"
 
     async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
         if not has_display() or not tk_available():
@@ -292,6 +330,7 @@ class TerminalPresenter:
     daemon thread for the agent's life, so the event loop never blocks on it."""
 
     name = "terminal"
+    kind = "terminal"
 
     def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self._stdin = stdin or sys.stdin
@@ -331,17 +370,14 @@ class TerminalPresenter:
         while not lines.empty():  # typed before this prompt: not an answer to it
             if lines.get_nowait() is None:
                 return "none"
-        p = show.prompt
         left_s = max(0, (show.expires_at_local_ms - int(time.time() * 1000)) // 1000)
-        # Neutralised: an escape sequence in a text must not act on the user's terminal (hide
-        # the "requested by" line, retitle the window, write the clipboard).
-        title, message, action = neutralise(p.title), neutralise(p.message, multiline=True), neutralise(p.action)
-        by = f"  requested by {neutralise(p.requested_by)}\n" if p.requested_by else ""
-        self._write(
-            f"\n=== Approval requested: {title} ===\n{message}\n  action: {action}\n{by}"
-            f"  time left: {left_s // 60}m {left_s % 60:02d}s\n"
-            "Approve? [a]pprove / [d]eny / [x] dismiss: "
-        )
+        # Rendered in the user's language (``agent.templates``), every text neutralised: an
+        # escape sequence must not act on the user's terminal (hide the "requested by" line,
+        # retitle the window, write the clipboard).
+        rendered = rendering(show)
+        left = rendered.time_left.replace("{time}", f"{left_s // 60}m {left_s % 60:02d}s")
+        body = "\n".join(rendered.lines)
+        self._write(f"\n=== {rendered.window_title} ===\n{body}\n  {left}\n{rendered.keys}: ")
         shown()
         try:
             while True:
@@ -369,13 +405,19 @@ class AutoPresenter:
     def __init__(self, terminal: TerminalPresenter | None = None) -> None:
         self._tk = TkPresenter()
         self._terminal = terminal or TerminalPresenter()
+        self.kind = "none"  # the one that showed the last prompt (``kind_of``)
 
     async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
         if has_display() and tk_available():
+            self.kind = "tk"
             outcome = await self._tk.present(show, shown)
             if outcome != "no_user":
                 return outcome
-        return await self._terminal.present(show, shown)
+        self.kind = "terminal"
+        outcome = await self._terminal.present(show, shown)
+        if outcome == "no_user":
+            self.kind = "none"
+        return outcome
 
 
 def make_presenter(spec: str) -> Presenter:

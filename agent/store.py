@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caisey.wire import PromptCopy
+from caisey.wire import DisplayEvidence, PromptCopy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILE = "agent.sqlite3"
 SECRET_FILE = "agent_secret"
 LOCK_FILE = "run.lock"
@@ -98,6 +98,8 @@ CREATE TABLE IF NOT EXISTS meta (
 _UPGRADES: dict[int, tuple[str, ...]] = {
     # The endpoint key's signature of the answer, kept to resend in reports (DESIGN §10).
     2: ("ALTER TABLE prompts ADD COLUMN key_id TEXT", "ALTER TABLE prompts ADD COLUMN sig TEXT"),
+    # How the answered prompt was shown (DESIGN §13), signed with it and resent in reports.
+    3: ("ALTER TABLE prompts ADD COLUMN display_json TEXT",),
 }
 
 
@@ -155,6 +157,7 @@ class PromptRow:
     updated_at_ms: int
     key_id: str | None = None  # the signed answer (decision or dismissal), DESIGN §10
     sig: str | None = None
+    display: DisplayEvidence | None = None  # how the decision's prompt was shown (DESIGN §13)
 
     @property
     def prompt_id(self) -> str:
@@ -201,7 +204,8 @@ def _prompt_to_json(prompt: PromptCopy) -> str:
             "expires_at_ms": prompt.expires_at_ms,
             "on_no_user": prompt.on_no_user,
             "requested_by": prompt.requested_by,
-            # The optional fields (DESIGN §13), as delivered: the signed prompt hash covers them.
+            # The optional fields (DESIGN §13) too: the copy's hash, which signatures cover,
+            # must be the same after a restart.
             **{name: value for name, value in prompt.extras().items() if value is not None},
         },
         ensure_ascii=False,
@@ -227,6 +231,11 @@ def _row_to_prompt(row: sqlite3.Row) -> PromptRow:
         updated_at_ms=row["updated_at_ms"],
         key_id=row["key_id"],
         sig=row["sig"],
+        display=(
+            DisplayEvidence.from_json(json.loads(row["display_json"]), "stored display")
+            if row["display_json"]
+            else None
+        ),
     )
 
 
@@ -433,6 +442,7 @@ class Store:
             "final_acked",
             "key_id",
             "sig",
+            "display",
         }
     )
 
@@ -442,6 +452,11 @@ class Store:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         names = sorted(fields)
         assignments = ", ".join(f"{name} = ?" for name in names)
+        if "display" in fields:  # stored as JSON in display_json
+            value = fields.pop("display")
+            fields["display_json"] = None if value is None else json.dumps(value.to_json(), ensure_ascii=False)
+            names = sorted(fields)
+            assignments = ", ".join(f"{name} = ?" for name in names)
         values = [int(fields[n]) if isinstance(fields[n], bool) else fields[n] for n in names]
         self._db.execute(
             f"UPDATE prompts SET {assignments}, updated_at_ms = ? WHERE prompt_id = ?",

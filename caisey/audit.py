@@ -29,7 +29,7 @@ from typing import Any
 from caisey.clock import from_rfc3339, to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided, Entry, fact_from_record
-from caisey.prompt import ReconcileConfig, reconcile
+from caisey.prompt import ReconcileConfig, decision_outcome, describe_outcome, reconcile
 from caisey.signing import (
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
@@ -129,6 +129,10 @@ class PromptVerdict:
     signed_by: str | None = None  # key id of the honoured decision's valid signature
     verdict: str = ""
     ok: bool = True
+    # Who or what answered (``caisey.prompt.decision_outcome``: user | locked | no_user) and
+    # the signed evidence of display in words (DESIGN §13); None without a decision.
+    outcome: str | None = None
+    shown: str | None = None
 
 
 @dataclass(slots=True)
@@ -314,6 +318,7 @@ def _check_answer(
         how=fact.how,
         decided_at_ms=decided_at_ms if decided_at_ms is not None else 0,
         prompt_hash=created_sha256(created),
+        display=fact.display if isinstance(fact, Decided) else None,  # caisey/decision/v2
     )
     if not verify(SignatureClaim(period.public_key, message, signature)):
         return f"the signature of this {answer} of prompt {prompt_id} does not verify with key {fact.key_id}"
@@ -335,6 +340,8 @@ def _verdict(
         verdict.verdict = f"{view.state.value}, no decision"
         return verdict
     honoured = next((e for e in entries if e.seq == view.decided_seq), None)
+    verdict.outcome = decision_outcome(True, view.decided_how, view.decided_display)
+    verdict.shown = describe_outcome(verdict.outcome, view.decided_display, view.decided_at_ms)
     if honoured is None or not isinstance(honoured.fact, Decided) or honoured.fact.key_id is None:
         verdict.verdict = f"{view.state.value}, unsigned (recorded before signing)"
         return verdict

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from caisey.errors import ProtocolError
+from caisey.wire import DisplayEvidence
 
 
 class Source(enum.StrEnum):
@@ -195,6 +196,10 @@ class Decided:
     how: str = "user"
     key_id: str | None = None
     sig: str | None = None
+    # How the prompt was shown and who answered (DESIGN §13), as the runtime reported and
+    # signed it (``caisey/decision/v2``); None from agents that predate it. Omitted from the
+    # record when None, so a decision without it is stored (and chained) as before.
+    display: DisplayEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +285,15 @@ class Entry:
 
 def fact_to_record(fact: Fact) -> tuple[str, dict[str, Any]]:
     """``(kind, fields)`` with enums as their values — JSON-ready."""
-    fields = {}
+    fields: dict[str, Any] = {}
     for name in _FIELD_NAMES[type(fact)]:
         value = getattr(fact, name)
-        fields[name] = value.value if isinstance(value, enum.Enum) else value
+        if isinstance(value, DisplayEvidence):
+            fields[name] = value.to_json()
+        elif value is None and name == "display":
+            continue  # added with issue 16: a decision without it records as before
+        else:
+            fields[name] = value.value if isinstance(value, enum.Enum) else value
     return fact.KIND, fields
 
 
@@ -299,6 +309,8 @@ def fact_from_record(kind: str, fields: dict[str, Any]) -> Fact:
                 if cls is not GaveUp and name == "reason":
                     continue
                 args[name] = enum_type(args[name])
+        if cls is Decided and args.get("display") is not None:
+            args["display"] = DisplayEvidence.from_json(args["display"], "decided.display")
         fact: Fact = cls(**args)
     except (TypeError, ValueError) as exc:
         raise ProtocolError("bad_fact", f"cannot rebuild {kind!r}: {exc}") from None

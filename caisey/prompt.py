@@ -57,7 +57,7 @@ from caisey.facts import (
     fact_to_record,
     source_of,
 )
-from caisey.wire import PROMPT_EXTRA_FIELDS
+from caisey.wire import PROMPT_EXTRA_FIELDS, DisplayEvidence
 
 
 class State(enum.StrEnum):
@@ -143,6 +143,7 @@ class PromptView:
     decided_seq: int | None = None  # the entry whose decision stands
     decided_key_id: str | None = None  # the endpoint key that signed the decision (DESIGN §10)
     decided_sig: str | None = None
+    decided_display: DisplayEvidence | None = None  # how it was shown and answered (DESIGN §13)
     late_decision: LateDecision | None = None
     runtime_holds_no_decision: bool = False
     # console
@@ -220,6 +221,7 @@ class PromptView:
             "on_locked": self.extras.get("on_locked"),
             "brand_name": self.extras.get("brand_name"),
         }
+        body.update(display_api(self.decision is not None, self.decided_how, self.decided_display, self.decided_at_ms))
         if self.late_decision is not None:
             late = self.late_decision
             body["late_decision"] = {
@@ -234,6 +236,69 @@ class PromptView:
                 for e in self.events
             ]
         return body
+
+
+def decision_outcome(decided: bool, how: str | None, display: DisplayEvidence | None) -> str | None:
+    """Who or what answered (DESIGN §13): ``user``, ``locked`` (the screen was locked and the
+    no-user rule answered), ``no_user`` (nobody logged in: the no-user rule answered), or None
+    without a decision. From an agent that reports no evidence, derived from ``how``."""
+    if not decided:
+        return None
+    if display is not None:
+        return "user" if display.outcome == "shown" else display.outcome
+    if how == "user":
+        return "user"
+    return "no_user" if how in ("no_user_policy", "endpoint_policy") else None
+
+
+def describe_outcome(outcome: str | None, display: DisplayEvidence | None, decided_at_ms: int | None) -> str | None:
+    """The evidence in words, for the audit verdict ("shown to ACME\\alice on the console
+    session at …, answered …"; "screen locked — answered by the no-user rule")."""
+    if outcome == "locked":
+        return "screen locked — answered by the no-user rule"
+    if outcome == "no_user":
+        return "nobody logged in — answered by the no-user rule"
+    if outcome != "user" or display is None:
+        return None
+    who = f"shown to {display.user}" if display.user else "shown"
+    where = f" on the {display.session} session" if display.session != "unknown" else ""
+    when = f" at {to_rfc3339(display.shown_at_ms)}" if display.shown_at_ms is not None else ""
+    answered = f", answered {to_rfc3339(decided_at_ms)}" if decided_at_ms is not None else ""
+    how = f" ({display.presenter}" + (f", {display.locale}" if display.locale else "")
+    if display.template_id:
+        how += f", template {display.template_id} v{display.template_version}"
+    return f"{who}{where}{when}{answered}{how})"
+
+
+def display_api(
+    decided: bool, how: str | None, display: DisplayEvidence | None, decided_at_ms: int | None = None
+) -> dict[str, Any]:
+    """The API's ``outcome`` and ``display`` (issue 16, additive): the evidence as reported,
+    times as RFC 3339, with the hash of the text shown."""
+    shown: dict[str, Any] | None = None
+    if display is not None:
+        shown = {
+            "outcome": display.outcome,
+            "user": display.user,
+            "session": display.session,
+            "locked": display.locked,
+            "presenter": display.presenter,
+            "shown_at": _opt_time(display.shown_at_ms),
+            "locale": display.locale,
+            "template_id": display.template_id,
+            "template_version": display.template_version,
+            "shown_text": display.shown_text,
+            "shown_sha256": display.shown_sha256,
+            "answer_ms": _answer_ms(display, decided_at_ms),
+        }
+    return {"outcome": decision_outcome(decided, how, display), "display": shown}
+
+
+def _answer_ms(display: DisplayEvidence, decided_at_ms: int | None) -> int | None:
+    """Time to answer: the answer clock starts when the prompt became visible (DESIGN §13)."""
+    if display.shown_at_ms is None or decided_at_ms is None:
+        return None
+    return max(0, decided_at_ms - display.shown_at_ms)
 
 
 def _opt_time(ms: int | None) -> str | None:
@@ -398,6 +463,7 @@ def _decide(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     view.synced_at_ms = entry.at_ms
     view.decided_how = fact.how
     view.decided_seq, view.decided_key_id, view.decided_sig = entry.seq, fact.key_id, fact.sig
+    view.decided_display = fact.display
     view.next_attempt_at_ms = None
     reason = fact.how if previous in OPEN else f"{fact.how}; honoured after {previous.value} (R4)"
     _final(view, _DECISION_STATE[fact.decision], entry.at_ms, reason)

@@ -14,7 +14,13 @@ optional fields (``caisey.wire.PROMPT_EXTRA_FIELDS``: reason, ticket, approval w
 locked-screen rule, branding), under ``caisey/prompt/v2`` with those appended in that order,
 an absent one as the empty string; ``decision_message`` is the encoding of
 ``endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_sha256`` under
-``caisey/decision/v1``. Signatures and public keys travel as unpadded URL-safe base64; a key
+``caisey/decision/v1``. An answer that carries the agent's evidence of display
+(``caisey.wire.DisplayEvidence``, DESIGN §13) is signed as ``caisey/decision/v2`` instead:
+v1's six fields, then ``outcome, user, session, locked, presenter, shown_at_ms, locale,
+template_id, template_version, shown_sha256`` (an absent one as the empty string, ``locked``
+as 1 or 0), where ``shown_sha256`` is *recomputed* from the evidence's ``shown_text``
+(``caisey.wire.shown_text_sha256``) — so a changed shown text fails the signature — or, when
+the text was left out, taken as carried. Signatures and public keys travel as unpadded URL-safe base64; a key
 id is the first 16 hex digits of SHA-256 of the raw 32-byte public key.
 
 No cryptography happens here (the core is standard-library only and runs on Pyodide):
@@ -31,11 +37,12 @@ from dataclasses import dataclass
 
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided
-from caisey.wire import PROMPT_EXTRA_FIELDS, PromptCopy
+from caisey.wire import PROMPT_EXTRA_FIELDS, DisplayEvidence, PromptCopy, shown_text_sha256
 
 PROMPT_TAG = "caisey/prompt/v1"
 PROMPT_V2_TAG = "caisey/prompt/v2"  # v1 and the optional fields (a prompt that has any)
 DECISION_TAG = "caisey/decision/v1"
+DECISION_V2_TAG = "caisey/decision/v2"  # v1 and the evidence of display (DESIGN §13)
 PUBLIC_KEY_BYTES = 32  # Ed25519 raw public key
 SIGNATURE_BYTES = 64  # Ed25519 signature
 KEY_ID_HEX = 16  # 64 bits of fingerprint: a name for a key, not its proof
@@ -118,8 +125,16 @@ def copy_sha256(copy: PromptCopy) -> str:
     )
 
 
-def answer_message(endpoint_id: str, copy: PromptCopy, answer: str, how: str, decided_at_ms: int) -> bytes:
-    """What a runtime signs to answer the prompt it holds (``decided_at_ms`` 0 for a dismissal)."""
+def answer_message(
+    endpoint_id: str,
+    copy: PromptCopy,
+    answer: str,
+    how: str,
+    decided_at_ms: int,
+    display: DisplayEvidence | None = None,
+) -> bytes:
+    """What a runtime signs to answer the prompt it holds (``decided_at_ms`` 0 for a dismissal);
+    v2 when it reports how the prompt was shown (``display``)."""
     return decision_message(
         endpoint_id=endpoint_id,
         prompt_id=copy.prompt_id,
@@ -127,14 +142,53 @@ def answer_message(endpoint_id: str, copy: PromptCopy, answer: str, how: str, de
         how=how,
         decided_at_ms=decided_at_ms,
         prompt_hash=copy_sha256(copy),
+        display=display,
+    )
+
+
+def display_fields(display: DisplayEvidence) -> tuple[str | int, ...]:
+    """The evidence's part of a v2 decision message, in order (see the module docstring)."""
+
+    def opt(value: str | int | None) -> str | int:
+        return "" if value is None else value
+
+    # With the text, its hash recomputed (a text edited after signing fails the signature);
+    # without it (a report line that had to leave it out), the hash as carried.
+    shown = (
+        (display.shown_sha256 or "")
+        if display.shown_text is None
+        else shown_text_sha256(display.locale, display.template_id, display.template_version, display.shown_text)
+    )
+    return (
+        display.outcome,
+        opt(display.user),
+        display.session,
+        1 if display.locked else 0,
+        display.presenter,
+        opt(display.shown_at_ms),
+        opt(display.locale),
+        opt(display.template_id),
+        opt(display.template_version),
+        shown,
     )
 
 
 def decision_message(
-    *, endpoint_id: str, prompt_id: str, decision: str, how: str, decided_at_ms: int, prompt_hash: str
+    *,
+    endpoint_id: str,
+    prompt_id: str,
+    decision: str,
+    how: str,
+    decided_at_ms: int,
+    prompt_hash: str,
+    display: DisplayEvidence | None = None,
 ) -> bytes:
-    """The bytes an endpoint key signs for one answer to one prompt."""
-    return length_prefixed(DECISION_TAG, endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_hash)
+    """The bytes an endpoint key signs for one answer to one prompt: ``caisey/decision/v1``, or
+    v2 when the answer carries evidence of display."""
+    base = (endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_hash)
+    if display is None:
+        return length_prefixed(DECISION_TAG, *base)
+    return length_prefixed(DECISION_V2_TAG, *base, *display_fields(display))
 
 
 def key_id(public_key: bytes) -> str:
@@ -174,6 +228,7 @@ class SignatureClaim:
 
 __all__ = [
     "DECISION_TAG",
+    "DECISION_V2_TAG",
     "PROMPT_TAG",
     "PROMPT_V2_TAG",
     "PUBLIC_KEY_BYTES",
@@ -186,6 +241,7 @@ __all__ = [
     "copy_sha256",
     "created_sha256",
     "decision_message",
+    "display_fields",
     "key_id",
     "length_prefixed",
     "prompt_sha256",

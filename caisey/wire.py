@@ -15,6 +15,7 @@ can add fields; removing or retyping one needs ``v`` 2.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -190,6 +191,122 @@ def check_prompt_extras(
             raise ProtocolError("invalid_field", f"{where}.brand_logo_png must be a PNG image in base64")
 
 
+# --- evidence of display (DESIGN §13) ---------------------------------------------------------
+# How a prompt was shown and who answered it, as the agent reports it with a decision. The
+# agent signs it (``caisey.signing``, ``caisey/decision/v2``); agents that predate it send none.
+DISPLAY_OUTCOMES = ("shown", "locked", "no_user")  # displayed | screen locked | nobody logged in
+SESSION_KINDS = ("console", "rdp", "ssh", "unknown")
+PRESENTER_KINDS = ("tk", "terminal", "exec", "none")
+MAX_SHOWN_TEXT_CHARS = 8_000  # title, message, reason and the template's lines, as rendered
+MAX_LOCALE_CHARS = 35  # a BCP 47 tag ("de-DE", "zh-Hant-TW")
+_LOCALE_RE = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def check_locale(value: str | None, name: str) -> None:
+    if value is None:
+        return
+    check_text(value, name, MAX_LOCALE_CHARS)
+    if not _LOCALE_RE.fullmatch(value):
+        raise ProtocolError("invalid_field", f"{name} must be a language tag such as de or de-DE")
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayEvidence:
+    """How a prompt reached the person who answered it (or why nobody could be asked).
+
+    ``outcome``: ``shown`` (on screen; ``shown_at_ms`` says when), ``locked`` (the screen was
+    locked and the prompt's ``on_locked`` rule said to treat that as no user) or ``no_user``
+    (nobody logged in, or no interactive session to show it in). ``shown_at_ms`` is bridge
+    time, like ``decided_at_ms``: the answer clock starts there. ``shown_text`` is the exact
+    text the presenter showed (template lines in ``locale``, title and message as written);
+    ``shown_sha256`` its hash (``shown_text_sha256``), which the signature covers. The text
+    may be left out (a report line that would not fit in a frame carries the hash alone); when
+    present, its hash must match."""
+
+    outcome: str
+    session: str = "unknown"
+    locked: bool = False
+    presenter: str = "none"
+    user: str | None = None
+    shown_at_ms: int | None = None
+    locale: str | None = None
+    template_id: str | None = None
+    template_version: int | None = None
+    shown_text: str | None = None
+    shown_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.outcome, "display.outcome", DISPLAY_OUTCOMES)
+        check_choice(self.session, "display.session", SESSION_KINDS)
+        check_choice(self.presenter, "display.presenter", PRESENTER_KINDS)
+        if not isinstance(self.locked, bool):
+            raise ProtocolError("invalid_field", "display.locked must be a boolean")
+        if self.user is not None:
+            check_text(self.user, "display.user", MAX_NAME_CHARS)
+        if self.shown_at_ms is not None:
+            check_time(self.shown_at_ms, "display.shown_at_ms")
+        check_locale(self.locale, "display.locale")
+        if self.template_id is not None:
+            check_id(self.template_id, "display.template_id")
+        if self.template_version is not None and (
+            isinstance(self.template_version, bool)
+            or not isinstance(self.template_version, int)
+            or not 0 <= self.template_version <= 1_000_000
+        ):
+            raise ProtocolError("invalid_field", "display.template_version must be an integer in [0, 1000000]")
+        if self.shown_text is not None and self.shown_sha256 is None:
+            raise ProtocolError("invalid_field", "display: shown_text needs its shown_sha256")
+        if self.shown_sha256 is not None and not _HEX64_RE.fullmatch(self.shown_sha256):
+            raise ProtocolError("invalid_field", "display.shown_sha256 must be 64 lowercase hex digits")
+        if self.shown_text is not None and self.shown_sha256 is not None:
+            check_text(self.shown_text, "display.shown_text", MAX_SHOWN_TEXT_CHARS, empty_ok=True)
+            if self.shown_sha256 != shown_text_sha256(
+                self.locale, self.template_id, self.template_version, self.shown_text
+            ):
+                raise ProtocolError("invalid_field", "display.shown_sha256 is not the hash of display.shown_text")
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> DisplayEvidence | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ProtocolError("invalid_field", f"{where} must be an object")
+        locked = value.get("locked", False)
+        if not isinstance(locked, bool):
+            raise ProtocolError("invalid_field", f"{where}.locked must be a boolean")
+        return cls(
+            outcome=_need(value, "outcome", str, where),
+            session=_opt(value, "session", str, where) or "unknown",
+            locked=locked,
+            presenter=_opt(value, "presenter", str, where) or "none",
+            user=_opt(value, "user", str, where),
+            shown_at_ms=_opt(value, "shown_at_ms", int, where),
+            locale=_opt(value, "locale", str, where),
+            template_id=_opt(value, "template_id", str, where),
+            template_version=_opt(value, "template_version", int, where),
+            shown_text=_opt(value, "shown_text", str, where),
+            shown_sha256=_opt(value, "shown_sha256", str, where),
+        )
+
+
+SHOWN_TAG = "caisey/shown/v1"
+
+
+def shown_text_sha256(locale: str | None, template_id: str | None, version: int | None, text: str) -> str:
+    """SHA-256 (hex) of what a presenter showed: the length-prefixed encoding (as in
+    ``caisey.signing``) of ``caisey/shown/v1``, the locale, the template id and version (empty
+    when none) and the rendered text."""
+    out = bytearray()
+    for value in (SHOWN_TAG, locale or "", template_id or "", "" if version is None else str(version), text):
+        raw = value.encode("utf-8")
+        out += len(raw).to_bytes(4, "big") + raw
+    return hashlib.sha256(bytes(out)).hexdigest()
+
+
 # --- the prompt as it travels ----------------------------------------------------------------
 
 
@@ -265,6 +382,8 @@ class HeldPrompt:
     # a dismissal (status acknowledged, how dismissed). Absent from agents that predate it.
     key_id: str | None = None
     sig: str | None = None
+    # How it was shown and answered (DESIGN §13), on a decided line; absent from older agents.
+    display: DisplayEvidence | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.status, "report.status", RUNTIME_STATUSES)
@@ -290,6 +409,7 @@ class HeldPrompt:
             how=_opt(value, "how", str, "state.report"),
             key_id=_opt(value, "key_id", str, "state.report"),
             sig=_opt(value, "sig", str, "state.report"),
+            display=DisplayEvidence.from_json(value.get("display"), "state.report display"),
         )
 
 
@@ -312,6 +432,9 @@ class Hello:
     # The endpoint's IANA time zone (issue 14; ``caisey.localtime``): hours and weekdays in its
     # statistics are the user's local ones. Older agents leave it out; older bridges ignore it.
     time_zone: str | None = None
+    # The user's locale (issue 16, a BCP 47 tag): the language prompts are shown in. Older
+    # agents leave it out; older bridges ignore it.
+    locale: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
@@ -321,6 +444,7 @@ class Hello:
         if self.last_acked_id is not None:
             check_id(self.last_acked_id, "last_acked_id")
         check_time_zone(self.time_zone)
+        check_locale(self.locale, "locale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +516,8 @@ class PromptUpdate:
     """A runtime fact: ``acknowledged`` (how: shown|dismissed), ``decided`` (decision,
     decided_at_ms in bridge time, how: user|no_user_policy|endpoint_policy), ``closed`` (held
     no decision at expiry or after a cancel; detail says which) or ``rejected`` (detail says
-    why). A decision or a dismissal carries ``key_id`` and ``sig`` (DESIGN §10)."""
+    why). A decision or a dismissal carries ``key_id`` and ``sig`` (DESIGN §10); a decision
+    from an agent that reports it, ``display`` (how it was shown, DESIGN §13)."""
 
     TYPE: ClassVar[str] = "prompt.update"
     id: str
@@ -404,6 +529,8 @@ class PromptUpdate:
     detail: str | None = None
     key_id: str | None = None
     sig: str | None = None
+    # How it was shown and answered (DESIGN §13), on a decision; absent from older agents.
+    display: DisplayEvidence | None = None
 
     def __post_init__(self) -> None:
         check_id(self.id, "id")
@@ -647,6 +774,22 @@ def _decode_simple(cls: type[Any]) -> Any:
     return decoder
 
 
+def _decode_update(body: dict[str, Any]) -> PromptUpdate:
+    where = "prompt.update"
+    return PromptUpdate(
+        id=_need(body, "id", str, where),
+        prompt_id=_need(body, "prompt_id", str, where),
+        status=_need(body, "status", str, where),
+        how=_opt(body, "how", str, where),
+        decision=_opt(body, "decision", str, where),
+        decided_at_ms=_opt(body, "decided_at_ms", int, where),
+        detail=_opt(body, "detail", str, where),
+        key_id=_opt(body, "key_id", str, where),
+        sig=_opt(body, "sig", str, where),
+        display=DisplayEvidence.from_json(body.get("display"), "prompt.update display"),
+    )
+
+
 def _decode_deliver(body: dict[str, Any]) -> PromptDeliver:
     return PromptDeliver(
         id=_need(body, "id", str, "prompt.deliver"),
@@ -686,7 +829,7 @@ def _decode_error(body: dict[str, Any]) -> Error:
 
 
 _DECODERS: dict[str, Any] = {
-    cls.TYPE: _decode_simple(cls)
-    for cls in (Hello, HelloOk, PromptCancel, PromptReceipt, PromptUpdate, StateRequest, Ack, Heartbeat)
+    cls.TYPE: _decode_simple(cls) for cls in (Hello, HelloOk, PromptCancel, PromptReceipt, StateRequest, Ack, Heartbeat)
 }
+_DECODERS.update({PromptUpdate.TYPE: _decode_update})
 _DECODERS.update({PromptDeliver.TYPE: _decode_deliver, StateReport.TYPE: _decode_report, Error.TYPE: _decode_error})

@@ -219,8 +219,15 @@ class Agent:
     """``python -m agent`` in a subprocess with its own state dir and presenter program."""
 
     def __init__(
-        self, tmp: Path, *, presenter: str | None = None, display: str | None = None, run_args: tuple[str, ...] = ()
+        self,
+        tmp: Path,
+        *,
+        presenter: str | None = None,
+        display: str | None = None,
+        run_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env or {}  # more environment for ``run`` (a PATH with a fake loginctl, LANG)
         self.presenter = presenter  # None: the exec program below, answering from a file
         self.display = display  # the X display for the tk presenter
         self.run_args = run_args  # more ``caisey-agent run`` options (e.g. --unattended)
@@ -284,7 +291,7 @@ class Agent:
             *self.run_args,
             stdin=asyncio.subprocess.DEVNULL,  # a service: no TTY (the terminal presenter finds no user)
             cwd=ROOT,
-            env=_env() | ({"DISPLAY": self.display} if self.display else {}),
+            env=_env() | ({"DISPLAY": self.display} if self.display else {}) | self.env,
             stdout=log,
             stderr=log,
         )

@@ -167,9 +167,9 @@ async def test_terminal_prints_the_prompt_and_reads_the_answer(
     presenter, master = terminal
     shown = Shown()
     task = asyncio.get_running_loop().create_task(presenter.present(_show(), shown))
-    printed = await _read_until(master, "[a]pprove")
-    assert "Allow remote control?" in printed and "requested by alex" in printed
-    assert re.search(r"time left: (1m 5\ds|2m 00s)", printed), printed
+    printed = await _read_until(master, "[x] dismiss")
+    assert "Allow remote control?" in printed and "Requested by: alex" in printed
+    assert re.search(r"Time left: (1m 5\ds|2m 00s)", printed), printed
     assert shown.count == 1
     os.write(master, b"what?\n")
     await _read_until(master, "Please type")
@@ -180,7 +180,7 @@ async def test_terminal_prints_the_prompt_and_reads_the_answer(
 async def test_terminal_withdraw_says_so(terminal: tuple[TerminalPresenter, int]) -> None:
     presenter, master = terminal
     task = asyncio.get_running_loop().create_task(presenter.present(_show(), Shown()))
-    await _read_until(master, "[a]pprove")
+    await _read_until(master, "[x] dismiss")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -135,6 +135,8 @@ def render_text(report: AuditReport) -> list[str]:
         out.append(
             f"  {'ok ' if prompt.ok else 'BAD'} {shown(prompt.prompt_id)}  {shown(prompt.verdict, MAX_MESSAGE_CHARS)}"
         )
+        if prompt.shown is not None:  # the signed evidence of display (DESIGN §13)
+            out.append(f"      {shown(prompt.shown, MAX_MESSAGE_CHARS)}")
     for line, what in sorted(report.problems, key=lambda problem: problem[0]):
         out.append(f"line {line}: {shown(what, MAX_MESSAGE_CHARS)}")
     out.append(verdict(report))
@@ -164,6 +166,8 @@ def render_json(report: AuditReport) -> dict[str, Any]:
                 "signed_by": p.signed_by,
                 "verdict": p.verdict,
                 "ok": p.ok,
+                "outcome": p.outcome,
+                "shown": p.shown,
             }
             for p in report.prompts
         ],

@@ -675,7 +675,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             )
             effects.close_agent = (4003, "wrong endpoint")
             return
-        self._set_meta("agent_version", msg.agent_version)
+        self._note_agent(msg)  # its version and the user's locale
         self._set_time_zone(msg.time_zone)
         self._set_meta(AWAITING_HELLO, None)
         pings = bool(msg.pings) and self.config.digest_every_ms is not None

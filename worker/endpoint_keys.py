@@ -138,6 +138,7 @@ class EndpointKeys:
             how=fact.how,
             decided_at_ms=fact.decided_at_ms if isinstance(fact, Decided) else 0,
             prompt_hash=created_sha256(created),
+            display=fact.display if isinstance(fact, Decided) else None,  # v2 (DESIGN §13)
         )
         return SignatureClaim(public_key, message, signature)
 

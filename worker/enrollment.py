@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from caisey import wire
 from caisey.audit import ENROLLMENT_ISSUED, KEY_REGISTERED
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
@@ -52,6 +53,12 @@ class EndpointRecord:
     config: Any
     keys: Any
     chain: Any
+
+    def _note_agent(self, hello: wire.Hello) -> None:
+        """What a hello says about the agent: its version, and the user's locale (issue 16;
+        None from an agent that does not report it)."""
+        self._set_meta("agent_version", hello.agent_version)
+        self._set_meta("locale", hello.locale)
 
     def _op_create_enrollment(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -209,6 +216,8 @@ class EndpointRecord:
                 "removed_by": self._meta("removed_by"),
                 # Issue 14: the zone the agent reported, and the one hours are read in.
                 "time_zone": self._zone().to_api(),
+                # Issue 16: the user's language as the agent reported it (prompts are shown in it).
+                "locale": self._meta("locale"),
             },
         )
 

@@ -305,6 +305,34 @@ def _prompt_properties() -> dict[str, Any]:
             "items": _ref("Escalation"),
             "description": "every escalation, oldest first",
         },
+        # Issue 16 (additive): who or what answered, and the agent's evidence of display.
+        "outcome": _null(
+            _str(
+                "who or what answered: user; locked (the screen was locked, the no-user rule answered); "
+                "no_user (nobody logged in, the no-user rule answered); null without a decision",
+                enum=["user", "locked", "no_user"],
+            )
+        ),
+        "display": _null(
+            _obj(
+                {
+                    "outcome": _str("shown | locked | no_user", enum=list(wire.DISPLAY_OUTCOMES)),
+                    "user": _null(_str("the OS user the prompt was shown to (DOMAIN\\alice)")),
+                    "session": _str(enum=list(wire.SESSION_KINDS)),
+                    "locked": {"type": "boolean"},
+                    "presenter": _str(enum=list(wire.PRESENTER_KINDS)),
+                    "shown_at": {**_TIME_OR_NULL, "description": "when it became visible: the answer clock starts"},
+                    "locale": _null(_str("the language it was shown in")),
+                    "template_id": _null(_str()),
+                    "template_version": _null({"type": "integer", "minimum": 0}),
+                    "shown_text": _null(_str("the exact text shown", maxLength=wire.MAX_SHOWN_TEXT_CHARS)),
+                    "shown_sha256": _null(_str("SHA-256 of the text shown, covered by the signature (v2)")),
+                    "answer_ms": _null(
+                        {"type": "integer", "minimum": 0, "description": "time to answer, counted from display"}
+                    ),
+                }
+            )
+        ),
         "endpoint_removed_at": {
             "$ref": "#/components/schemas/Time",
             "description": "only when the endpoint was removed (`DELETE /api/endpoints/{eid}`): when",
@@ -535,6 +563,7 @@ def _schemas() -> dict[str, Any]:
                 "removed_at": {**_TIME_OR_NULL, "description": "null unless an admin removed the endpoint"},
                 "removed_by": _null(_str("the admin who removed it")),
                 "time_zone": {**_ref("TimeZone"), "description": "the agent's zone and the one hours are read in"},
+                "locale": _null(_str("the user's language as the agent reported it (issue 16); null: not reported")),
             }
         ),
         "AuditLine": audit_line,

@@ -50,6 +50,7 @@ def update_fact(msg: wire.PromptUpdate) -> Fact:
             how=msg.how or "user",
             key_id=msg.key_id,
             sig=msg.sig,
+            display=msg.display,
         )
     if msg.status == "closed":
         return NoDecisionHeld(detail=msg.detail or "closed")
@@ -71,6 +72,7 @@ def report_facts(held: wire.HeldPrompt) -> list[Fact]:
                 how=held.how or "user",
                 key_id=held.key_id,
                 sig=held.sig,
+                display=held.display,
             )
         )
     if held.status == "closed":

@@ -50,6 +50,7 @@ PROMPT_DATA_FIELDS = (
     "decided_at",
     "decided_how",
     "decision_signature",
+    "outcome",  # issue 16: user | locked | no_user (who or what answered)
     "cancelled_by",
     "supersedes",
     "superseded_by",

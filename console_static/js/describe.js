@@ -140,6 +140,7 @@ export function describePrompt(p, now = Date.now(), ctx = {}) {
       if (p.decided_how === "no_user_policy") detail.push(`automatically: no user present (policy: ${p.on_no_user})`);
       else if (p.decided_how === "endpoint_policy") detail.push(endpointPolicyWords(p));
       else if (p.decided_how) detail.push(p.decided_how === "user" ? "by the user" : `how: ${p.decided_how}`);
+      detail.push(describeDisplay(p, now));
       if (p.reason && p.reason.includes("honoured after")) {
         detail.push("answered in time; it reached the bridge after the prompt had been marked " + honouredAfter(p.reason));
       }
@@ -171,6 +172,25 @@ export function describePrompt(p, now = Date.now(), ctx = {}) {
   }
   if (p.adopted) detail.push("recovered from the endpoint's own copy");
   return { headline, detail: detail.filter(Boolean).join(" · "), tone, live, proof: describeProof(p) };
+}
+
+/**
+ * How the prompt was shown and who answered (issue 16, the agent's signed evidence of display):
+ * "shown to DOMAIN\\alice on the console session at 10:04, answered 10:05"; "screen locked —
+ * answered by the no-user rule"; "nobody logged in — answered by the no-user rule"; null when
+ * the endpoint reported no evidence (an older agent) or nobody answered.
+ */
+export function describeDisplay(p, now = Date.now()) {
+  if (!p.decision) return null;
+  if (p.outcome === "locked") return "screen locked — answered by the no-user rule";
+  if (p.outcome === "no_user" && p.display) return "nobody logged in — answered by the no-user rule";
+  const d = p.display;
+  if (!d || d.outcome !== "shown") return null;
+  let text = d.user ? `shown to ${d.user}` : "shown";
+  if (d.session && d.session !== "unknown") text += ` on the ${d.session} session`;
+  if (d.shown_at) text += ` at ${fmtTime(d.shown_at, now)}`;
+  if (p.decided_at) text += `, answered ${fmtTime(p.decided_at, now)}`;
+  return text;
 }
 
 /** "ab12cd34…": enough of a key id to tell keys apart at a glance (the full id is 16 hex). */
@@ -384,7 +404,15 @@ export function describeEvent(e, now = Date.now()) {
         no_user_policy: "No user present — policy answered",
         endpoint_policy: "Nobody present — the endpoint's own policy answered",
       };
-      what = `${who[d.how] || "User answered"} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+      let lead = who[d.how] || "User answered";
+      // Issue 16: the agent's evidence says why nobody was asked, or to whom it was shown.
+      const rule = d.how === "endpoint_policy" ? "the endpoint's own policy" : "the no-user policy";
+      if (d.display?.outcome === "locked") lead = `Screen locked — ${rule} answered`;
+      else if (d.display?.outcome === "no_user") lead = `Nobody logged in — ${rule} answered`;
+      what = `${lead} '${d.decision}' at ${ms(d.decided_at_ms)}`;
+      if (d.display?.outcome === "shown" && d.display.user) {
+        what += ` (shown to ${d.display.user}${d.display.session && d.display.session !== "unknown" ? ` on the ${d.display.session} session` : ""})`;
+      }
       if (d.how === "endpoint_policy" && d.decision === "deny") what += " (this endpoint does not allow unattended approval)";
       what += signedNote(d);
       break;

@@ -128,6 +128,7 @@ export class EndpointView {
   buildKeys() {
     const k = {};
     k.summary = h("p.keys-summary", { id: "keys-summary" }, "Loading…");
+    k.locale = h("p.hint", { id: "endpoint-locale" }); // issue 16: the language prompts are shown in
     k.list = h("ol.key-list", { id: "key-list", "aria-label": "Key history, oldest first" });
     k.head = h("p.audit-head", { id: "audit-head" });
     k.exportBtn = h("button.secondary", { type: "button", id: "export-audit", onclick: () => this.exportAudit() }, "Export audit");
@@ -138,6 +139,7 @@ export class EndpointView {
       { id: "keys-card", "aria-labelledby": "keys-h" },
       h("h2", { id: "keys-h" }, "Signing keys"),
       k.summary,
+      k.locale,
       k.list,
       h("h3", { id: "audit-h" }, "Audit"),
       h(
@@ -166,6 +168,7 @@ export class EndpointView {
     const d = describeKeys(info, now);
     setText(k.summary, d.summary);
     k.summary.className = `keys-summary ${d.current ? "is-signed" : "is-unsigned"}`;
+    setText(k.locale, info.locale ? `Prompts are shown in the user's language: ${info.locale} (as the agent reports it).` : "The agent reports no language: prompts are shown in English.");
     setHidden(k.list, d.keys.length === 0);
     // The audit head moves with every fact; the keys rarely do. Rebuild the list only when
     // they change, so an open "Public key" or the keyboard focus survives the polls.

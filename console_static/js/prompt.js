@@ -4,7 +4,7 @@
 
 import { ApiError } from "./api.js";
 import { h, setText, setHidden, replaceChildren } from "./dom.js";
-import { describeEvent, describePrompt, fmtClock, howWords, noUserWords } from "./describe.js";
+import { describeDisplay, describeEvent, describePrompt, fmtClock, howWords, noUserWords } from "./describe.js";
 import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
 import { showResult } from "./endpoint.js";
 import { whyParts } from "./policy.js";
@@ -194,6 +194,8 @@ export class PromptView {
       ["Seen by user", d.acknowledged_at ? fmtClock(d.acknowledged_at, now) : "not yet"],
       p.decision && ["Answer", `${p.decision}, ${howWords(p.decided_how)}`],
       (p.state === "approved" || p.state === "denied") && ["Signature", signatureFact(p, this.keys, now)],
+      describeDisplay(p, now) && ["Shown", describeDisplay(p, now)],
+      p.display && p.display.shown_text != null && ["Text shown", shownTextFact(p.display)],
       p.decided_at && ["Answered at", fmtClock(p.decided_at, now)],
       p.synced_at && ["Reached the bridge", fmtClock(p.synced_at, now)],
       p.late_decision && ["Late answer (ignored)", `${p.late_decision.decision}, made ${fmtClock(p.late_decision.decided_at, now)}, arrived ${fmtClock(p.late_decision.synced_at, now)} — ${p.late_decision.why}`],
@@ -262,6 +264,12 @@ export class PromptView {
       this.proof.className = `proof ${d.proof.signed ? "is-signed" : "is-unsigned"}`;
     }
   }
+}
+
+/** The exact text the endpoint showed (signed with the answer), its language and template. */
+function shownTextFact(d) {
+  const meta = [d.presenter, d.locale, d.template_id && `template ${d.template_id} v${d.template_version}`].filter(Boolean).join(", ");
+  return [h("pre.shown-text", null, d.shown_text), h("small", null, `${meta} — SHA-256 ${String(d.shown_sha256).slice(0, 16)}…`)];
 }
 
 /** The details' "Signature" row: the full key id and where it stands now, or why there is none. */
