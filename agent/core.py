@@ -899,8 +899,17 @@ class AgentCore:
         signed = row.status == "decided" or (row.status == "acknowledged" and row.how == "dismissed")
         key_id, sig = (row.key_id, row.sig) if signed else (None, None)
         display = row.display if row.status == "decided" else None
+        # The logo's hash in place of its bytes: 100 lines with a 16 KiB logo each would not
+        # fit a frame (the prompt's hash, which signatures cover, is the same either way).
         return HeldPrompt(
-            row.prompt, row.status, row.decision, row.decided_at_ms, how, key_id=key_id, sig=sig, display=display
+            row.prompt.without_logo(),
+            row.status,
+            row.decision,
+            row.decided_at_ms,
+            how,
+            key_id=key_id,
+            sig=sig,
+            display=display,
         )
 
     def _queue(self, message: PromptReceipt | PromptUpdate, now_ms: int) -> None:

@@ -12,7 +12,7 @@ written in decimal ASCII. ``prompt_sha256`` is SHA-256 (hex) of the same encodin
 prompt's fields under the tag ``caisey/prompt/v1`` — or, when the prompt carries any of the
 optional fields (``caisey.wire.PROMPT_EXTRA_FIELDS``: reason, ticket, approval window,
 locked-screen rule, branding), under ``caisey/prompt/v2`` with those appended in that order,
-an absent one as the empty string; ``decision_message`` is the encoding of
+an absent one as the empty string and the logo as the SHA-256 (hex) of its base64 text; ``decision_message`` is the encoding of
 ``endpoint_id, prompt_id, decision, how, decided_at_ms, prompt_sha256`` under
 ``caisey/decision/v1``. An answer that carries the agent's evidence of display
 (``caisey.wire.DisplayEvidence``, DESIGN §13) is signed as ``caisey/decision/v2`` instead:
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from caisey.errors import ProtocolError
 from caisey.facts import Acknowledged, Created, Decided
-from caisey.wire import PROMPT_EXTRA_FIELDS, DisplayEvidence, PromptCopy, shown_text_sha256
+from caisey.wire import PROMPT_EXTRA_FIELDS, DisplayEvidence, PromptCopy, logo_sha256, shown_text_sha256
 
 PROMPT_TAG = "caisey/prompt/v1"
 PROMPT_V2_TAG = "caisey/prompt/v2"  # v1 and the optional fields (a prompt that has any)
@@ -74,7 +74,11 @@ def prompt_sha256(
     ``extras`` holds the optional fields by name; a prompt with none of them set hashes as v1,
     so the signatures of agents and records from before them still verify."""
     base = (title, message, action, expires_at_ms, requested_by, on_no_user)
-    values = [None if extras is None else extras.get(name) for name in PROMPT_EXTRA_FIELDS]
+    extras = dict(extras or {})
+    logo = extras.get("brand_logo_png")
+    # The logo is covered by its hash, so a copy may carry the hash alone (report lines).
+    extras["brand_logo_png"] = logo_sha256(str(logo)) if logo is not None else extras.get("brand_logo_sha256")
+    values = [extras.get(name) for name in PROMPT_EXTRA_FIELDS]
     if all(value is None for value in values):
         encoded = length_prefixed(PROMPT_TAG, *base)
     else:
@@ -83,7 +87,8 @@ def prompt_sha256(
 
 
 def _extras_of(holder: object) -> dict[str, str | int | None]:
-    return {name: getattr(holder, name) for name in PROMPT_EXTRA_FIELDS}
+    names = (*PROMPT_EXTRA_FIELDS, "brand_logo_sha256")
+    return {name: getattr(holder, name, None) for name in names}
 
 
 def signed_answer(fact: object) -> str | None:

@@ -153,6 +153,14 @@ PROMPT_EXTRA_FIELDS = (
 )
 
 
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def logo_sha256(brand_logo_png: str) -> str:
+    """What a prompt's hash covers of its logo: SHA-256 (hex) of the base64 text."""
+    return hashlib.sha256(brand_logo_png.encode("ascii")).hexdigest()
+
+
 def check_prompt_extras(
     *,
     reason: str | None,
@@ -330,6 +338,9 @@ class PromptCopy:
     on_locked: str | None = None
     brand_name: str | None = None
     brand_logo_png: str | None = None
+    # A logo's SHA-256 (hex, of its base64 text) in its place: what report and history lines
+    # carry, so a page of 100 prompts fits a frame; the prompt's hash is the same either way.
+    brand_logo_sha256: str | None = None
 
     def __post_init__(self) -> None:
         check_id(self.prompt_id, "prompt.prompt_id")
@@ -341,6 +352,19 @@ class PromptCopy:
         check_choice(self.on_no_user, "prompt.on_no_user", NO_USER_POLICIES)
         check_text(self.requested_by, "prompt.requested_by", MAX_NAME_CHARS, empty_ok=True)
         check_prompt_extras(**self.extras(), where="prompt")
+        if self.brand_logo_sha256 is not None:
+            if not _HEX64_RE.fullmatch(self.brand_logo_sha256):
+                raise ProtocolError("invalid_field", "prompt.brand_logo_sha256 must be 64 lowercase hex digits")
+            if self.brand_logo_png is not None and logo_sha256(self.brand_logo_png) != self.brand_logo_sha256:
+                raise ProtocolError(
+                    "invalid_field", "prompt.brand_logo_sha256 is not the hash of prompt.brand_logo_png"
+                )
+
+    def without_logo(self) -> PromptCopy:
+        """This copy with its logo's bytes replaced by their hash (for report lines)."""
+        if self.brand_logo_png is None:
+            return self
+        return dataclasses.replace(self, brand_logo_png=None, brand_logo_sha256=logo_sha256(self.brand_logo_png))
 
     def extras(self) -> dict[str, Any]:
         """The optional fields by name (None where absent)."""
@@ -366,6 +390,7 @@ class PromptCopy:
             on_locked=_opt(value, "on_locked", str, where),
             brand_name=_opt(value, "brand_name", str, where),
             brand_logo_png=_opt(value, "brand_logo_png", str, where),
+            brand_logo_sha256=_opt(value, "brand_logo_sha256", str, where),
         )
 
 
