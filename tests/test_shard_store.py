@@ -150,3 +150,19 @@ def test_a_shard_needed_while_the_start_opens_them_on_threads_is_opened_once(tmp
         shards.close()
 
     asyncio.run(scenario())
+
+
+def test_the_schema_question_admission_asks_is_answered_as_the_shard_would(tmp_path: Path) -> None:
+    """``admission`` asks "has this endpoint its tables?" before every agent socket; a member
+    answers from what it knows, which must be what scanning the shard's schema says."""
+    from worker.admission import HAS_TABLE_SQL
+    from worker.shard_store import SCHEMA_TABLES
+
+    shards = Shards(tmp_path, None)
+    tables = shards.tables("ep-schema", create=True)
+    assert tables is not None
+    for name in sorted(SCHEMA_TABLES):
+        scanned = tables.shard.store.execute(HAS_TABLE_SQL, (tables.prefix + name,))
+        assert tables.execute(HAS_TABLE_SQL, (name,)) == scanned == [{"1": 1}], name
+    assert tables.execute(HAS_TABLE_SQL, ("tokens",)) == []  # not an endpoint table: asked for real
+    shards.close()

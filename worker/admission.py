@@ -94,8 +94,11 @@ def enrollment_token_shape(token: Any) -> str | None:
 # --- 2. read-only, on the object ------------------------------------------------------------------
 
 
+HAS_TABLE_SQL = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+
+
 def _has_table(store: SqlStore, name: str) -> bool:
-    return bool(store.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+    return bool(store.execute(HAS_TABLE_SQL, (name,)))
 
 
 def _meta(store: SqlStore, *keys: str) -> dict[str, Any] | None:
