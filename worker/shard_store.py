@@ -50,6 +50,10 @@ SHARD_GLOB = "shard-*.sqlite3"
 # each endpoint's statements differ by their prefix, so the default of 128 would re-prepare
 # nearly every statement of a busy shard.
 SHARD_STATEMENT_CACHE = 1024
+# Page cache per shard connection. SQLite's default (2 MiB) held the hot pages of a shard's
+# first few dozen endpoints only: every table and index of an endpoint is at least a page of
+# its own, and an agent's reconnect touches a dozen of them.
+SHARD_PAGE_CACHE_KIB = 4096
 OPEN_THREADS = 4  # shard files opened at once at start (``open_existing``)
 _MARK = "\x00"  # stands for the prefix in a rewritten statement; never in our SQL
 
@@ -125,6 +129,7 @@ class Shard:
 
     def __init__(self, path: Path, gate: OutputGate | None) -> None:
         self.store = SqliteStore(path, gate, cached_statements=SHARD_STATEMENT_CACHE)
+        self.store.execute(f"PRAGMA cache_size = -{SHARD_PAGE_CACHE_KIB}")
         self.path = path
         self.wal = self.store.wal
         self.store.execute(
