@@ -71,6 +71,7 @@ from worker.api import (
     route_for_actor,
     with_etag,
 )
+from worker.approval_windows import ApprovalWindows
 from worker.audit_chain import AuditChain
 from worker.endpoint_admin import EndpointAdmin
 from worker.endpoint_keys import EndpointKeys
@@ -132,7 +133,7 @@ class BridgeConfig:
     webhook_retry_cap_ms: int = 3_600_000
 
 
-class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps):
+class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -353,6 +354,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             "action": old.action,
             "on_no_user": old.on_no_user,
             "expires_in": max(1, (old.expires_at_ms - old.created_at_ms) // 1000),
+            "grant_minutes": old.window.asked if old.window is not None else None,
         }
         merged.update({k: v for k, v in body.items() if k in merged or k in ("expires_at", "escalate_after")})
         if "expires_at" in body:
@@ -408,6 +410,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             on_no_user=NoUserPolicy(fields["on_no_user"]),
             by=technician,
             supersedes=supersedes,
+            grant_minutes=fields.get("grant_minutes"),
         )
 
         def commit() -> list[str]:
@@ -466,6 +469,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             expires_at_ms=view.expires_at_ms,
             on_no_user=view.on_no_user,
             requested_by=view.created_by,
+            grant_minutes=view.window.asked if view.window is not None else None,
         )
         self._outbox_add(
             deliver_id, view.prompt_id, "deliver", wire.encode(wire.PromptDeliver(deliver_id, copy)), now_ms
@@ -951,7 +955,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         self._queue_deliver(row["deliver_id"], self._view(row["prompt_id"], now_ms), now_ms)
 
     def _on_ack(self, msg: wire.Ack, now_ms: int, effects: Effects) -> None:
-        self._q("DELETE FROM outbox WHERE event_id = ? AND kind = 'cancel'", msg.of)
+        self._q("DELETE FROM outbox WHERE event_id = ? AND kind IN ('cancel', 'window')", msg.of)
 
     def _on_error(self, msg: wire.Error, now_ms: int, effects: Effects) -> None:
         self._set_meta("last_agent_error", f"{msg.code}: {msg.message}"[: wire.MAX_TEXT_CHARS])
@@ -1018,6 +1022,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
                 "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
             ):
                 self._refresh(row["prompt_id"], now_ms)
+            self._windows_end_due(now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
             self._hooks_after_event(now_ms, connected)
             self._hooks_sends(now_ms, targets, effects)
@@ -1054,9 +1059,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
-        hooks = self.hooks_due_ms()
-        if hooks is not None:
-            candidates.append(hooks)
+        candidates.extend(t for t in (self.hooks_due_ms(), self.windows_due_ms()) if t is not None)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1117,6 +1120,7 @@ _FRAME_HANDLERS: dict[type, Callable[[EndpointBridge, Any, int, Effects], None]]
     wire.StateReport: EndpointBridge._on_report,
     wire.Ack: EndpointBridge._on_ack,
     wire.Error: EndpointBridge._on_error,
+    wire.WindowUpdate: EndpointBridge._on_window_update,
 }
 
 __all__ = [

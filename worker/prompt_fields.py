@@ -41,6 +41,17 @@ def escalate_after(value: object) -> int:
     return int(value * 1000)
 
 
+def grant_minutes(value: object) -> int | None:
+    """``grant_minutes`` (DESIGN §13: the approval window asked for) or 400 ``invalid_field``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= wire.MAX_GRANT_MINUTES:
+        raise ApiError(
+            400, "invalid_field", f"grant_minutes must be a whole number of minutes from 1 to {wire.MAX_GRANT_MINUTES}"
+        )
+    return value
+
+
 def prompt_fields(
     body: dict[str, Any], now_ms: int, config: Any, default_escalate_after_ms: int | None
 ) -> dict[str, Any]:
@@ -97,4 +108,5 @@ def prompt_fields(
         "action": action,
         "on_no_user": policy,
         "expires_at_ms": expires_at_ms,
+        "grant_minutes": grant_minutes(body.get("grant_minutes")),
     }
