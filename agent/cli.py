@@ -3,6 +3,7 @@
     caisey-agent enroll --bridge URL --token-file FILE|- [--state-dir DIR]
     caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--unattended deny|approve|wait] [--state-dir DIR]
     caisey-agent status [--json] [--state-dir DIR]
+    caisey-agent revoke [PROMPT_ID] [--wait S] [--state-dir DIR]
 
 State lives in ``--state-dir``, else ``$CAISEY_AGENT_HOME``, else the platform's per-user
 data directory (``platformdirs.user_data_dir("caisey-agent")``).
@@ -30,6 +31,8 @@ from agent.core import UNATTENDED_CAPS, AgentConfig, AgentCore
 from agent.identity import EndpointKey, key_path, load_key
 from agent.localzone import local_zone_name
 from agent.presenters import make_presenter
+from agent.revoke_cli import add_parser as add_revoke_parser
+from agent.revoke_cli import revoke
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
@@ -396,7 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_revoke_parser(sub, common)  # issue 16: approval windows (``agent.revoke_cli``)
     return parser
+
+
+def cmd_revoke(args: argparse.Namespace, out: IO[str]) -> int:
+    state_dir = _state_dir(args)
+    return revoke(state_dir, args.prompt_id, args.wait, _lock_held(state_dir), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status}
+    commands = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status, "revoke": cmd_revoke}
     try:
         return commands[args.command](args, sys.stdout)
     except (CliError, StoreError) as exc:

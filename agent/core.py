@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from agent.store import OutboxRow, PromptRow, Store
+from agent.windows import AgentWindows, WindowGone, WindowShown
 from caisey import __version__
 from caisey.backoff import Backoff
 from caisey.clock import MAX_OFFSET_MS, OffsetEstimator, OffsetSample, bounded_offset, offset_sample
@@ -68,6 +69,7 @@ from caisey.wire import (
     PromptUpdate,
     StateReport,
     StateRequest,
+    WindowNotice,
     decode,
     encode,
     peek_id,
@@ -179,7 +181,7 @@ class Withdraw:
     reason: str
 
 
-DisplayCommand = Show | Withdraw
+DisplayCommand = Show | Withdraw | WindowShown | WindowGone
 
 
 @dataclass(slots=True)
@@ -194,7 +196,7 @@ class Effects:
         return bool(self.send or self.display or self.close)
 
 
-class AgentCore:
+class AgentCore(AgentWindows):
     """One endpoint's runtime protocol state over a ``Store``.
 
     Call ``start`` once, then ``on_connected`` / ``on_frame`` / ``on_disconnected`` as the
@@ -253,6 +255,7 @@ class AgentCore:
         self._next_housekeeping_ms = 0
         self.errors_received: deque[Error] = deque(maxlen=MAX_ERRORS_KEPT)
         self._refused = 0  # delivers refused unstored (store full), for the log
+        self._grants: dict[str, int] = {}  # within one approval: the window minutes chosen (agent.windows)
 
     # --- read-only views ---------------------------------------------------------------------
 
@@ -378,6 +381,8 @@ class AgentCore:
                 self._report(now_ms)
                 if message.include_final_since_ms is not None:
                     self._report_history(message, now_ms)
+        elif isinstance(message, WindowNotice):
+            self._on_window_notice(message, now_ms)
         elif isinstance(message, Error):
             log.warning("bridge error %s (of %s): %s", message.code, message.of, message.message)
             self.errors_received.append(message)
@@ -689,6 +694,7 @@ class AgentCore:
                 sig=sig,
             )
             self._queue(update, now_ms)
+            self._window_after_decision(held.prompt, decision, bridge_now, now_ms)  # DESIGN §13
         # Committed with synchronous=FULL above: only now may the decision leave.
         self._send_new(pid, now_ms)
         self._parked.pop(pid, None)
@@ -701,6 +707,7 @@ class AgentCore:
         """Do whatever is due at ``now_ms``: expiry, resends, heartbeat, liveness, housekeeping."""
         self._require_started()
         self._expire_due(now_ms)
+        self._windows_due(now_ms)
         if self._connected:
             silent_ms = now_ms - self._last_inbound_ms
             if not self._ready and now_ms - self._connected_at_ms >= self.config.hello_timeout_ms:
@@ -726,6 +733,9 @@ class AgentCore:
         candidates: list[int] = [self._next_housekeeping_ms]
         candidates.extend(self._expires_by(row) for row in self.store.open_prompts())
         candidates.extend(t for t in self._parked.values() if t is not None)
+        window_end = self._windows_deadline()
+        if window_end is not None:
+            candidates.append(window_end)
         if self._connected:
             if self._ready:
                 candidates.append(self._last_inbound_ms + self._dead_after_ms())

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import ClassVar, Literal, Protocol, TextIO
 
 from agent.core import Show
+from agent.windows import Grant, grant_of
 from caisey.clock import to_rfc3339
 from caisey.text import neutralise
 
@@ -50,7 +51,13 @@ EXIT_NO_DISPLAY = 3
 class Presenter(Protocol):
     name: str
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome: ...
+    # ``Grant``: approve, shortening the approval window asked for (DESIGN §13).
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant: ...
+
+
+def answer_of(word: str) -> Outcome | Grant | None:
+    """A presenter program's answer word: approve, deny, dismiss or ``approve:MINUTES``."""
+    return WORDS.get(word) or grant_of(word)
 
 
 def prompt_json(show: Show) -> dict[str, object]:
@@ -71,6 +78,8 @@ def prompt_json(show: Show) -> dict[str, object]:
         "expires_at_ms": p.expires_at_ms,
         # The same moment on this machine's clock (bridge time corrected by the offset).
         "expires_at_local_ms": show.expires_at_local_ms,
+        # The approval window asked for, in minutes (DESIGN §13); the user may grant less.
+        "grant_minutes": p.grant_minutes,
     }
 
 
@@ -222,7 +231,7 @@ class ExecPresenter:
         if not self.argv:
             raise ValueError("exec: needs a program, e.g. exec:/usr/local/bin/ask-user")
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         payload = json.dumps(prompt_json(show), ensure_ascii=False).encode("utf-8")
         try:
             child = await _Child.start(self.argv, payload)
@@ -241,7 +250,7 @@ class ExecPresenter:
             log.info("presenter program gave no answer for %s (exit %s)", show.prompt.prompt_id, child.proc.returncode)
             return "none"
         child.finish_in_background(PROGRAM_GRACE_S)
-        outcome = WORDS.get(word)
+        outcome = answer_of(word)
         if outcome is None:
             log.warning("presenter program printed %r, not approve/deny/dismiss; the prompt waits", word[:40])
             return "none"
@@ -254,7 +263,7 @@ class TkPresenter:
 
     name = "tk"
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         if not has_display() or not tk_available():
             return "no_user"
         payload = json.dumps(prompt_json(show), ensure_ascii=False).encode("utf-8")
@@ -273,9 +282,9 @@ class TkPresenter:
                 word = line.decode("utf-8", "replace").strip().lower()
                 if word == "shown":
                     shown()
-                elif word in WORDS:
+                elif (answer := answer_of(word)) is not None:
                     child.finish_in_background(PROGRAM_GRACE_S)
-                    return WORDS[word]
+                    return answer
         except asyncio.CancelledError:
             await asyncio.shield(child.stop())
             raise
@@ -370,7 +379,7 @@ class AutoPresenter:
         self._tk = TkPresenter()
         self._terminal = terminal or TerminalPresenter()
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         if has_display() and tk_available():
             outcome = await self._tk.present(show, shown)
             if outcome != "no_user":

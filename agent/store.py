@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.windows import WINDOWS_SCHEMA
 from caisey.wire import PromptCopy
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4  # (3 is left to the display evidence of issue 16; upgrades skip a gap)
 DB_FILE = "agent.sqlite3"
 SECRET_FILE = "agent_secret"
 LOCK_FILE = "run.lock"
@@ -98,6 +99,8 @@ CREATE TABLE IF NOT EXISTS meta (
 _UPGRADES: dict[int, tuple[str, ...]] = {
     # The endpoint key's signature of the answer, kept to resend in reports (DESIGN §10).
     2: ("ALTER TABLE prompts ADD COLUMN key_id TEXT", "ALTER TABLE prompts ADD COLUMN sig TEXT"),
+    # Approval windows and the requests of ``caisey-agent revoke`` (``agent.windows``).
+    4: WINDOWS_SCHEMA,
 }
 
 
@@ -201,6 +204,8 @@ def _prompt_to_json(prompt: PromptCopy) -> str:
             "expires_at_ms": prompt.expires_at_ms,
             "on_no_user": prompt.on_no_user,
             "requested_by": prompt.requested_by,
+            # The optional fields (DESIGN §13), kept as delivered: the signatures hash them.
+            **{name: value for name, value in prompt.extras().items() if value is not None},
         },
         ensure_ascii=False,
     )
@@ -288,7 +293,7 @@ class Store:
                 if statement.strip():
                     self._db.execute(statement)
             for upgrade in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                for statement in _UPGRADES[upgrade]:
+                for statement in _UPGRADES.get(upgrade, ()):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
