@@ -262,7 +262,11 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
         report.problems.append((line_no + 1, "no head line: the export is cut short"))
     now_ms = exported_at_ms if exported_at_ms is not None else 0
     for prompt_id, prompt_entries in entries.items():
-        report.prompts.append(_verdict(prompt_id, prompt_entries, now_ms, config, sig_ok))
+        verdict = _verdict(prompt_id, prompt_entries, now_ms, config, sig_ok)
+        if verdict.windows:  # DESIGN §13: its approval window's life, each step checked above
+            words = (kind.removeprefix("window_") for kind in verdict.windows)
+            verdict.verdict += "; approval window " + ", ".join(words)
+        report.prompts.append(verdict)
     return report
 
 
