@@ -276,14 +276,14 @@ class ApprovalWindows:
             raise ApiError(409, "no_window", "this prompt asked for no approval window")
         if window.state == "revoked":
             return ApiResponse(200, self._api_view(view))  # revoked already: said as it is
-        if window.state != "active":
-            words = {
-                "asked": ("window_not_started", "the approval window has not started (the prompt is not approved yet)"),
-                "not_granted": ("window_not_granted", f"the prompt ended {view.state.value}: no window was granted"),
-                "ended": ("window_ended", "the approval window has already ended"),
-            }
-            code, message = words[window.state]
-            raise ApiError(409, code, message, {"prompt": self._api_view(view)})
+        as_it_is = {"prompt": self._api_view(view)}
+        if window.state == "asked":
+            raise ApiError(409, "window_not_started", "the approval window has not started: not approved yet", as_it_is)
+        if window.state == "not_granted":
+            message = f"the prompt ended {view.state.value}: no window was granted"
+            raise ApiError(409, "window_not_granted", message, as_it_is)
+        if window.state == "ended":
+            raise ApiError(409, "window_ended", "the approval window has already ended", as_it_is)
         technician = req.header(TECHNICIAN_HEADER) or "unknown"
 
         def commit() -> list[str]:
