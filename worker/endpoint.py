@@ -21,8 +21,9 @@ as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, au
 (``enrollment``), the keys and the check of signed answers (``endpoint_keys``), the hash
 chain every fact is appended to (``audit_chain``), what an adoption may claim
 (``adoption``), a create's fields (``prompt_fields``), an admin's relabel, move and removal
-(``endpoint_admin``), its line in the fleet index (``fleet_line``) and its statistics
-(``endpoint_stats``).
+(``endpoint_admin``), its line in the fleet index (``fleet_line``), its statistics
+(``endpoint_stats``), the history requests of R6 (``history_requests``) and the approval
+windows of DESIGN §13 (``approval_windows``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.endpoint_stats import EndpointStatsOps
 from worker.enrollment import EndpointRecord
 from worker.fleet_line import FleetLine
+from worker.history_requests import HistoryRequests
 from worker.hooks import Hooks, default_escalate_after_ms
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.prompt_fields import MAX_EXPIRES_IN_S, prompt_fields
@@ -87,9 +89,6 @@ from worker.signed_answers import SignedAnswers
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-
-# How long absence inference (R5 replay, R4 firming) waits after the latest history request.
-HISTORY_WAIT_MS = 10 * 60_000
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
 
@@ -133,7 +132,9 @@ class BridgeConfig:
     webhook_retry_cap_ms: int = 3_600_000
 
 
-class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows):
+class EndpointBridge(
+    EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows, HistoryRequests
+):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -702,35 +703,6 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             # (A runtime away longer than seen_event_retention_ms also lands here: one
             # harmless extra history report.) Asked again on every hello until it lands.
             self._request_history(now_ms, effects)
-
-    def _awaiting_history(self, now_ms: int) -> bool:
-        return int(self._meta("awaiting_history_until_ms") or 0) > now_ms
-
-    def _history_reask_ms(self, now_ms: int) -> int | None:
-        """When to ask a pinging agent for the history again (None: not waiting for it). Its
-        full heartbeats, which ask again otherwise, come only every ``digest_every_ms``: the
-        alarm asks every ``heartbeat_ms`` instead, as heartbeats did (the simulation found a
-        lost history report converging only at the next full heartbeat, 6 min later)."""
-        until = int(self._meta("awaiting_history_until_ms") or 0)
-        if until <= now_ms or not self._pinging():
-            return None
-        return until - HISTORY_WAIT_MS + self.config.heartbeat_ms
-
-    def _request_history(self, now_ms: int, effects: Effects) -> None:
-        """Ask for the runtime's open and recently final prompts; until the history's last page
-        lands, absence from an open report proves nothing (decided-and-acked prompts are absent
-        from it by design), so R5 replays and R4 firming by absence wait. A history request or
-        report can be lost like any frame: it is asked again on every hello and every heartbeat
-        until it lands, and the wait is counted from the latest request, so it cannot
-        lapse while the runtime is away (the simulation found a lost history report followed by
-        a wrongly firmed ``expired`` for a prompt the user had approved)."""
-        request = wire.StateRequest(
-            id=self._ids.new(now_ms),
-            reason="bridge storage regressed",
-            include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
-        )
-        effects.send.append(wire.encode(request))
-        self._set_meta("awaiting_history_until_ms", str(now_ms + HISTORY_WAIT_MS))
 
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
