@@ -6,6 +6,8 @@
 // so the tests can call them directly with crafted prompts. `now` is bridge time (the
 // console corrects its clock by the offset it measures from the bridge's Date header).
 
+import { windowEventWords } from "./window.js";
+
 /** R7: past this, a live prompt may be *described* as unanswered; only expires_at ends it. */
 export const NO_ANSWER_NOTICE_MS = 90_000;
 /** Show "(synced …)" only when the answer reached the bridge this much after it was made. */
@@ -413,6 +415,11 @@ export function describeEvent(e, now = Date.now()) {
       break;
     case "firmed":
       what = "Outcome is now final: no late answer can change it";
+      break;
+    case "window_started":
+    case "window_ended":
+    case "window_revoked":
+      what = windowEventWords(e.type, d, ms); // issue 16 (window.js)
       break;
     case "escalated":
       what = d.auto ? `Escalated by the bridge: ${d.reason}` : `Escalated by ${d.by}`;
