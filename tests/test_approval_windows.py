@@ -172,3 +172,16 @@ async def test_revoke_refuses_who_may_not_and_what_is_not(bridge: BridgeUnderTes
     assert r.status == 404 and r.body["error"]["code"] == "unknown_prompt"
     r = await bridge.request("GET", path, token=bridge.admin_token)
     assert r.status == 405
+
+
+async def test_a_technician_out_of_scope_cannot_revoke_nor_learn_the_endpoint_exists(bridge: BridgeUnderTest) -> None:
+    from tests.test_admin_scope import enroll_for, name, new_token, unknown_body
+
+    endpoint_id = "ep-" + name("win")[4:]
+    await enroll_for(bridge, endpoint_id, name("client-b"))
+    r = await create(bridge, endpoint_id, grant_minutes=30)
+    assert r.status == 201, r.body
+    outsider = await new_token(bridge, clients=[name("client-a")])
+    path = f"/api/endpoints/{endpoint_id}/prompts/{r.body['prompt_id']}/revoke"
+    r = await bridge.request("POST", path, token=outsider)
+    assert (r.status, r.body) == (404, unknown_body(endpoint_id))
