@@ -381,6 +381,7 @@ class AgentCore(AgentWindows):
                 self._report(now_ms)
                 if message.include_final_since_ms is not None:
                     self._report_history(message, now_ms)
+                    self._resend_windows(message.include_final_since_ms, now_ms)  # agent.windows
         elif isinstance(message, WindowNotice):
             self._on_window_notice(message, now_ms)
         elif isinstance(message, Error):

@@ -239,6 +239,26 @@ class AgentWindows:
             self._out.display.append(WindowGone(window.prompt_id, "revoked"))
             self._send_new(window.prompt_id, now_ms)
 
+    # --- the bridge lost storage (R6) ----------------------------------------------------------
+
+    def _resend_windows(self, since_ms: int, now_ms: int) -> None:
+        """After a history request (the bridge restored an old backup): send again the starts
+        and the user's revocations of windows started since ``since_ms`` (bridge time), after
+        the history that relearns their approvals. The same signed bytes (Ed25519 is
+        deterministic) under new ids; the bridge records only what it does not hold."""
+        for window in windows(self.store._db):
+            if window.started_at_ms < since_ms:
+                continue
+            held = self.store.get_prompt(window.prompt_id)
+            owed = any(r.kind == WindowUpdate.TYPE for r in self.store.outbox_for(window.prompt_id))
+            if held is None or owed:
+                continue
+            with self.store.transaction():
+                self._queue_window(held.prompt, "start", window.minutes, window.started_at_ms, now_ms)
+                if window.state == "revoked" and window.closed_by == "user" and window.closed_at_ms is not None:
+                    self._queue_window(held.prompt, "revoke", window.minutes, window.closed_at_ms, now_ms)
+            self._send_new(window.prompt_id, now_ms)
+
     # --- the bridge's notice -----------------------------------------------------------------
 
     def _on_window_notice(self, message: WindowNotice, now_ms: int) -> None:

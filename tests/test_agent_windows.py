@@ -16,7 +16,7 @@ from agent.revoke_cli import revoke
 from agent.store import Store
 from agent.windows import Grant, WindowGone, WindowShown, granted_minutes, request_revoke, windows
 from caisey.signing import SignatureClaim, b64decode, copy_sha256, window_message
-from caisey.wire import Ack, WindowNotice, WindowUpdate
+from caisey.wire import Ack, StateRequest, WindowNotice, WindowUpdate
 from tests.agent_harness import MINUTE, CoreHarness, make_prompt, of_type
 from worker.ed25519_local import verify
 
@@ -132,3 +132,25 @@ def test_caisey_agent_revoke_says_what_it_did_and_refuses_what_it_cannot(tmp_pat
     assert revoke(tmp_path, "P1", 0.5, True, out) == 1 and "already revoked" in out.getvalue()
     assert revoke(tmp_path / "nowhere", None, 0.5, True, io.StringIO()) == 1
     Store.open(tmp_path).close()
+
+
+def test_after_a_bridge_storage_loss_the_windows_are_sent_again_after_the_history(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    prompt = window_prompt()
+    h.deliver(prompt)
+    sent = h.answer("P1", "approve")
+    h.ack_all(sent)
+    (start,) = of_type(sent, "window.update")
+    h.ack(start.id)
+    request_revoke(h.core.store._db, None, h.now)
+    (revoke,) = of_type(h.take(h.core.take_revoke_requests(h.now)), "window.update")
+    h.ack(revoke.id)
+    assert h.core.store.outbox_all() == []
+    got = h.feed(StateRequest("B-R1", "bridge storage regressed", include_final_since_ms=0))
+    types = [m.TYPE for m in got]
+    assert types.index("state.report") < types.index("window.update")  # the approval is relearned first
+    again = [m for m in got if isinstance(m, WindowUpdate)]
+    assert [(m.event, m.sig) for m in again] == [("start", start.sig), ("revoke", revoke.sig)]  # type: ignore[attr-defined]
+    assert all(m.id not in (start.id, revoke.id) for m in again)
+    # Asked again before those are acked: nothing more is queued.
+    assert of_type(h.feed(StateRequest("B-R2", "again", include_final_since_ms=0)), "window.update") == []
