@@ -308,6 +308,7 @@ class AgentCore(AgentWindows):
         self._housekeeping(now_ms)
         self._expire_due(now_ms)
         self._pump(now_ms)
+        self._show_windows(now_ms)  # the indicators of windows still active (agent.windows)
         return self._drain()
 
     def on_connected(self, now_ms: int) -> Effects:

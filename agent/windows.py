@@ -288,6 +288,13 @@ class AgentWindows:
                 )
             self._out.display.append(WindowGone(row["prompt_id"], "ended"))
 
+    def _show_windows(self, now_ms: int) -> None:
+        """After a (re)start: the indicator of every window still active."""
+        self._windows_due(now_ms)
+        offset = self.bridge_time(0)
+        for window in self.active_windows(now_ms):
+            self._out.display.append(WindowShown(window, window.ends_at_ms - offset))
+
     def _windows_deadline(self) -> int | None:
         """The next local time an active window ends (for ``next_deadline_ms``)."""
         row = self.store._db.execute("SELECT MIN(ends_at_ms) AS t FROM windows WHERE state = 'active'").fetchone()

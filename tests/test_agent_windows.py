@@ -154,3 +154,14 @@ def test_after_a_bridge_storage_loss_the_windows_are_sent_again_after_the_histor
     assert all(m.id not in (start.id, revoke.id) for m in again)
     # Asked again before those are acked: nothing more is queued.
     assert of_type(h.feed(StateRequest("B-R2", "again", include_final_since_ms=0)), "window.update") == []
+
+
+def test_a_restarted_agent_shows_the_indicator_of_a_window_still_active(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    h.deliver(window_prompt())
+    h.answer("P1", "approve")
+    h.display.clear()
+    restarted = h.restart()
+    restarted.start()
+    (shown,) = [d for d in restarted.display if isinstance(d, WindowShown)]
+    assert shown.window.prompt_id == "P1" and shown.window.state == "active"
