@@ -34,6 +34,7 @@ from agent.presenters import make_presenter
 from agent.revoke_cli import add_parser as add_revoke_parser
 from agent.revoke_cli import revoke
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
+from agent.windows import windows
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.text import neutralise
@@ -333,6 +334,20 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             "outbox": len(store.outbox_all()),
             "open_prompts": sum(1 for p in prompts if p["status"] in ("received", "acknowledged")),
             "prompts": prompts,
+            # Approval windows (issue 16): newest first; `caisey-agent revoke` ends the active ones.
+            "windows": [
+                {
+                    "prompt_id": w.prompt_id,
+                    "title": w.title,
+                    "minutes": w.minutes,
+                    "state": "ended"
+                    if w.state == "active" and w.ends_at_ms <= now_ms + (store.meta_int("offset_ms") or 0)
+                    else w.state,
+                    "until": _time(w.ends_at_ms),
+                    "closed_by": w.closed_by,
+                }
+                for w in windows(store._db)[:20]
+            ],
         }
     finally:
         store.close()
@@ -367,6 +382,11 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
         outcome = safe(p["decision"] or p["detail"] or p["how"] or "")
         title = safe(p["title"][:40])
         out.write(f"  {safe(p['prompt_id'])}  {p['status']:<12} {outcome:<10} expires {p['expires_at']}  {title}\n")
+    for w in info["windows"]:
+        by = f" by {safe(w['closed_by'])}" if w["closed_by"] else ""
+        out.write(
+            f"window     {safe(w['prompt_id'])}  {w['state']}{by}  {w['minutes']} min until {w['until']}  {safe(w['title'][:40])}\n"
+        )
     return 0
 
 

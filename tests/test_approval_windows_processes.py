@@ -73,7 +73,7 @@ async def test_a_window_granted_shortened_and_revoked_by_the_user_all_verified(
     assert from_rfc3339(window["ends_at"]) - from_rfc3339(window["started_at"]) == 10 * 60_000
     assert agent.presented()[0]["prompt"]["grant_minutes"] == 30  # the dialog was told what was asked
     code, out = await agent.cli("status")
-    assert code == 0
+    assert code == 0 and f"window     {prompt_id}  active  10 min until" in out, out
 
     code, out = await agent.cli("revoke")
     returned = time.monotonic()
