@@ -185,3 +185,25 @@ async def test_a_technician_out_of_scope_cannot_revoke_nor_learn_the_endpoint_ex
     path = f"/api/endpoints/{endpoint_id}/prompts/{r.body['prompt_id']}/revoke"
     r = await bridge.request("POST", path, token=outsider)
     assert (r.status, r.body) == (404, unknown_body(endpoint_id))
+
+
+async def test_a_window_ends_by_the_alarm_and_the_agent_is_told_when_it_is_back(bridge: BridgeUnderTest) -> None:
+    """One minute of bridge time (real on the local host, virtual on the stand-in): the alarm
+    records the end; the agent, silent meanwhile (its socket closed), gets the notice on its
+    next hello, until it acks it."""
+    s = await signed_endpoint(bridge)
+    eid = s.endpoint.endpoint_id
+    pid, at = await approved_with_window(s, minutes=1, asked=1)
+    await s.runtime.close()
+    await bridge.advance(62_000)
+    view = await prompt_view(bridge, eid, pid)
+    assert view["window"]["state"] == "ended"
+    assert [e["type"] for e in view["events"]][-1] == "window_ended"
+    assert view["events"][-1]["detail"]["ended_at_ms"] == at + 60_000
+    frames = await s.runtime.connect()
+    notices = of_type(frames, wire.WindowNotice)
+    assert [(n.prompt_id, n.state, n.at_ms) for n in notices] == [(pid, "ended", at + 60_000)]
+    await s.runtime.send(wire.Ack(id=s.runtime.new_id(), of=notices[0].id))
+    await s.runtime.drain()
+    await s.runtime.close()
+    assert of_type(await s.runtime.connect(), wire.WindowNotice) == []  # acked: not sent again
