@@ -346,7 +346,7 @@ def status_info(state_dir: Path) -> dict[str, Any]:
                     "until": _time(w.ends_at_ms),
                     "closed_by": w.closed_by,
                 }
-                for w in windows(store._db)[:20]
+                for w in windows(store.db)[:20]
             ],
         }
     finally:

@@ -253,7 +253,7 @@ class AgentRunner:
         while True:
             await asyncio.sleep(REVOKE_POLL_S)
             try:
-                pending = pending_revoke_requests(self.core.store._db)
+                pending = pending_revoke_requests(self.core.store.db)
             except sqlite3.Error as exc:
                 log.warning("cannot read revoke requests: %s", exc)
                 continue

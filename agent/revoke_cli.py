@@ -48,23 +48,23 @@ def revoke(state_dir: Path, prompt_id: str | None, wait_s: float, running: bool,
             return 1
         offset = store.meta_int("offset_ms") or 0
         now = int(time.time() * 1000) + offset
-        active = [w for w in windows(store._db, active_at_ms=now) if prompt_id in (None, w.prompt_id)]
+        active = [w for w in windows(store.db, active_at_ms=now) if prompt_id in (None, w.prompt_id)]
         if not active:
-            known = [w for w in windows(store._db) if w.prompt_id == prompt_id]
+            known = [w for w in windows(store.db) if w.prompt_id == prompt_id]
             if known:
                 out.write(f"the approval window of {prompt_id} is already {known[0].state}\n")
             else:
                 out.write("no active approval window" + (f" for prompt {prompt_id}" if prompt_id else "") + "\n")
             return 1
         with store.transaction():
-            request_revoke(store._db, prompt_id or ALL, int(time.time() * 1000))
+            request_revoke(store.db, prompt_id or ALL, int(time.time() * 1000))
         if not running:
             out.write("the agent is not running: the revocation is queued, and is signed and sent when it starts\n")
             return 2
         deadline = time.monotonic() + wait_s
         wanted = {w.prompt_id for w in active}
         while time.monotonic() < deadline:
-            states = {w.prompt_id: w for w in windows(store._db) if w.prompt_id in wanted}
+            states = {w.prompt_id: w for w in windows(store.db) if w.prompt_id in wanted}
             if all(w.state != "active" for w in states.values()):
                 for w in states.values():
                     title = neutralise(w.title[:60])

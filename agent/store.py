@@ -300,6 +300,11 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the tables another module owns (``agent.windows``)."""
+        return self._db
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic, durable unit; nested use joins the outer transaction."""

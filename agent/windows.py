@@ -174,7 +174,7 @@ class AgentWindows:
         if decision != "approve" or minutes is None:
             return
         ends_at = decided_at_ms + minutes * MINUTE_MS
-        self.store._db.execute(
+        self.store.db.execute(
             "INSERT OR IGNORE INTO windows (prompt_id, title, requested_by, minutes, started_at_ms, ends_at_ms, state) "
             "VALUES (?, ?, ?, ?, ?, ?, 'active')",
             (prompt.prompt_id, prompt.title, prompt.requested_by, minutes, decided_at_ms, ends_at),
@@ -184,7 +184,7 @@ class AgentWindows:
         self._out.display.append(WindowShown(self._window(prompt.prompt_id), ends_at - self.bridge_time(0)))
 
     def _window(self, prompt_id: str) -> WindowRow:
-        return next(w for w in windows(self.store._db) if w.prompt_id == prompt_id)
+        return next(w for w in windows(self.store.db) if w.prompt_id == prompt_id)
 
     def _queue_window(self, prompt: PromptCopy, event: str, minutes: int, at_ms: int, now_ms: int) -> None:
         key_id = sig = None
@@ -213,23 +213,23 @@ class AgentWindows:
     def take_revoke_requests(self, now_ms: int) -> Any:
         """Apply and delete the requests ``caisey-agent revoke`` left (``request_revoke``)."""
         self._require_started()
-        rows = self.store._db.execute("SELECT id, prompt_id FROM revoke_requests ORDER BY id").fetchall()
+        rows = self.store.db.execute("SELECT id, prompt_id FROM revoke_requests ORDER BY id").fetchall()
         for row in rows:
             self._revoke(None if row["prompt_id"] == ALL else str(row["prompt_id"]), now_ms)
             with self.store.transaction():
-                self.store._db.execute("DELETE FROM revoke_requests WHERE id = ?", (row["id"],))
+                self.store.db.execute("DELETE FROM revoke_requests WHERE id = ?", (row["id"],))
         return self._drain()
 
     def _revoke(self, prompt_id: str | None, now_ms: int) -> None:
         at = self.bridge_time(now_ms)
-        for window in windows(self.store._db, active_at_ms=at):
+        for window in windows(self.store.db, active_at_ms=at):
             if prompt_id is not None and window.prompt_id != prompt_id:
                 continue
             held = self.store.get_prompt(window.prompt_id)
             if held is None:
                 continue
             with self.store.transaction():
-                self.store._db.execute(
+                self.store.db.execute(
                     "UPDATE windows SET state = 'revoked', closed_by = 'user', closed_at_ms = ? "
                     "WHERE prompt_id = ? AND state = 'active'",
                     (at, window.prompt_id),
@@ -246,7 +246,7 @@ class AgentWindows:
         and the user's revocations of windows started since ``since_ms`` (bridge time), after
         the history that relearns their approvals. The same signed bytes (Ed25519 is
         deterministic) under new ids; the bridge records only what it does not hold."""
-        for window in windows(self.store._db):
+        for window in windows(self.store.db):
             if window.started_at_ms < since_ms:
                 continue
             held = self.store.get_prompt(window.prompt_id)
@@ -265,7 +265,7 @@ class AgentWindows:
         if not self.store.seen(message.id):
             with self.store.transaction():
                 self.store.mark_seen(message.id, WindowNotice.TYPE, message.prompt_id, now_ms)
-                self.store._db.execute(
+                self.store.db.execute(
                     "UPDATE windows SET state = ?, closed_by = ?, closed_at_ms = ? "
                     "WHERE prompt_id = ? AND state = 'active'",
                     (message.state, message.by, message.at_ms, message.prompt_id),
@@ -277,12 +277,12 @@ class AgentWindows:
     def _windows_due(self, now_ms: int) -> None:
         """A window whose time is up is over here too (the bridge's notice may be late)."""
         at = self.bridge_time(now_ms)
-        rows = self.store._db.execute(
+        rows = self.store.db.execute(
             "SELECT prompt_id FROM windows WHERE state = 'active' AND ends_at_ms <= ?", (at,)
         ).fetchall()
         for row in rows:
             with self.store.transaction():
-                self.store._db.execute(
+                self.store.db.execute(
                     "UPDATE windows SET state = 'ended', closed_at_ms = ends_at_ms WHERE prompt_id = ?",
                     (row["prompt_id"],),
                 )
@@ -297,11 +297,11 @@ class AgentWindows:
 
     def _windows_deadline(self) -> int | None:
         """The next local time an active window ends (for ``next_deadline_ms``)."""
-        row = self.store._db.execute("SELECT MIN(ends_at_ms) AS t FROM windows WHERE state = 'active'").fetchone()
+        row = self.store.db.execute("SELECT MIN(ends_at_ms) AS t FROM windows WHERE state = 'active'").fetchone()
         return None if row["t"] is None else int(row["t"]) - self.bridge_time(0)
 
     def active_windows(self, now_ms: int) -> list[WindowRow]:
-        return windows(self.store._db, active_at_ms=self.bridge_time(now_ms))
+        return windows(self.store.db, active_at_ms=self.bridge_time(now_ms))
 
 
 __all__ = [
