@@ -100,14 +100,17 @@ async def test_the_user_revokes_with_a_signed_frame_and_forgeries_change_nothing
     forged = window_update(s, pid, "revoke", 30, now, signed_event="start")
     got = await s.send(forged)
     assert not of_type(got, wire.Ack) and of_type(got, wire.Error)[0].code == "signature_refused"
-    assert (await prompt_view(bridge, eid, pid))["window"]["state"] == "active"
+    view = await prompt_view(bridge, eid, pid)
+    assert view["window"]["state"] == "active"
+    refused = [e["detail"] for e in view["events"] if e["type"] == "signature_refused"]
+    assert [(r["answer"], r["reason"]) for r in refused] == [("window_revoke", "bad_signature")]
 
     revoke = window_update(s, pid, "revoke", 30, now)
     assert [a.of for a in of_type(await s.send(revoke), wire.Ack)] == [revoke.id]
     view = await prompt_view(bridge, eid, pid)
     assert view["window"]["state"] == "revoked" and view["window"]["revoked_by"] == "user"
     assert view["window"]["revoked_by_user"] is True
-    assert [e["type"] for e in view["events"]][-2:] == ["window_started", "window_revoked"]
+    assert [e["type"] for e in view["events"]][-3:] == ["window_started", "signature_refused", "window_revoked"]
     # The same frame again (a lost ack): acked, nothing new.
     assert of_type(await s.send(revoke), wire.Ack)
     assert (await prompt_view(bridge, eid, pid))["events"] == view["events"]

@@ -21,19 +21,29 @@ active, so the alarm finds the next end without reading facts.
 Signatures follow ``worker.signed_answers``: ``window_claims`` lists what a ``window.update``
 claims under the current key (outside the event), the host verifies, and inside the event the
 update commits only if the claim rebuilt then is among the verified ones. A refused update is
-answered with an ``error`` frame and not acked (a resend is refused the same way); one that
+answered with an ``error`` frame and not acked (a resend is refused the same way), and recorded
+once as a ``signature_refused`` fact (answer ``window_start`` or ``window_revoke``); one that
 can never apply (no window asked, more minutes than asked, a prompt not approved) is acked
 with an ``error`` so the agent stops sending it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
 from caisey import wire
 from caisey.errors import ProtocolError
-from caisey.facts import Created, Decided, WindowEnded, WindowRevoked, WindowStarted
+from caisey.facts import (
+    Created,
+    Decided,
+    SignatureRefused,
+    WindowEnded,
+    WindowRevoked,
+    WindowStarted,
+    fact_to_record,
+)
 from caisey.prompt import State
 from caisey.signing import (
     PUBLIC_KEY_BYTES,
@@ -150,6 +160,7 @@ class ApprovalWindows:
             refusal = self._window_refusal(msg, created, self._verified)
             if refusal is not None:
                 problem, final = ("signature_refused", f"{msg.prompt_id}: {refusal}: {REFUSALS[refusal]}"), False
+                self._record_window_refusal(msg, refusal, now_ms)
         if problem is not None:
             code, text = problem
             effects.send.append(self._error_frame(code, text, msg.id, now_ms))
@@ -171,6 +182,18 @@ class ApprovalWindows:
 
         effects.send.extend(self._atomically(commit))
         effects.send.append(self._ack(msg.id, now_ms))
+
+    def _record_window_refusal(self, msg: wire.WindowUpdate, reason: str, now_ms: int) -> None:
+        """A ``signature_refused`` fact (answer ``window_start`` / ``window_revoke``), once per
+        distinct refusal, as for answers (``worker.signed_answers``); it changes nothing."""
+        refused = SignatureRefused(
+            answer=f"window_{msg.event}", how="user", reason=reason, key_id=msg.key_id, decided_at_ms=msg.at_ms
+        )
+        fields = json.dumps(fact_to_record(refused)[1], separators=(",", ":"))
+        if not self._q(
+            "SELECT 1 FROM facts WHERE prompt_id = ? AND kind = ? AND fields = ?", msg.prompt_id, refused.KIND, fields
+        ):
+            self._append(msg.prompt_id, now_ms, refused, msg.id)
 
     def _window_problem(self, msg: wire.WindowUpdate, view: Any, now_ms: int) -> tuple[tuple[str, str] | None, bool]:
         """((code, message), final) when the update cannot apply now — final: never will."""

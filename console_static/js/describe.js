@@ -238,7 +238,13 @@ export const REFUSAL_WORDS = {
   bad_signature: "its signature did not verify",
 };
 
-const ANSWER_WORDS = { approve: "'approve'", deny: "'deny'", dismiss: "a dismissal" };
+const ANSWER_WORDS = {
+  approve: "'approve'",
+  deny: "'deny'",
+  dismiss: "a dismissal",
+  window_start: "the start of an approval window", // issue 16
+  window_revoke: "a revocation of an approval window",
+};
 const REFUSED_BY = { user: "by the user", no_user_policy: "by the no-user policy", endpoint_policy: "by the endpoint's own policy" };
 
 /**
