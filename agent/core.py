@@ -696,7 +696,8 @@ class AgentCore(AgentWindows):
                 sig=sig,
             )
             self._queue(update, now_ms)
-            self._window_after_decision(held.prompt, decision, bridge_now, now_ms)  # DESIGN §13
+            if not withdrawn:  # an approval the bridge will judge late starts no window (DESIGN §13)
+                self._window_after_decision(held.prompt, decision, bridge_now, now_ms)
         # Committed with synchronous=FULL above: only now may the decision leave.
         self._send_new(pid, now_ms)
         self._parked.pop(pid, None)

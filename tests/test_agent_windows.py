@@ -165,3 +165,12 @@ def test_a_restarted_agent_shows_the_indicator_of_a_window_still_active(tmp_path
     restarted.start()
     (shown,) = [d for d in restarted.display if isinstance(d, WindowShown)]
     assert shown.window.prompt_id == "P1" and shown.window.state == "active"
+
+
+def test_an_approval_after_a_cancel_starts_no_window(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    h.deliver(window_prompt())
+    h.cancel("P1")
+    sent = h.answer("P1", "approve")  # the dialog's answer raced the cancel: recorded, judged late
+    assert [m.decision for m in of_type(sent, "prompt.update")] == ["approve"]  # type: ignore[attr-defined]
+    assert of_type(sent, "window.update") == [] and windows(h.core.store.db) == []
