@@ -387,6 +387,7 @@ class AgentCore(AgentWindows):
             self._on_window_notice(message, now_ms)
         elif isinstance(message, Error):
             log.warning("bridge error %s (of %s): %s", message.code, message.of, message.message)
+            self._on_window_refused(message)  # agent.windows
             self.errors_received.append(message)
         else:
             # hello, receipt, update, report, heartbeat: frames a runtime sends, not receives.

@@ -31,6 +31,8 @@ log = logging.getLogger("caisey.agent.windows")
 
 MINUTE_MS = 60_000
 ALL = "*"  # a revoke request for every active window
+# The bridge's refusals of a window start that no resend can change (``worker.approval_windows``).
+REFUSED_FOR_GOOD = ("no_window", "window_too_long", "not_approved", "invalid_at")
 
 WINDOWS_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS windows (
@@ -78,7 +80,7 @@ class WindowRow:
     minutes: int
     started_at_ms: int
     ends_at_ms: int
-    state: str  # active | ended | revoked
+    state: str  # active | ended | revoked | refused (by the bridge)
     closed_by: str | None
     closed_at_ms: int | None
 
@@ -238,6 +240,20 @@ class AgentWindows:
             log.info("prompt %s: approval window revoked by the user", window.prompt_id)
             self._out.display.append(WindowGone(window.prompt_id, "revoked"))
             self._send_new(window.prompt_id, now_ms)
+
+    def _on_window_refused(self, error: Any) -> None:
+        """The bridge refused a window start for good (its ``error`` precedes its ack): the
+        window is none of the bridge's, so its indicator goes, rather than claim access."""
+        row = self.store.outbox_get(error.of) if error.of else None
+        if row is None or row.kind != WindowUpdate.TYPE or error.code not in REFUSED_FOR_GOOD:
+            return
+        with self.store.transaction():
+            self.store.db.execute(
+                "UPDATE windows SET state = 'refused', closed_by = 'bridge', closed_at_ms = ? "
+                "WHERE prompt_id = ? AND state = 'active'",
+                (self.bridge_time(0), row.prompt_id),
+            )
+        self._out.display.append(WindowGone(row.prompt_id, "refused"))
 
     # --- the bridge lost storage (R6) ----------------------------------------------------------
 

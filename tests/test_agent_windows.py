@@ -16,7 +16,7 @@ from agent.revoke_cli import revoke
 from agent.store import Store
 from agent.windows import Grant, WindowGone, WindowShown, granted_minutes, request_revoke, windows
 from caisey.signing import SignatureClaim, b64decode, copy_sha256, window_message
-from caisey.wire import Ack, StateRequest, WindowNotice, WindowUpdate
+from caisey.wire import Ack, Error, StateRequest, WindowNotice, WindowUpdate
 from tests.agent_harness import MINUTE, CoreHarness, make_prompt, of_type
 from worker.ed25519_local import verify
 
@@ -174,3 +174,16 @@ def test_an_approval_after_a_cancel_starts_no_window(tmp_path: Path) -> None:
     sent = h.answer("P1", "approve")  # the dialog's answer raced the cancel: recorded, judged late
     assert [m.decision for m in of_type(sent, "prompt.update")] == ["approve"]  # type: ignore[attr-defined]
     assert of_type(sent, "window.update") == [] and windows(h.core.store.db) == []
+
+
+def test_a_start_the_bridge_refuses_for_good_takes_the_indicator_down(tmp_path: Path) -> None:
+    h = harness(tmp_path)
+    h.deliver(window_prompt())
+    (start,) = of_type(h.answer("P1", "approve"), "window.update")
+    h.feed(Error("B-E1", "not_approved", "prompt P1 is cancelled; no window starts", of=start.id))
+    assert windows(h.core.store.db)[0].state == "refused"
+    assert any(isinstance(d, WindowGone) and d.why == "refused" for d in h.display)
+    h.deliver(window_prompt("P2"))
+    (other,) = of_type(h.answer("P2", "approve"), "window.update")
+    h.feed(Error("B-E2", "not_decided", "no approval recorded yet", of=other.id))  # may still apply
+    assert next(w for w in windows(h.core.store.db) if w.prompt_id == "P2").state == "active"
