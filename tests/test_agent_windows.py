@@ -187,3 +187,54 @@ def test_a_start_the_bridge_refuses_for_good_takes_the_indicator_down(tmp_path: 
     (other,) = of_type(h.answer("P2", "approve"), "window.update")
     h.feed(Error("B-E2", "not_decided", "no approval recorded yet", of=other.id))  # may still apply
     assert next(w for w in windows(h.core.store.db) if w.prompt_id == "P2").state == "active"
+
+
+def test_a_branded_shown_approval_signs_v2_with_its_evidence_and_the_window_over_the_same_hash(
+    tmp_path: Path,
+) -> None:
+    # Lanes B and C together (issue 16): the dialog's shortened grant carries the evidence of
+    # display (decision v2), and the window's start is signed over the v2 prompt hash, which
+    # covers the logo by its hash — the same with the logo or with its hash alone (report lines).
+    from caisey import wire
+    from caisey.facts import Created, NoUserPolicy
+    from caisey.signing import created_sha256
+    from tests.test_policies import LOGO
+
+    h = harness(tmp_path)
+    prompt = dataclasses.replace(
+        window_prompt("P1", 60), reason="printer", ticket_id="T-1", brand_name="ACME", brand_logo_png=LOGO
+    )
+    h.deliver(prompt)
+    text = "Approval requested\nAllow?"
+    shown = wire.DisplayEvidence(
+        outcome="shown",
+        session="console",
+        presenter="tk",
+        user="alice",
+        shown_at_ms=h.now,
+        locale="en",
+        template_id="remote_control",
+        template_version=1,
+        shown_text=text,
+        shown_sha256=wire.shown_text_sha256("en", "remote_control", 1, text),
+    )
+    sent = h.take(h.core.on_user_approve("P1", 15, h.now, display=shown))
+    (decided,) = of_type(sent, "prompt.update")
+    assert isinstance(decided, wire.PromptUpdate) and decided.display is not None
+    assert decided.display.user == "alice" and decided.decision == "approve"
+    (start,) = of_type(sent, "window.update")
+    assert isinstance(start, WindowUpdate) and start.minutes == 15
+    assert signed_by(h, start, prompt) and signed_by(h, start, prompt.without_logo())
+    created = Created(
+        title=prompt.title,
+        message=prompt.message,
+        action=prompt.action,
+        expires_at_ms=prompt.expires_at_ms,
+        on_no_user=NoUserPolicy(prompt.on_no_user),
+        by=prompt.requested_by,
+        **{k: v for k, v in prompt.extras().items() if v is not None},
+    )
+    assert created_sha256(created) == copy_sha256(prompt)
+    # After a restart the stored copy still hashes the same (the store keeps every extra).
+    row = h.core.store.get_prompt("P1")
+    assert row is not None and copy_sha256(row.prompt) == copy_sha256(prompt)
