@@ -93,3 +93,26 @@ def test_an_approval_that_arrives_after_its_window_records_the_start_and_the_end
     view = rig.prompt(pid)
     assert view["window"]["state"] == "ended"
     assert [e["type"] for e in view["events"]][-2:] == ["window_started", "window_ended"]
+
+
+def test_a_retry_keeps_the_window_asked_with_the_reason_and_may_change_it() -> None:
+    # The merge of lanes A and C: the window asked for is one of the Created fact's extras,
+    # so a retry carries it with the reason and ticket; the retry's body may ask another.
+    rig = quiet_rig()
+    rig.connect()
+    pid = rig.create(grant_minutes=30, reason="printer", ticket={"id": "T-9"})
+    status, again = rig.api("POST", f"/api/endpoints/{ENDPOINT}/prompts/{pid}/retry", {})
+    assert status == 201, again
+    assert again["grant_minutes"] == 30 and again["window"]["minutes_asked"] == 30
+    assert again["request_reason"] == "printer" and again["ticket"]["id"] == "T-9"
+    status, third = rig.api(
+        "POST", f"/api/endpoints/{ENDPOINT}/prompts/{again['prompt_id']}/retry", {"grant_minutes": 10}
+    )
+    assert status == 201 and third["window"]["minutes_asked"] == 10
+    status, bad = rig.api(
+        "POST", f"/api/endpoints/{ENDPOINT}/prompts/{third['prompt_id']}/retry", {"grant_minutes": 481}
+    )
+    assert status == 400 and bad["error"]["code"] == "invalid_field"
+    deliver = [m for e in rig.effects for m in map(wire.decode, e.send) if isinstance(m, wire.PromptDeliver)]
+    assert [d.prompt.grant_minutes for d in deliver] == [30, 30, 10]
+    assert {d.prompt.reason for d in deliver} == {"printer"}
