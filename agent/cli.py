@@ -3,6 +3,7 @@
     caisey-agent enroll --bridge URL --token-file FILE|- [--state-dir DIR]
     caisey-agent run [--presenter auto|tk|terminal|exec:PROGRAM] [--unattended deny|approve|wait] [--state-dir DIR]
     caisey-agent status [--json] [--state-dir DIR]
+    caisey-agent revoke [PROMPT_ID] [--wait S] [--state-dir DIR]
 
 State lives in ``--state-dir``, else ``$CAISEY_AGENT_HOME``, else the platform's per-user
 data directory (``platformdirs.user_data_dir("caisey-agent")``).
@@ -32,7 +33,10 @@ from agent.evidence import DisplayContext
 from agent.identity import EndpointKey, key_path, load_key
 from agent.localzone import local_zone_name
 from agent.presenters import make_presenter
+from agent.revoke_cli import add_parser as add_revoke_parser
+from agent.revoke_cli import revoke
 from agent.store import DB_FILE, LOCK_FILE, MAX_SECRET_BYTES, Store, StoreError, default_state_dir
+from agent.windows import windows
 from caisey.clock import to_rfc3339
 from caisey.errors import ProtocolError
 from caisey.text import neutralise
@@ -342,6 +346,20 @@ def status_info(state_dir: Path) -> dict[str, Any]:
             "outbox": len(store.outbox_all()),
             "open_prompts": sum(1 for p in prompts if p["status"] in ("received", "acknowledged")),
             "prompts": prompts,
+            # Approval windows (issue 16): newest first; `caisey-agent revoke` ends the active ones.
+            "windows": [
+                {
+                    "prompt_id": w.prompt_id,
+                    "title": w.title,
+                    "minutes": w.minutes,
+                    "state": "ended"
+                    if w.state == "active" and w.ends_at_ms <= now_ms + (store.meta_int("offset_ms") or 0)
+                    else w.state,
+                    "until": _time(w.ends_at_ms),
+                    "closed_by": w.closed_by,
+                }
+                for w in windows(store.db)[:20]
+            ],
         }
     finally:
         store.close()
@@ -378,6 +396,11 @@ def cmd_status(args: argparse.Namespace, out: IO[str]) -> int:
         outcome = safe(p["decision"] or p["detail"] or p["how"] or "")
         title = safe(p["title"][:40])
         out.write(f"  {safe(p['prompt_id'])}  {p['status']:<12} {outcome:<10} expires {p['expires_at']}  {title}\n")
+    for w in info["windows"]:
+        by = f" by {safe(w['closed_by'])}" if w["closed_by"] else ""
+        out.write(
+            f"window     {safe(w['prompt_id'])}  {w['state']}{by}  {w['minutes']} min until {w['until']}  {safe(w['title'][:40])}\n"
+        )
     return 0
 
 
@@ -416,7 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser("status", parents=[common], help="show enrollment, connection and held prompts")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_revoke_parser(sub, common)  # issue 16: approval windows (``agent.revoke_cli``)
     return parser
+
+
+def cmd_revoke(args: argparse.Namespace, out: IO[str]) -> int:
+    state_dir = _state_dir(args)
+    return revoke(state_dir, args.prompt_id, args.wait, _lock_held(state_dir), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    commands = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status}
+    commands = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status, "revoke": cmd_revoke}
     try:
         return commands[args.command](args, sys.stdout)
     except (CliError, StoreError) as exc:

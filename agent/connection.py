@@ -28,7 +28,9 @@ import aiohttp
 
 from agent.core import AgentCore, Effects, Rng, Show, Withdraw
 from agent.evidence import Before, DisplayContext, shown, unshown
+from agent.indicator import Indicators
 from agent.presenters import Presenter, Showing, kind_of, stop_finishing_programs
+from agent.windows import Grant, WindowGone, WindowShown, pending_revoke_requests
 from caisey.backoff import RECONNECT, Backoff, Reconnect
 from caisey.wire import MAX_FRAME_BYTES
 
@@ -54,6 +56,8 @@ OVERFLOW_BACKOFF_MIN_MS = 5_000
 CONNECT_TIMEOUT_S = 20.0
 # A peer the core declared dead will not answer our close frame; do not wait long for it.
 CLOSE_TIMEOUT_S = 3.0
+# How often the agent looks for ``caisey-agent revoke`` requests in its store (DESIGN §13).
+REVOKE_POLL_S = 1.0
 
 
 def wall_ms() -> int:
@@ -124,6 +128,10 @@ class AgentRunner:
         self._queued_chars = 0  # characters in the send queue
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connections = 0  # sessions opened, for status and tests
+        # Approval windows' indicators (``agent.indicator``): with the dialog presenters only.
+        self.indicators = Indicators(
+            lambda pid: self._call(self.core.on_user_revoke, pid), enabled=presenter.name in ("tk", "auto")
+        )
 
     # --- the four steps ----------------------------------------------------------------------
 
@@ -162,6 +170,8 @@ class AgentRunner:
                 if task is not None:
                     log.info("withdrawing prompt %s (%s)", command.prompt_id, command.reason)
                     task.cancel()
+            elif isinstance(command, WindowShown | WindowGone):
+                self.indicators.apply(command)
         if effects.close:
             log.warning("closing the connection: %s", effects.close)
             self._close(effects.close)
@@ -225,9 +235,12 @@ class AgentRunner:
         if self._presenting.get(pid) is asyncio.current_task():
             del self._presenting[pid]
         log.info("prompt %s: presenter answered %s", pid, outcome)
-        if outcome in ("approve", "deny", "dismiss"):
+        if isinstance(outcome, Grant) or outcome in ("approve", "deny", "dismiss"):
             evidence = shown(before.state, kind_of(self.presenter), shown_at, rendered)
-            self._call(partial(self.core.on_user_answer, display=evidence), pid, outcome)
+            if isinstance(outcome, Grant):  # approved, for fewer minutes than asked (DESIGN §13)
+                self._call(partial(self.core.on_user_approve, display=evidence), pid, outcome.minutes)
+            else:
+                self._call(partial(self.core.on_user_answer, display=evidence), pid, outcome)
         elif outcome == "no_user":
             self._call(partial(self.core.on_no_user, display=unshown(before.state, "no_user")), pid)
         else:
@@ -266,12 +279,25 @@ class AgentRunner:
             if deadline is not None and self._clock() >= deadline:
                 self._call(self.core.tick)
 
+    async def _watch_revocations(self) -> None:
+        """``caisey-agent revoke`` leaves a row in our store; apply it within ``REVOKE_POLL_S``."""
+        while True:
+            await asyncio.sleep(REVOKE_POLL_S)
+            try:
+                pending = pending_revoke_requests(self.core.store.db)
+            except sqlite3.Error as exc:
+                log.warning("cannot read revoke requests: %s", exc)
+                continue
+            if pending:
+                self._call(self.core.take_revoke_requests)
+
     # --- the socket ----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, serve, reconnect with backoff — until ``stop`` is set."""
         self._call(self.core.start)
         timer = asyncio.get_running_loop().create_task(self._timer(), name="agent-timer")
+        watch = asyncio.get_running_loop().create_task(self._watch_revocations(), name="agent-revocations")
         reconnect = Reconnect(self.backoff)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT_S)) as session:
@@ -303,10 +329,14 @@ class AgentRunner:
                         await asyncio.wait_for(stop.wait(), delay_ms / 1000)
         finally:
             timer.cancel()
+            watch.cancel()
+            await self.indicators.close_all()
             await self._stop_presenters()
             await stop_finishing_programs()
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
     async def _serve(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         async with session.ws_connect(

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from agent.store import OutboxRow, PromptRow, Store
+from agent.windows import AgentWindows, WindowGone, WindowShown
 from caisey import __version__
 from caisey.backoff import Backoff
 from caisey.clock import MAX_OFFSET_MS, OffsetEstimator, OffsetSample, bounded_offset, offset_sample
@@ -69,6 +70,7 @@ from caisey.wire import (
     PromptUpdate,
     StateReport,
     StateRequest,
+    WindowNotice,
     check_locale,
     decode,
     encode,
@@ -183,7 +185,7 @@ class Withdraw:
     reason: str
 
 
-DisplayCommand = Show | Withdraw
+DisplayCommand = Show | Withdraw | WindowShown | WindowGone
 
 
 @dataclass(slots=True)
@@ -205,7 +207,7 @@ def _without_shown_text(line: HeldPrompt) -> HeldPrompt:
     return replace(line, display=replace(line.display, shown_text=None))
 
 
-class AgentCore:
+class AgentCore(AgentWindows):
     """One endpoint's runtime protocol state over a ``Store``.
 
     Call ``start`` once, then ``on_connected`` / ``on_frame`` / ``on_disconnected`` as the
@@ -267,6 +269,7 @@ class AgentCore:
         self._next_housekeeping_ms = 0
         self.errors_received: deque[Error] = deque(maxlen=MAX_ERRORS_KEPT)
         self._refused = 0  # delivers refused unstored (store full), for the log
+        self._grants: dict[str, int] = {}  # within one approval: the window minutes chosen (agent.windows)
 
     # --- read-only views ---------------------------------------------------------------------
 
@@ -319,6 +322,7 @@ class AgentCore:
         self._housekeeping(now_ms)
         self._expire_due(now_ms)
         self._pump(now_ms)
+        self._show_windows(now_ms)  # the indicators of windows still active (agent.windows)
         return self._drain()
 
     def on_connected(self, now_ms: int) -> Effects:
@@ -393,8 +397,12 @@ class AgentCore:
                 self._report(now_ms)
                 if message.include_final_since_ms is not None:
                     self._report_history(message, now_ms)
+                    self._resend_windows(message.include_final_since_ms, now_ms)  # agent.windows
+        elif isinstance(message, WindowNotice):
+            self._on_window_notice(message, now_ms)
         elif isinstance(message, Error):
             log.warning("bridge error %s (of %s): %s", message.code, message.of, message.message)
+            self._on_window_refused(message)  # agent.windows
             self.errors_received.append(message)
         else:
             # hello, receipt, update, report, heartbeat: frames a runtime sends, not receives.
@@ -731,6 +739,8 @@ class AgentCore:
                 display=display,
             )
             self._queue(update, now_ms)
+            if not withdrawn:  # an approval the bridge will judge late starts no window (DESIGN §13)
+                self._window_after_decision(held.prompt, decision, bridge_now, now_ms)
         # Committed with synchronous=FULL above: only now may the decision leave.
         self._send_new(pid, now_ms)
         self._parked.pop(pid, None)
@@ -743,6 +753,7 @@ class AgentCore:
         """Do whatever is due at ``now_ms``: expiry, resends, heartbeat, liveness, housekeeping."""
         self._require_started()
         self._expire_due(now_ms)
+        self._windows_due(now_ms)
         if self._connected:
             silent_ms = now_ms - self._last_inbound_ms
             if not self._ready and now_ms - self._connected_at_ms >= self.config.hello_timeout_ms:
@@ -768,6 +779,9 @@ class AgentCore:
         candidates: list[int] = [self._next_housekeeping_ms]
         candidates.extend(self._expires_by(row) for row in self.store.open_prompts())
         candidates.extend(t for t in self._parked.values() if t is not None)
+        window_end = self._windows_deadline()
+        if window_end is not None:
+            candidates.append(window_end)
         if self._connected:
             if self._ready:
                 candidates.append(self._last_inbound_ms + self._dead_after_ms())

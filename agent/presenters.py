@@ -32,6 +32,7 @@ from typing import ClassVar, Literal, Protocol, TextIO
 
 from agent.core import Show
 from agent.templates import Rendered, render
+from agent.windows import Grant, grant_of
 from caisey.clock import to_rfc3339
 from caisey.text import neutralise
 
@@ -52,7 +53,13 @@ EXIT_NO_DISPLAY = 3
 class Presenter(Protocol):
     name: str
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome: ...
+    # ``Grant``: approve, shortening the approval window asked for (DESIGN §13).
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant: ...
+
+
+def answer_of(word: str) -> Outcome | Grant | None:
+    """A presenter program's answer word: approve, deny, dismiss or ``approve:MINUTES``."""
+    return WORDS.get(word) or grant_of(word)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,8 @@ def prompt_json(show: Show) -> dict[str, object]:
         },
         **({"brand_logo_png": p.brand_logo_png} if p.brand_logo_png is not None else {}),  # base64 PNG (wire-checked)
         "rendered": rendering(show).to_json(),
+        # The approval window asked for, in minutes (DESIGN §13); the user may grant less.
+        "grant_minutes": p.grant_minutes,
     }
 
 
@@ -259,7 +268,7 @@ class ExecPresenter:
         if not self.argv:
             raise ValueError("exec: needs a program, e.g. exec:/usr/local/bin/ask-user")
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         payload = json.dumps(prompt_json(show), ensure_ascii=False).encode("utf-8")
         try:
             child = await _Child.start(self.argv, payload)
@@ -278,7 +287,7 @@ class ExecPresenter:
             log.info("presenter program gave no answer for %s (exit %s)", show.prompt.prompt_id, child.proc.returncode)
             return "none"
         child.finish_in_background(PROGRAM_GRACE_S)
-        outcome = WORDS.get(word)
+        outcome = answer_of(word)
         if outcome is None:
             log.warning("presenter program printed %r, not approve/deny/dismiss; the prompt waits", word[:40])
             return "none"
@@ -292,7 +301,7 @@ class TkPresenter:
     name = "tk"
     kind = "tk"
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         if not has_display() or not tk_available():
             return "no_user"
         payload = json.dumps(prompt_json(show), ensure_ascii=False).encode("utf-8")
@@ -311,9 +320,9 @@ class TkPresenter:
                 word = line.decode("utf-8", "replace").strip().lower()
                 if word == "shown":
                     shown()
-                elif word in WORDS:
+                elif (answer := answer_of(word)) is not None:
                     child.finish_in_background(PROGRAM_GRACE_S)
-                    return WORDS[word]
+                    return answer
         except asyncio.CancelledError:
             await asyncio.shield(child.stop())
             raise
@@ -407,7 +416,7 @@ class AutoPresenter:
         self._terminal = terminal or TerminalPresenter()
         self.kind = "none"  # the one that showed the last prompt (``kind_of``)
 
-    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome:
+    async def present(self, show: Show, shown: Callable[[], None]) -> Outcome | Grant:
         if has_display() and tk_available():
             self.kind = "tk"
             outcome = await self._tk.present(show, shown)

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.windows import WINDOWS_SCHEMA
 from caisey.wire import DisplayEvidence, PromptCopy
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 3: the display evidence, 4: approval windows (issue 16)
 DB_FILE = "agent.sqlite3"
 SECRET_FILE = "agent_secret"
 LOCK_FILE = "run.lock"
@@ -100,6 +101,8 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE prompts ADD COLUMN key_id TEXT", "ALTER TABLE prompts ADD COLUMN sig TEXT"),
     # How the answered prompt was shown (DESIGN §13), signed with it and resent in reports.
     3: ("ALTER TABLE prompts ADD COLUMN display_json TEXT",),
+    # Approval windows and the requests of ``caisey-agent revoke`` (``agent.windows``).
+    4: WINDOWS_SCHEMA,
 }
 
 
@@ -299,12 +302,17 @@ class Store:
                 if statement.strip():
                     self._db.execute(statement)
             for upgrade in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-                for statement in _UPGRADES[upgrade]:
+                for statement in _UPGRADES.get(upgrade, ()):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the tables another module owns (``agent.windows``)."""
+        return self._db
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

@@ -45,6 +45,42 @@ def _english(prompt: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Shorter approval windows the user may choose (DESIGN §13), in minutes; never more than asked.
+WINDOW_CHOICES = (5, 15, 30, 60, 120, 240, 480)
+
+
+def window_choices(asked: int) -> list[int]:
+    """The asked minutes first, then every shorter standard choice, longest first."""
+    return [asked, *sorted((m for m in WINDOW_CHOICES if m < asked), reverse=True)]
+
+
+def minutes_words(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h" + (f" {rest} min" if rest else "")
+
+
+def _window_choice(tk: Any, frame: Any, asked: object) -> Any:
+    """The "Access for" choice when the prompt asks for a window: what Approve answers."""
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 1:
+        return lambda: "approve"
+    choices = window_choices(asked)
+    labels = {minutes_words(m): m for m in choices}
+    chosen = tk.StringVar(value=minutes_words(asked))
+    row = tk.Frame(frame)
+    row.pack(anchor="w", pady=(8, 0))
+    tk.Label(row, text="Access for:").pack(side="left")
+    tk.OptionMenu(row, chosen, *labels).pack(side="left", padx=(6, 0))
+    tk.Label(row, text=f"(asked: {minutes_words(asked)}; you can revoke it earlier)", fg="#444").pack(side="left")
+
+    def answer() -> str:
+        minutes = labels.get(chosen.get(), asked)
+        return "approve" if minutes >= asked else f"approve:{minutes}"
+
+    return answer
+
+
 def main() -> int:
     prompt = json.loads(sys.stdin.read())
     try:
@@ -100,15 +136,16 @@ def main() -> int:
         tk.Label(frame, image=logo).pack(anchor="w", pady=(8, 0))
     left = tk.Label(frame, text="", fg="#a33")
     left.pack(anchor="w", pady=(8, 0))
+    grant = _window_choice(tk, frame, prompt.get("grant_minutes"))
     buttons = tk.Frame(frame, pady=10)
     buttons.pack(anchor="e")
     deny = tk.Button(buttons, text=rendered["deny"], width=10, command=lambda: _answer(root, "deny"))
-    approve = tk.Button(buttons, text=rendered["approve"], width=10, command=lambda: _answer(root, "approve"))
+    approve = tk.Button(buttons, text=rendered["approve"], width=10, command=lambda: _answer(root, grant()))
     deny.pack(side="left", padx=(0, 8))
     approve.pack(side="left")
     root.protocol("WM_DELETE_WINDOW", lambda: _answer(root, "dismiss"))
     root.bind("<Escape>", lambda _e: _answer(root, "dismiss"))
-    root.bind("a", lambda _e: _answer(root, "approve"))
+    root.bind("a", lambda _e: _answer(root, grant()))
     root.bind("d", lambda _e: _answer(root, "deny"))
 
     expires_at_local_ms = int(prompt.get("expires_at_local_ms") or prompt["expires_at_ms"])

@@ -28,7 +28,7 @@ from typing import Any
 
 from caisey.clock import from_rfc3339, to_rfc3339
 from caisey.errors import ProtocolError
-from caisey.facts import Acknowledged, Created, Decided, Entry, fact_from_record
+from caisey.facts import Acknowledged, Created, Decided, Entry, WindowRevoked, WindowStarted, fact_from_record
 from caisey.prompt import ReconcileConfig, decision_outcome, describe_outcome, reconcile
 from caisey.signing import (
     PUBLIC_KEY_BYTES,
@@ -40,6 +40,7 @@ from caisey.signing import (
     key_id,
     length_prefixed,
     signed_answer,
+    window_message,
 )
 
 CHAIN_TAG = "caisey/audit/v1"
@@ -133,6 +134,7 @@ class PromptVerdict:
     # the signed evidence of display in words (DESIGN §13); None without a decision.
     outcome: str | None = None
     shown: str | None = None
+    windows: list[str] = field(default_factory=list)  # its approval window's facts, in order (DESIGN §13)
 
 
 @dataclass(slots=True)
@@ -174,6 +176,7 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
     created: dict[str, Created] = {}
     sig_line: dict[tuple[str, int], int] = {}  # (prompt_id, seq) of a signed answer → line
     sig_ok: dict[tuple[str, int], bool] = {}
+    window_minutes: dict[str, int] = {}  # prompt_id → minutes its window granted
     head_seen = False
     line_no = 0
     for line_no, line in enumerate(lines, start=1):
@@ -246,6 +249,11 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
             created.setdefault(prompt_id, fact)
             if report.removed_at_ms is not None:
                 report.problems.append((line_no, f"prompt {prompt_id} created after the endpoint was removed"))
+        if isinstance(fact, WindowStarted | WindowRevoked):
+            why = _check_window(report, verify, prompt_id, at_ms, created.get(prompt_id), fact, window_minutes)
+            if why is not None:
+                report.problems.append((line_no, why))
+            continue
         answer = signed_answer(fact)
         if answer is None or not isinstance(fact, Decided | Acknowledged):
             continue
@@ -258,7 +266,11 @@ def verify_export(lines: Iterable[str], verify: Verify, config: ReconcileConfig 
         report.problems.append((line_no + 1, "no head line: the export is cut short"))
     now_ms = exported_at_ms if exported_at_ms is not None else 0
     for prompt_id, prompt_entries in entries.items():
-        report.prompts.append(_verdict(prompt_id, prompt_entries, now_ms, config, sig_ok))
+        verdict = _verdict(prompt_id, prompt_entries, now_ms, config, sig_ok)
+        if verdict.windows:  # DESIGN §13: its approval window's life, each step checked above
+            words = (kind.removeprefix("window_") for kind in verdict.windows)
+            verdict.verdict += "; approval window " + ", ".join(words)
+        report.prompts.append(verdict)
     return report
 
 
@@ -325,6 +337,55 @@ def _check_answer(
     return None
 
 
+def _check_window(
+    report: AuditReport,
+    verify: Verify,
+    prompt_id: str,
+    at_ms: int,
+    created: Created | None,
+    fact: WindowStarted | WindowRevoked,
+    window_minutes: dict[str, int],
+) -> str | None:
+    """An approval window's start, or its revocation by the user, is signed by the endpoint
+    key under ``caisey/window/v1`` (DESIGN §13); a technician's revocation is the console's."""
+    if isinstance(fact, WindowStarted):
+        event, minutes, when = "start", fact.minutes, fact.started_at_ms
+        if fact.minutes > fact.asked or (created is not None and created.grant_minutes != fact.asked):
+            return f"the window of prompt {prompt_id} grants {fact.minutes} minutes; {fact.asked} were asked"
+        window_minutes[prompt_id] = fact.minutes
+    elif not fact.user:
+        return None
+    else:
+        event, when = "revoke", fact.revoked_at_ms
+        if prompt_id not in window_minutes:
+            return f"a revocation of prompt {prompt_id}'s window, which never started in this chain"
+        minutes = window_minutes[prompt_id]
+    if fact.sig is None or fact.key_id is None:
+        if report.keys and report.keys[0].valid_from_ms <= at_ms:
+            return f"an unsigned window {event} of prompt {prompt_id}, committed while the endpoint had a key"
+        return None
+    if created is None:
+        return f"a signed window {event} of prompt {prompt_id}, which was never created in this chain"
+    period, why = _key_at(report.keys, fact.key_id, at_ms)
+    if period is None:
+        return why
+    try:
+        signature = b64decode(fact.sig, SIGNATURE_BYTES, "sig")
+    except ProtocolError as exc:
+        return exc.message
+    message = window_message(
+        endpoint_id=report.endpoint_id or "",
+        prompt_id=prompt_id,
+        event=event,
+        minutes=minutes,
+        at_ms=when,
+        prompt_hash=created_sha256(created),
+    )
+    if not verify(SignatureClaim(period.public_key, message, signature)):
+        return f"the signature of the window {event} of prompt {prompt_id} does not verify with key {fact.key_id}"
+    return None
+
+
 def _verdict(
     prompt_id: str, entries: list[Entry], now_ms: int, config: ReconcileConfig, sig_ok: dict[tuple[str, int], bool]
 ) -> PromptVerdict:
@@ -336,6 +397,7 @@ def _verdict(
         return verdict
     verdict.state = view.state.value
     verdict.decision = view.decision.value if view.decision else None
+    verdict.windows = [e.fact.KIND for e in sorted(entries, key=lambda e: e.seq) if e.fact.KIND.startswith("window_")]
     if view.decision is None:
         verdict.verdict = f"{view.state.value}, no decision"
         return verdict

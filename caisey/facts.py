@@ -219,6 +219,49 @@ class NoDecisionHeld:
     detail: str
 
 
+# --- approval windows (DESIGN §13) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStarted:
+    """The user's approval opened the approval window the prompt asked for: ``minutes`` as
+    granted (at most ``asked``; the user may shorten it in the dialog), from ``started_at_ms``
+    (the decision's time, bridge clock) to ``ends_at_ms``. Signed by the endpoint key under
+    ``caisey/window/v1`` (``caisey.signing.window_message``)."""
+
+    KIND: ClassVar[str] = "window_started"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    minutes: int
+    asked: int
+    started_at_ms: int
+    ends_at_ms: int
+    key_id: str | None = None
+    sig: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEnded:
+    """The window's time was up (the bridge's alarm): access granted by it is over."""
+
+    KIND: ClassVar[str] = "window_ended"
+    SOURCE: ClassVar[Source] = Source.BRIDGE
+    ended_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRevoked:
+    """The window was closed early: by the endpoint's user (``user``; signed by the endpoint
+    key under ``caisey/window/v1``) or by a technician (``by`` names them)."""
+
+    KIND: ClassVar[str] = "window_revoked"
+    SOURCE: ClassVar[Source] = Source.RUNTIME
+    by: str
+    user: bool
+    revoked_at_ms: int
+    key_id: str | None = None
+    sig: str | None = None
+
+
 Fact = (
     Created
     | Cancelled
@@ -233,6 +276,9 @@ Fact = (
     | Decided
     | Rejected
     | NoDecisionHeld
+    | WindowStarted
+    | WindowEnded
+    | WindowRevoked
 )
 
 FACT_TYPES: dict[str, type[Any]] = {
@@ -251,6 +297,9 @@ FACT_TYPES: dict[str, type[Any]] = {
         Decided,
         Rejected,
         NoDecisionHeld,
+        WindowStarted,
+        WindowEnded,
+        WindowRevoked,
     )
 }
 
@@ -271,6 +320,8 @@ def source_of(fact: Fact) -> Source:
         return Source.RUNTIME
     if isinstance(fact, Escalated) and not fact.auto:
         return Source.CONSOLE  # a technician escalated it by hand
+    if isinstance(fact, WindowRevoked) and not fact.user:
+        return Source.CONSOLE  # a technician revoked the window
     return fact.SOURCE
 
 

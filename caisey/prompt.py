@@ -54,6 +54,9 @@ from caisey.facts import (
     SignatureRefused,
     Source,
     Superseded,
+    WindowEnded,
+    WindowRevoked,
+    WindowStarted,
     fact_to_record,
     source_of,
 )
@@ -110,6 +113,38 @@ class TimelineEvent:
 
 
 @dataclass(slots=True)
+class ApprovalWindow:
+    """A prompt's approval window (DESIGN §13): asked for at creation (``asked`` minutes),
+    started by the user's approval with ``minutes`` granted, over at ``ends_at_ms`` or when
+    revoked. ``state``: asked (not started), active, ended, revoked, or not_granted (the
+    prompt ended without an approval)."""
+
+    asked: int
+    minutes: int | None = None
+    started_at_ms: int | None = None
+    ends_at_ms: int | None = None
+    ended_at_ms: int | None = None
+    revoked_at_ms: int | None = None
+    revoked_by: str | None = None
+    revoked_by_user: bool = False
+    state: str = "asked"
+
+    def to_api(self) -> dict[str, Any]:
+        t = _opt_time
+        return {
+            "state": self.state,
+            "minutes_asked": self.asked,
+            "minutes_granted": self.minutes,
+            "started_at": t(self.started_at_ms),
+            "ends_at": t(self.ends_at_ms),
+            "ended_at": t(self.ended_at_ms),
+            "revoked_at": t(self.revoked_at_ms),
+            "revoked_by": self.revoked_by,
+            "revoked_by_user": self.revoked_by_user,
+        }
+
+
+@dataclass(slots=True)
 class PromptView:
     """What the console shows of one prompt. Built only by ``reconcile``."""
 
@@ -157,6 +192,8 @@ class PromptView:
     # the technician's reason and ticket, the window asked for, the policy's locked-screen rule
     # and branding. The deliver frame carries exactly these.
     extras: dict[str, Any] = field(default_factory=dict)
+    # The approval window asked for (DESIGN §13), None when the prompt asked for none.
+    window: ApprovalWindow | None = None
 
     @property
     def final(self) -> bool:
@@ -230,6 +267,8 @@ class PromptView:
                 "synced_at": to_rfc3339(late.synced_at_ms),
                 "why": late.why,
             }
+        # DESIGN §13 (additive): the approval window, null when none was asked for.
+        body["window"] = self.window.to_api() if self.window is not None else None
         if with_events:
             body["events"] = [
                 {"source": e.source.value, "type": e.type, "time": to_rfc3339(e.at_ms), "detail": e.detail}
@@ -330,6 +369,8 @@ def _create(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
     view.supersedes = fact.supersedes
     view.adopted = fact.adopted
     view.extras = {name: getattr(fact, name) for name in PROMPT_EXTRA_FIELDS if getattr(fact, name) is not None}
+    if fact.grant_minutes is not None:
+        view.window = ApprovalWindow(asked=fact.grant_minutes)
 
 
 def _record_only(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
@@ -479,6 +520,40 @@ def _note_no_decision(view: PromptView, entry: Entry, config: ReconcileConfig) -
     view.runtime_holds_no_decision = True
 
 
+def _window(view: PromptView, entry: Entry, config: ReconcileConfig) -> None:
+    """An approval window's start, end or revocation (DESIGN §13); the actor commits only the
+    ones that apply (a start of an approved prompt's asked window, an end or a revocation of
+    an active one), so the fold just records them. It changes no prompt state."""
+    fact, window = entry.fact, view.window
+    if window is None:
+        return
+    if isinstance(fact, WindowStarted):
+        if window.started_at_ms is None:
+            window.minutes, window.started_at_ms, window.ends_at_ms = fact.minutes, fact.started_at_ms, fact.ends_at_ms
+            window.state = "active"
+    elif window.state == "active":
+        if isinstance(fact, WindowEnded):
+            window.state, window.ended_at_ms = "ended", fact.ended_at_ms
+        elif isinstance(fact, WindowRevoked):
+            window.state, window.revoked_at_ms = "revoked", fact.revoked_at_ms
+            window.revoked_by, window.revoked_by_user = fact.by, fact.user
+
+
+def _window_due(view: PromptView, now_ms: int) -> None:
+    """A window whose time is up reads as ended before the alarm records it; one asked of a
+    prompt that ended without approval was not granted."""
+    window = view.window
+    if window is not None and window.state == "asked" and view.final and view.state != State.APPROVED:
+        window.state = "not_granted"
+    if (
+        window is not None
+        and window.state == "active"
+        and window.ends_at_ms is not None
+        and window.ends_at_ms <= now_ms
+    ):
+        window.state, window.ended_at_ms = "ended", window.ends_at_ms
+
+
 def _build_table() -> dict[tuple[State, str], Handler]:
     """Expand the rows below into one entry per (state, fact kind) and prove it complete."""
     shown = frozenset(State) - {State.NEW}
@@ -496,6 +571,9 @@ def _build_table() -> dict[tuple[State, str], Handler]:
         Acknowledged.KIND: {shown: _acknowledge},
         Decided.KIND: {shown: _decide},
         NoDecisionHeld.KIND: {PROVISIONAL_FINALS: _firm_by_report, shown - PROVISIONAL_FINALS: _note_no_decision},
+        WindowStarted.KIND: {shown: _window},
+        WindowEnded.KIND: {shown: _window},
+        WindowRevoked.KIND: {shown: _window},
     }
     table: dict[tuple[State, str], Handler] = {}
     for kind, groups in rows.items():
@@ -569,6 +647,7 @@ def reconcile(
         view.events.append(TimelineEvent(entry.seq, source_of(entry.fact), kind, entry.at_ms, fields))
     if view.state != State.NEW:
         _due_moments(view, now_ms, inclusive=True, config=config)
+    _window_due(view, now_ms)
     return view
 
 
@@ -598,6 +677,7 @@ __all__ = [
     "PROVISIONAL_FINALS",
     "TRANSITIONS",
     "WITHDRAWN",
+    "ApprovalWindow",
     "Fact",
     "LateDecision",
     "PromptView",

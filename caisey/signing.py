@@ -218,6 +218,20 @@ def b64decode(text: str, expected_len: int, name: str) -> bytes:
     return raw
 
 
+WINDOW_TAG = "caisey/window/v1"
+WINDOW_EVENTS = ("start", "revoke")
+
+
+def window_message(
+    *, endpoint_id: str, prompt_id: str, event: str, minutes: int, at_ms: int, prompt_hash: str
+) -> bytes:
+    """The bytes an endpoint key signs for an approval window's start or its revocation by the
+    user (DESIGN §13): ``endpoint_id, prompt_id, event (start|revoke), minutes (granted),
+    at_ms (bridge time: the approval's for a start, the revocation's for a revoke),
+    prompt_sha256`` under ``caisey/window/v1``. The decision's own encoding is unchanged."""
+    return length_prefixed(WINDOW_TAG, endpoint_id, prompt_id, event, minutes, at_ms, prompt_hash)
+
+
 @dataclass(frozen=True, slots=True)
 class SignatureClaim:
     """ "``public_key`` signed ``message`` with ``signature``" — what a host verifies.
@@ -239,6 +253,8 @@ __all__ = [
     "PUBLIC_KEY_BYTES",
     "SIGNATURE_BYTES",
     "SIGNED_ANSWERS",
+    "WINDOW_EVENTS",
+    "WINDOW_TAG",
     "SignatureClaim",
     "answer_message",
     "b64decode",
@@ -251,4 +267,5 @@ __all__ = [
     "length_prefixed",
     "prompt_sha256",
     "signed_answer",
+    "window_message",
 ]

@@ -664,6 +664,65 @@ class Error:
             check_text(self.of, "of", MAX_ID_CHARS)
 
 
+# --- approval windows (DESIGN §13; additive, still v 1: only sent about a prompt that asked
+# for a window, which only a bridge that knows windows delivers) -------------------------------
+
+WINDOW_UPDATE_EVENTS = ("start", "revoke")
+WINDOW_NOTICE_STATES = ("ended", "revoked")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdate:
+    """Runtime → bridge: the user's approval started the prompt's approval window with
+    ``minutes`` granted (``at_ms`` the decision's time), or the user revoked it (``at_ms``
+    when, bridge time). Signed by the endpoint key (``caisey.signing.window_message``);
+    outboxed until acked, like a decision."""
+
+    TYPE: ClassVar[str] = "window.update"
+    id: str
+    prompt_id: str
+    event: str
+    minutes: int
+    at_ms: int
+    key_id: str | None = None
+    sig: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.prompt_id, "prompt_id")
+        check_choice(self.event, "event", WINDOW_UPDATE_EVENTS)
+        if (
+            isinstance(self.minutes, bool)
+            or not isinstance(self.minutes, int)
+            or not 1 <= self.minutes <= MAX_GRANT_MINUTES
+        ):
+            raise ProtocolError("invalid_field", f"minutes must be an integer in [1, {MAX_GRANT_MINUTES}]")
+        check_time(self.at_ms, "at_ms")
+        check_proof(self.key_id, self.sig, "window.update")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowNotice:
+    """Bridge → runtime: the prompt's window is over — its time was up (``ended``) or a
+    technician revoked it (``revoked``, ``by`` names them). The runtime closes its indicator
+    and acks; resent until acked."""
+
+    TYPE: ClassVar[str] = "window.notice"
+    id: str
+    prompt_id: str
+    state: str
+    at_ms: int
+    by: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id(self.id, "id")
+        check_id(self.prompt_id, "prompt_id")
+        check_choice(self.state, "state", WINDOW_NOTICE_STATES)
+        check_time(self.at_ms, "at_ms")
+        if self.by is not None:
+            check_text(self.by, "by", MAX_NAME_CHARS, empty_ok=True)
+
+
 Message = (
     Hello
     | HelloOk
@@ -676,6 +735,8 @@ Message = (
     | Ack
     | Heartbeat
     | Error
+    | WindowUpdate
+    | WindowNotice
 )
 
 MESSAGE_TYPES: dict[str, type[Any]] = {
@@ -692,6 +753,8 @@ MESSAGE_TYPES: dict[str, type[Any]] = {
         Ack,
         Heartbeat,
         Error,
+        WindowUpdate,
+        WindowNotice,
     )
 }
 
@@ -854,7 +917,18 @@ def _decode_error(body: dict[str, Any]) -> Error:
 
 
 _DECODERS: dict[str, Any] = {
-    cls.TYPE: _decode_simple(cls) for cls in (Hello, HelloOk, PromptCancel, PromptReceipt, StateRequest, Ack, Heartbeat)
+    cls.TYPE: _decode_simple(cls)
+    for cls in (
+        Hello,
+        HelloOk,
+        PromptCancel,
+        PromptReceipt,
+        StateRequest,
+        Ack,
+        Heartbeat,
+        WindowUpdate,
+        WindowNotice,
+    )
 }
 _DECODERS.update({PromptUpdate.TYPE: _decode_update})
 _DECODERS.update({PromptDeliver.TYPE: _decode_deliver, StateReport.TYPE: _decode_report, Error.TYPE: _decode_error})

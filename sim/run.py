@@ -191,6 +191,35 @@ def check_escalated_once(world: World, views: dict[str, PromptView]) -> None:
             raise InvariantViolation(f"escalation: {pid} failed to deliver and was not escalated")
 
 
+def check_windows(world: World, views: dict[str, PromptView]) -> None:
+    """DESIGN §13: a window starts only for an approved prompt that asked for one, never
+    longer than asked, from the approval; and every window an agent started is started, with
+    the same end, on the bridge (after convergence; a storage restore included)."""
+    for pid, view in views.items():
+        window = view.window
+        if window is None or window.started_at_ms is None:
+            continue
+        if view.state != State.APPROVED:
+            raise InvariantViolation(f"window: {pid} has a window started, yet is {view.state.value}")
+        if window.minutes is None or window.minutes > window.asked:
+            raise InvariantViolation(f"window: {pid} granted {window.minutes} minutes of {window.asked} asked")
+        if window.ends_at_ms != window.started_at_ms + window.minutes * 60_000:
+            raise InvariantViolation(f"window: {pid} ends at {window.ends_at_ms}, not its start plus its minutes")
+    for eid in world.eids:
+        rt = world.runtimes[eid]
+        for row in rt.store._db.execute("SELECT prompt_id, ends_at_ms FROM windows"):
+            view = views.get(row["prompt_id"])
+            window = view.window if view is not None else None
+            if window is None or window.started_at_ms is None:
+                # Also after a storage restore: the agent sends its windows again (R6).
+                raise InvariantViolation(f"window: the agent holds {row['prompt_id']}'s window, the bridge none")
+            if window.ends_at_ms != row["ends_at_ms"]:
+                raise InvariantViolation(
+                    f"window: {row['prompt_id']} ends at {window.ends_at_ms} on the bridge, "
+                    f"{row['ends_at_ms']} on the agent"
+                )
+
+
 def check_consent_proof(world: World) -> None:
     """DESIGN §10: every endpoint's audit chain verifies offline (links, and every answer
     signed by the endpoint's key), and no honest agent's answer was refused."""
@@ -372,6 +401,7 @@ def _run(world: World, plant_bug: str | None) -> Result:
     check_once_only(world, views)
     check_explicit_failure(world, views)
     check_escalated_once(world, views)
+    check_windows(world, views)
     check_consent_proof(world)
     late = disagreements(world)
     if late:

@@ -585,6 +585,9 @@ class World:
             # from the PRNG, so every seed's fault schedule stays what it was.
             if int(key[-2:], 16) % 2:
                 self.key_bodies[key]["body"]["escalate_after"] = 10 + int(key[-5:-2], 16) % 600
+            # Issue 16: a third ask for an approval window (1-20 min), derived from the key too.
+            if int(key[-6], 16) % 3 == 0:
+                self.key_bodies[key]["body"]["grant_minutes"] = 1 + int(key[-8:-6], 16) % 20
             self.keys[key] = None
         spec = self.key_bodies[key]
         eid = spec["eid"]

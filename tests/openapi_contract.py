@@ -127,6 +127,9 @@ def documented_error_codes() -> set[tuple[int, str]]:
                 found |= {(int(status), c) for c in codes.get("enum", [])}
                 if schema.get("$ref", "").endswith("/AlreadyFinal"):
                     found.add((int(status), "already_final"))
+                if schema.get("$ref", "").endswith("/WindowRefused"):  # issue 16
+                    refused = DOCUMENT["components"]["schemas"]["WindowRefused"]["properties"]["error"]
+                    found |= {(int(status), c) for c in refused["properties"]["code"]["enum"]}
     for status, codes in DOCUMENT["x-caisey-unrouted"].items():
         found |= {(int(status), c) for c in codes}
     return found

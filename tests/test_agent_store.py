@@ -90,7 +90,7 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
 def test_schema_is_idempotent_and_versioned(tmp_path: Path) -> None:
     Store.open(tmp_path).close()
     store = Store.open(tmp_path)
-    assert store.pragma("user_version") == SCHEMA_VERSION == 3
+    assert store.pragma("user_version") == SCHEMA_VERSION == 4  # 3: display evidence (issue 16), 4: windows
     store._db.execute("PRAGMA user_version=99")
     store.close()
     with pytest.raises(StoreError, match="newer agent"):
@@ -112,6 +112,7 @@ def test_a_version_1_store_gains_the_signature_columns_and_keeps_its_prompts(tmp
     db.close()
     store = Store.open(tmp_path)
     assert store.pragma("user_version") == SCHEMA_VERSION
+    assert store._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0] == 0  # issue 16's tables too
     row = store.get_prompt("P1")
     assert row is not None and row.key_id is None and row.sig is None
     store.update_prompt("P1", 2, status="decided", decision="approve", key_id="k", sig="s")

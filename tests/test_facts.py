@@ -32,6 +32,9 @@ from caisey.facts import (
     SignatureRefused,
     Source,
     Superseded,
+    WindowEnded,
+    WindowRevoked,
+    WindowStarted,
     fact_from_record,
     fact_to_record,
     source_of,
@@ -66,6 +69,11 @@ SAMPLES: list[Fact] = [
     SignatureRefused(answer="approve", how="user", reason="retired_key", key_id="0123456789abcdef", decided_at_ms=T),
     Escalated(by="bridge", reason="not answered in 10 min", auto=True),
     Escalated(by="bob", reason="escalated by bob", note="call them"),
+    # Issue 16: approval windows (DESIGN §13).
+    WindowStarted(minutes=10, asked=30, started_at_ms=T, ends_at_ms=T + 600_000, key_id="0123456789abcdef", sig="c2ln"),
+    WindowEnded(ended_at_ms=T + 600_000),
+    WindowRevoked(by="user", user=True, revoked_at_ms=T + 5, key_id="0123456789abcdef", sig="c2ln"),
+    WindowRevoked(by="bob", user=False, revoked_at_ms=T + 6),
 ]
 
 
@@ -125,7 +133,7 @@ def test_an_unreadable_row_is_a_protocol_error(kind: str, fields: dict[str, Any]
 
 def test_each_fact_has_one_writer() -> None:
     console = {Created, Cancelled, Superseded}
-    bridge = {DeliveryAttempted, Replayed, GaveUp, SignatureRefused, Escalated}
+    bridge = {DeliveryAttempted, Replayed, GaveUp, SignatureRefused, Escalated, WindowEnded}
     for cls in FACT_TYPES.values():
         expected = Source.CONSOLE if cls in console else Source.BRIDGE if cls in bridge else Source.RUNTIME
         assert expected == cls.SOURCE, cls
@@ -134,6 +142,9 @@ def test_each_fact_has_one_writer() -> None:
     assert isinstance(adopted, Created) and adopted.adopted
     assert source_of(adopted) == Source.RUNTIME and source_of(SAMPLES[0]) == Source.CONSOLE
     assert source_of(Decided(Decision.DENY, T)) == Source.RUNTIME
+    # A window revoked by the user is the runtime's; by a technician, the console's (DESIGN §13).
+    assert source_of(WindowRevoked(by="user", user=True, revoked_at_ms=T)) == Source.RUNTIME
+    assert source_of(WindowRevoked(by="bob", user=False, revoked_at_ms=T)) == Source.CONSOLE
     # An escalation by hand is the technician's (the console's); the bridge's own is the bridge's.
     assert source_of(Escalated(by="bob", reason="escalated by bob")) == Source.CONSOLE
     assert source_of(Escalated(by="bridge", reason="not answered in 10 min", auto=True)) == Source.BRIDGE

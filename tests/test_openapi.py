@@ -665,10 +665,22 @@ def test_the_events_the_actor_produces_are_the_documented_ones() -> None:
         )
     )
     rig.alarm()
+    for minutes in (5, 1):  # issue 16: a window revoked by the technician, and one that ends
+        windowed = rig.create(expires_in=600, grant_minutes=minutes)
+        sent = [wire.decode(f) for f in rig.effects[-1].send]
+        deliver = next(m for m in sent if isinstance(m, wire.PromptDeliver))
+        rig.frame(wire.PromptReceipt(rig.ids.new(rig.now), windowed, deliver.id, rig.now))
+        at = rig.now
+        rig.frame(
+            wire.PromptUpdate(rig.ids.new(at), windowed, "decided", how="user", decision="approve", decided_at_ms=at)
+        )
+        rig.frame(wire.WindowUpdate(rig.ids.new(at), windowed, "start", minutes, at))
+        if minutes == 5:
+            rig.api("POST", f"/api/endpoints/{HOOKS_ENDPOINT}/prompts/{windowed}/revoke")
     rig.connected = False
     rig.actor.agent_closed(rig.now, False)
     rig.create(expires_in=5, escalate_after=600)  # never delivered: failed_to_deliver, escalated
-    rig.run_until(rig.now + 60_000)
+    rig.run_until(rig.now + 61_000)
     sends = rig.sends()
     store = SqliteStore(":memory:")
     for statement in [*WEBHOOKS_MIGRATION, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)"]:

@@ -39,6 +39,9 @@ from caisey.facts import (
     SignatureRefused,
     Source,
     Superseded,
+    WindowEnded,
+    WindowRevoked,
+    WindowStarted,
 )
 from caisey.prompt import (
     DECIDED,
@@ -121,6 +124,9 @@ SAMPLE_FACTS: dict[str, Fact] = {
     NoDecisionHeld.KIND: NoDecisionHeld(detail="absent"),
     SignatureRefused.KIND: SignatureRefused(answer="approve", how="user", reason="bad_signature", key_id="ab12"),
     Escalated.KIND: Escalated(by="bob", reason="escalated by bob", note="call the user"),
+    WindowStarted.KIND: WindowStarted(minutes=5, asked=5, started_at_ms=T0 + 100_000, ends_at_ms=T0 + 400_000),
+    WindowEnded.KIND: WindowEnded(ended_at_ms=T0 + 400_000),
+    WindowRevoked.KIND: WindowRevoked(by="bob", user=False, revoked_at_ms=T0 + 120_000),
 }
 
 
@@ -265,6 +271,16 @@ def fact_of(kind: str, at_ms: int, expires_at_ms: int) -> st.SearchStrategy[Fact
             note=st.none() | st.just("call the user"),
             auto=st.booleans(),
         )
+    if kind == WindowStarted.KIND:
+        return st.integers(1, 30).map(
+            lambda m: WindowStarted(minutes=m, asked=30, started_at_ms=at_ms, ends_at_ms=at_ms + m * 60_000)
+        )
+    if kind == WindowEnded.KIND:
+        return st.builds(WindowEnded, ended_at_ms=st.integers(max(0, at_ms - 60_000), at_ms))
+    if kind == WindowRevoked.KIND:
+        return st.builds(
+            WindowRevoked, by=st.sampled_from(["user", "bob"]), user=st.booleans(), revoked_at_ms=st.just(at_ms)
+        )
     assert kind == NoDecisionHeld.KIND
     return st.builds(NoDecisionHeld, detail=st.sampled_from(["absent", "closed at expiry", "closed after cancel"]))
 
@@ -299,6 +315,7 @@ def histories(draw: st.DrawFn, kinds: st.SearchStrategy[list[str]] | None = None
         by=draw(TECHNICIANS),
         supersedes=draw(st.none() | st.just("01JDQ7OLD00000000000000000")),
         adopted=draw(st.booleans()),
+        grant_minutes=draw(st.none() | st.just(30)),  # an approval window asked (DESIGN §13)
     )
     entries = [Entry(draw(st.integers(1, 1_000)), at, first)]
     for kind in draw(kinds if kinds is not None else kind_lists()):
@@ -823,3 +840,25 @@ def test_to_api_has_the_fields_the_console_needs() -> None:
     assert body["delivery"]["attempts"] == 1
     assert [e["type"] for e in body["events"]] == ["created", "delivery_attempted", "received"]
     assert "events" not in view.to_api("laptop-7")
+
+
+def test_an_approval_window_lives_by_its_facts_and_its_clock() -> None:
+    """DESIGN §13: asked at creation, active from the start fact, ended by its time even
+    before the bridge records the end, and a revocation only closes an active window."""
+    log = delivered_log()
+    log.commit(T0 + 50_000, Decided(APPROVE, decided_at_ms=T0 + 50_000))
+    assert log.view(T0 + 60_000).window is None  # this prompt asked for none: facts change nothing
+    base = Log()
+    base.commit(T0, dataclasses.replace(created(), grant_minutes=10))
+    assert base.view(T0).window is not None and base.view(T0).window.state == "asked"
+    base.commit(T0 + 1, Decided(APPROVE, decided_at_ms=T0 + 1))
+    base.commit(T0 + 2, WindowStarted(minutes=5, asked=10, started_at_ms=T0 + 1, ends_at_ms=T0 + 300_001))
+    assert base.view(T0 + 3).window.state == "active"
+    assert base.view(T0 + 300_001).window.state == "ended"  # by the clock
+    base.commit(T0 + 10, WindowRevoked(by="user", user=True, revoked_at_ms=T0 + 9))
+    window = base.view(T0 + 400_000).window
+    assert (window.state, window.revoked_at_ms, window.revoked_by_user) == ("revoked", T0 + 9, True)
+    base.commit(T0 + 20, WindowEnded(ended_at_ms=T0 + 300_001))  # after a revocation: no change
+    assert base.view(T0 + 400_000).window.state == "revoked"
+    api = base.view(T0 + 400_000).to_api("ep")["window"]
+    assert api["minutes_asked"] == 10 and api["minutes_granted"] == 5 and api["revoked_by"] == "user"

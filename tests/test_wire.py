@@ -86,6 +86,12 @@ SAMPLES: dict[str, Message] = {
     "ack": Ack(id="e9", of="e6", received_at_ms=T + 1, sent_at_ms=T + 2),
     "heartbeat": Heartbeat(id="e10", sent_at_ms=T, digest=DIGEST),
     "error": Error(id="e11", code="unsupported_version", message="use v1", of="x1", supported_versions=(1,)),
+    # Issue 16: approval windows (DESIGN §13).
+    "window.update": wire.WindowUpdate(
+        id="e12", prompt_id=COPY.prompt_id, event="start", minutes=30, at_ms=T + 9, key_id="k1", sig="s" * 86
+    ),
+    "window.update/revoke": wire.WindowUpdate(id="e13", prompt_id=COPY.prompt_id, event="revoke", minutes=30, at_ms=T),
+    "window.notice": wire.WindowNotice(id="e14", prompt_id=COPY.prompt_id, state="revoked", at_ms=T, by="alice"),
 }
 
 
@@ -116,6 +122,19 @@ def refused(raw: str | bytes | dict[str, Any]) -> ProtocolError:
 
 
 # --- round trips ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("event", "grant"), ("minutes", 0), ("minutes", wire.MAX_GRANT_MINUTES + 1), ("minutes", True), ("at_ms", -1)],
+)
+def test_a_window_update_out_of_bounds_is_refused(field: str, value: Any) -> None:
+    body = with_value(body_of(SAMPLES["window.update"]), (field,), value)
+    assert refused(body).code == "invalid_field"
+    notice = with_value(body_of(SAMPLES["window.notice"]), ("state",), "granted")
+    assert refused(notice).code == "invalid_field"
+    half = with_value(body_of(SAMPLES["window.update"]), ("sig",), ...)
+    assert refused(half).code == "invalid_field"  # key_id without sig
 
 
 def test_samples_cover_every_frame_type() -> None:

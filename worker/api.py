@@ -247,6 +247,14 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
         "escalate_prompt",
         "technician",
     ),
+    # Issue 16: the technician revokes an approval window (DESIGN §13).
+    (
+        "POST",
+        re.compile(r"^/api/endpoints/(?P<eid>[^/]+)/prompts/(?P<pid>[^/]+)/revoke$"),
+        "endpoint",
+        "revoke_window",
+        "technician",
+    ),
     ("POST", re.compile(r"^/api/webhooks$"), "fleet", "create_webhook", "admin"),
     ("GET", re.compile(r"^/api/webhooks$"), "fleet", "list_webhooks", "admin"),
     ("DELETE", re.compile(r"^/api/webhooks/(?P<name>[^/]+)$"), "fleet", "delete_webhook", "admin"),

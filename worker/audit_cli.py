@@ -165,6 +165,7 @@ def render_json(report: AuditReport) -> dict[str, Any]:
                 "decision": p.decision,
                 "signed_by": p.signed_by,
                 "verdict": p.verdict,
+                "windows": p.windows,  # the approval window's facts (DESIGN §13)
                 "ok": p.ok,
                 "outcome": p.outcome,
                 "shown": p.shown,

@@ -21,8 +21,9 @@ as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, au
 (``enrollment``), the keys and the check of signed answers (``endpoint_keys``), the hash
 chain every fact is appended to (``audit_chain``), what an adoption may claim
 (``adoption``), a create's fields (``prompt_fields``), an admin's relabel, move and removal
-(``endpoint_admin``), its line in the fleet index (``fleet_line``) and its statistics
-(``endpoint_stats``).
+(``endpoint_admin``), its line in the fleet index (``fleet_line``), its statistics
+(``endpoint_stats``), the history requests of R6 (``history_requests``) and the approval
+windows of DESIGN §13 (``approval_windows``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from worker.api import (
     route_for_actor,
     with_etag,
 )
+from worker.approval_windows import ApprovalWindows
 from worker.audit_chain import AuditChain
 from worker.endpoint_admin import EndpointAdmin
 from worker.endpoint_keys import EndpointKeys
@@ -78,6 +80,7 @@ from worker.endpoint_schema import MIGRATIONS, migrate
 from worker.endpoint_stats import EndpointStatsOps
 from worker.enrollment import EndpointRecord
 from worker.fleet_line import FleetLine
+from worker.history_requests import HistoryRequests
 from worker.hooks import Hooks
 from worker.host import Effects, Entropy, Row, SqlStore
 from worker.prompt_fields import MAX_EXPIRES_IN_S, retry_body
@@ -86,9 +89,6 @@ from worker.signed_answers import SignedAnswers
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-
-# How long absence inference (R5 replay, R4 firming) waits after the latest history request.
-HISTORY_WAIT_MS = 10 * 60_000
 
 AGENT_VERSION_HEADER = "x-caisey-agent-version"
 
@@ -132,7 +132,9 @@ class BridgeConfig:
     webhook_retry_cap_ms: int = 3_600_000
 
 
-class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps):
+class EndpointBridge(
+    EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows, HistoryRequests
+):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
     def __init__(self, store: SqlStore, entropy: Entropy, config: BridgeConfig | None = None) -> None:
@@ -703,35 +705,6 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
             # harmless extra history report.) Asked again on every hello until it lands.
             self._request_history(now_ms, effects)
 
-    def _awaiting_history(self, now_ms: int) -> bool:
-        return int(self._meta("awaiting_history_until_ms") or 0) > now_ms
-
-    def _history_reask_ms(self, now_ms: int) -> int | None:
-        """When to ask a pinging agent for the history again (None: not waiting for it). Its
-        full heartbeats, which ask again otherwise, come only every ``digest_every_ms``: the
-        alarm asks every ``heartbeat_ms`` instead, as heartbeats did (the simulation found a
-        lost history report converging only at the next full heartbeat, 6 min later)."""
-        until = int(self._meta("awaiting_history_until_ms") or 0)
-        if until <= now_ms or not self._pinging():
-            return None
-        return until - HISTORY_WAIT_MS + self.config.heartbeat_ms
-
-    def _request_history(self, now_ms: int, effects: Effects) -> None:
-        """Ask for the runtime's open and recently final prompts; until the history's last page
-        lands, absence from an open report proves nothing (decided-and-acked prompts are absent
-        from it by design), so R5 replays and R4 firming by absence wait. A history request or
-        report can be lost like any frame: it is asked again on every hello and every heartbeat
-        until it lands, and the wait is counted from the latest request, so it cannot
-        lapse while the runtime is away (the simulation found a lost history report followed by
-        a wrongly firmed ``expired`` for a prompt the user had approved)."""
-        request = wire.StateRequest(
-            id=self._ids.new(now_ms),
-            reason="bridge storage regressed",
-            include_final_since_ms=max(0, now_ms - self.config.seen_event_retention_ms),
-        )
-        effects.send.append(wire.encode(request))
-        self._set_meta("awaiting_history_until_ms", str(now_ms + HISTORY_WAIT_MS))
-
     def _on_heartbeat(self, msg: wire.Heartbeat, now_ms: int, effects: Effects) -> None:
         effects.send.append(self._ack(msg.id, now_ms, with_times=True))
         self._set_time_zone(msg.time_zone)
@@ -955,7 +928,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         self._queue_deliver(row["deliver_id"], self._view(row["prompt_id"], now_ms), now_ms)
 
     def _on_ack(self, msg: wire.Ack, now_ms: int, effects: Effects) -> None:
-        self._q("DELETE FROM outbox WHERE event_id = ? AND kind = 'cancel'", msg.of)
+        self._q("DELETE FROM outbox WHERE event_id = ? AND kind IN ('cancel', 'window')", msg.of)
 
     def _on_error(self, msg: wire.Error, now_ms: int, effects: Effects) -> None:
         self._set_meta("last_agent_error", f"{msg.code}: {msg.message}"[: wire.MAX_TEXT_CHARS])
@@ -1022,6 +995,7 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
                 "SELECT prompt_id FROM prompts WHERE next_moment_ms IS NOT NULL AND next_moment_ms <= ?", now_ms
             ):
                 self._refresh(row["prompt_id"], now_ms)
+            self._windows_end_due(now_ms)
             effects.send.extend(self._send_due(now_ms, connected))
             self._hooks_after_event(now_ms, connected)
             self._hooks_sends(now_ms, targets, effects)
@@ -1062,9 +1036,9 @@ class EndpointBridge(EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetL
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
-        for due in (self.hooks_due_ms(), self.patterns_due_ms()):
-            if due is not None:
-                candidates.append(due)
+        candidates.extend(
+            t for t in (self.hooks_due_ms(), self.patterns_due_ms(), self.windows_due_ms()) if t is not None
+        )
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1125,6 +1099,7 @@ _FRAME_HANDLERS: dict[type, Callable[[EndpointBridge, Any, int, Effects], None]]
     wire.StateReport: EndpointBridge._on_report,
     wire.Ack: EndpointBridge._on_ack,
     wire.Error: EndpointBridge._on_error,
+    wire.WindowUpdate: EndpointBridge._on_window_update,
 }
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from worker.approval_windows import WINDOWS_MIGRATION
 from worker.audit_chain import backfill
 from worker.endpoint_stats import STATS_MIGRATION
 from worker.host import SqlStore
@@ -82,6 +83,8 @@ MIGRATIONS: dict[int, list[Migration]] = {
     ],
     # Issue 14: statistics kept incrementally (``worker.endpoint_stats``).
     6: [*STATS_MIGRATION],
+    # Issue 16: approval windows (``worker.approval_windows``); 7 is the display evidence's.
+    8: [*WINDOWS_MIGRATION],
 }
 # The newest version, derived so that a migration added later cannot leave it behind.
 SCHEMA_VERSION = max(MIGRATIONS)

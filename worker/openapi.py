@@ -345,6 +345,7 @@ def _prompt_properties() -> dict[str, Any]:
         ),
         "on_locked": _null(_str("the policy's locked-screen rule", enum=list(wire.LOCKED_RULES))),
         "brand_name": _null(_str("the client's branding (policy); its logo is on the Created fact")),
+        "window": _null(_ref("ApprovalWindow")),  # issue 16 (DESIGN §13)
     }
 
 
@@ -396,6 +397,15 @@ def _prompt_fields(*, create: bool) -> dict[str, Any]:
                 "description": "seconds after creation: a prompt still open then is escalated once (also "
                 "when it fails to deliver); null or left out: the fleet default (`/api/settings`); else "
                 "400 `invalid_field`",
+            }
+        ),
+        "grant_minutes": _null(
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": wire.MAX_GRANT_MINUTES,
+                "description": "an approval window (DESIGN §13): the approval grants access for this many "
+                "minutes (the user may grant fewer); null or left out: none; else 400 `invalid_field`",
             }
         ),
     }
@@ -518,6 +528,7 @@ def _schemas() -> dict[str, Any]:
     }
     return {
         **_webhook_schemas(prompt),
+        **_window_schemas(),
         "Time": _str("RFC 3339, UTC, milliseconds", pattern=TIME_PATTERN, format="date-time"),
         "Error": _obj(
             {
@@ -753,6 +764,10 @@ def _webhook_schemas(prompt: dict[str, Any]) -> dict[str, Any]:
             _obj({**prompt_data, "escalation": _ref("Escalation")}),
             "The bridge or a technician escalated the prompt: the prompt data and this escalation.",
         ),
+        **{
+            name: event(event_type, _obj({**prompt_data, "window": _ref("ApprovalWindow")}), description)
+            for event_type, (name, description) in _WINDOW_EVENTS.items()
+        },
         "EventEndpointOnline": event(
             "endpoint.online",
             _obj({**endpoint_data, "online": {"const": True}}),
@@ -771,12 +786,21 @@ def _webhook_schemas(prompt: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Issue 16: the approval window's webhooks (DESIGN §13): schema name and description.
+_WINDOW_EVENTS = {
+    "window.started": ("EventWindowStarted", "The user's approval started the prompt's approval window."),
+    "window.ended": ("EventWindowEnded", "The approval window's time was up."),
+    "window.revoked": ("EventWindowRevoked", "The user or a technician revoked the approval window."),
+}
+
+
 # The schema of each event type's body.
 EVENT_SCHEMAS = {
     "prompt.created": "EventPromptCreated",
     "prompt.delivered": "EventPromptDelivered",
     "prompt.final": "EventPromptFinal",
     "prompt.escalated": "EventPromptEscalated",
+    **{event_type: name for event_type, (name, _) in _WINDOW_EVENTS.items()},
     "endpoint.offline": "EventEndpointOffline",
     "endpoint.online": "EventEndpointOnline",
     TEST_EVENT_TYPE: "EventWebhookTest",
@@ -1221,7 +1245,74 @@ def _operations() -> dict[str, dict[str, Any]]:
     paths.update(_stats_operations())
     paths.update(_webhook_operations())
     paths.update(_policy_operations())
+    paths.update(_window_operations())
     return paths
+
+
+# --- approval windows (issue 16, DESIGN §13) ------------------------------------------------------
+
+
+_WINDOW_REFUSALS = ("no_window", "window_not_started", "window_not_granted", "window_ended")
+
+
+def _window_schemas() -> dict[str, Any]:
+    minutes = {"type": "integer", "minimum": 1, "maximum": wire.MAX_GRANT_MINUTES}
+    return {
+        "ApprovalWindow": _obj(
+            {
+                "state": _str(
+                    "asked (not approved yet), active, ended (its time was up), revoked, or not_granted "
+                    "(the prompt ended without an approval)",
+                    enum=["asked", "active", "ended", "revoked", "not_granted"],
+                ),
+                "minutes_asked": minutes,
+                "minutes_granted": _null({**minutes, "description": "at most asked: the user may shorten it"}),
+                "started_at": {**_TIME_OR_NULL, "description": "the approval's time"},
+                "ends_at": {**_TIME_OR_NULL, "description": "access until then, unless revoked earlier"},
+                "ended_at": _TIME_OR_NULL,
+                "revoked_at": _TIME_OR_NULL,
+                "revoked_by": _null(_str("`user` (the endpoint's user), or the technician's name")),
+                "revoked_by_user": {"type": "boolean"},
+            }
+        ),
+        "WindowRefused": _obj(
+            {
+                "error": _obj({"code": _str(enum=list(_WINDOW_REFUSALS)), "message": _str()}),
+                "prompt": _ref("Prompt"),
+            },
+            optional=("prompt",),
+        ),
+    }
+
+
+def _window_operations() -> dict[str, dict[str, Any]]:
+    eid, pid = _param("eid"), _param("pid")
+    return {
+        "/api/endpoints/{eid}/prompts/{pid}/revoke": {
+            "post": _op(
+                "revoke_window",
+                "technician",
+                "Revoke a prompt's approval window",
+                {
+                    200: _ok("The prompt, its window revoked (or already revoked: as it is)", _ref("Prompt")),
+                    409: {
+                        "description": "`no_window`: the prompt asked for none; `window_not_started`, "
+                        "`window_not_granted`, `window_ended`: with the prompt as it is",
+                        "content": _json(_ref("WindowRefused")),
+                    },
+                },
+                errors={
+                    400: ["invalid_endpoint_id"],
+                    404: ["unknown_endpoint", "unknown_prompt"],
+                    410: ["endpoint_removed"],
+                },
+                parameters=[eid, pid],
+                description="Ends an active approval window now (DESIGN §13): recorded as a `window_revoked` "
+                "fact (by the technician), announced as `window.revoked`, and the agent is told "
+                "(`window.notice`, resent until acked). No body is read. A revocation only ends access.",
+            )
+        },
+    }
 
 
 def _webhook_operations() -> dict[str, dict[str, Any]]:

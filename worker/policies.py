@@ -419,5 +419,9 @@ def create_fields(body: dict[str, Any], req: ApiRequest, now_ms: int, config: An
     optional fields (``extras``) are the request's reason and ticket plus the policy's."""
     policy = of_request(req)
     fields = prompt_fields(with_defaults(body, policy), now_ms, config, default_escalate_after_ms(req))
-    fields["extras"] = enforce(fields, request_extras(body), policy, now_ms)
+    extras = request_extras(body)
+    granted = fields.pop("grant_minutes", None)  # the approval window asked for (validated above)
+    if granted is not None:
+        extras["grant_minutes"] = granted
+    fields["extras"] = enforce(fields, extras, policy, now_ms)
     return fields

@@ -41,6 +41,17 @@ def escalate_after(value: object) -> int:
     return int(value * 1000)
 
 
+def grant_minutes(value: object) -> int | None:
+    """``grant_minutes`` (DESIGN §13: the approval window asked for) or 400 ``invalid_field``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= wire.MAX_GRANT_MINUTES:
+        raise ApiError(
+            400, "invalid_field", f"grant_minutes must be a whole number of minutes from 1 to {wire.MAX_GRANT_MINUTES}"
+        )
+    return value
+
+
 def prompt_fields(
     body: dict[str, Any], now_ms: int, config: Any, default_escalate_after_ms: int | None
 ) -> dict[str, Any]:
@@ -97,12 +108,13 @@ def prompt_fields(
         "action": action,
         "on_no_user": policy,
         "expires_at_ms": expires_at_ms,
+        "grant_minutes": grant_minutes(body.get("grant_minutes")),
     }
 
 
 def retry_body(old: Any, body: dict[str, Any]) -> dict[str, Any]:
     """A retry's create body: the old prompt's fields (``old``, its view; ``expires_in`` as its
-    lifetime; its reason and ticket, DESIGN §13), overridden by the retry's ``body``."""
+    lifetime; its reason, ticket and window asked for, DESIGN §13), overridden by the retry's ``body``."""
     merged: dict[str, Any] = {
         "title": old.title,
         "message": old.message,
@@ -112,6 +124,8 @@ def retry_body(old: Any, body: dict[str, Any]) -> dict[str, Any]:
     }
     if "reason" in old.extras:
         merged["reason"] = old.extras["reason"]
+    if "grant_minutes" in old.extras:
+        merged["grant_minutes"] = old.extras["grant_minutes"]
     if "ticket_id" in old.extras:
         merged["ticket"] = {"id": old.extras["ticket_id"], "url": old.extras.get("ticket_url")}
     merged.update({k: v for k, v in body.items() if k in merged or k in RETRY_MAY_ADD})
@@ -121,4 +135,4 @@ def retry_body(old: Any, body: dict[str, Any]) -> dict[str, Any]:
 
 
 # Besides the old prompt's fields, what a retry's body may set.
-RETRY_MAY_ADD = ("expires_at", "escalate_after", "reason", "ticket")
+RETRY_MAY_ADD = ("expires_at", "escalate_after", "reason", "ticket", "grant_minutes")

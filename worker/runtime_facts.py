@@ -36,6 +36,7 @@ def adopted_created(copy: wire.PromptCopy, expires_at_ms: int | None = None) -> 
         by=adopted_requester(copy.requested_by),
         adopted=True,
         delivered_sha256=copy_sha256(copy),
+        grant_minutes=copy.grant_minutes,  # its approval window (DESIGN §13)
     )
 
 

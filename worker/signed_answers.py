@@ -48,6 +48,8 @@ class SignedAnswers:
             return []
         if endpoint_id is None:
             return []
+        if isinstance(message, wire.WindowUpdate):  # DESIGN §13 (``worker.approval_windows``)
+            return self.window_claims(message)  # type: ignore[attr-defined, no-any-return]
         answers: list[tuple[str, Fact, Created | None]] = []
         if isinstance(message, wire.PromptUpdate):
             answers.append((message.prompt_id, update_fact(message), None))

@@ -71,6 +71,10 @@ EVENT_TYPES = (
     "prompt.escalated",
     "endpoint.offline",
     "endpoint.online",
+    # Issue 16: approval windows (``worker.approval_windows``).
+    "window.started",
+    "window.ended",
+    "window.revoked",
 )
 # A deployment's subscriptions are read by every endpoint with events to send: a few dozen
 # (a PSA, a chat channel or two per MSP) is plenty, and bounds that read.

@@ -220,6 +220,10 @@ export class Api {
   escalate(eid, pid, note) {
     return this.request("POST", `/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/escalate`, { body: note ? { note } : {} });
   }
+  /** Revoke a prompt's approval window (issue 16): idempotent (an already revoked window answers as it is). */
+  revokeWindow(eid, pid) {
+    return this.request("POST", `/api/endpoints/${encodeURIComponent(eid)}/prompts/${encodeURIComponent(pid)}/revoke`);
+  }
   // Webhooks (admin; issue 13, DESIGN §11).
   webhooks() {
     return this.get("/api/webhooks", { poll: true });

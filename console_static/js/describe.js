@@ -6,6 +6,8 @@
 // so the tests can call them directly with crafted prompts. `now` is bridge time (the
 // console corrects its clock by the offset it measures from the bridge's Date header).
 
+import { windowEventWords } from "./window.js";
+
 /** R7: past this, a live prompt may be *described* as unanswered; only expires_at ends it. */
 export const NO_ANSWER_NOTICE_MS = 90_000;
 /** Show "(synced …)" only when the answer reached the bridge this much after it was made. */
@@ -256,7 +258,13 @@ export const REFUSAL_WORDS = {
   bad_signature: "its signature did not verify",
 };
 
-const ANSWER_WORDS = { approve: "'approve'", deny: "'deny'", dismiss: "a dismissal" };
+const ANSWER_WORDS = {
+  approve: "'approve'",
+  deny: "'deny'",
+  dismiss: "a dismissal",
+  window_start: "the start of an approval window", // issue 16
+  window_revoke: "a revocation of an approval window",
+};
 const REFUSED_BY = { user: "by the user", no_user_policy: "by the no-user policy", endpoint_policy: "by the endpoint's own policy" };
 
 /**
@@ -443,6 +451,11 @@ export function describeEvent(e, now = Date.now()) {
       break;
     case "firmed":
       what = "Outcome is now final: no late answer can change it";
+      break;
+    case "window_started":
+    case "window_ended":
+    case "window_revoked":
+      what = windowEventWords(e.type, d, ms); // issue 16 (window.js)
       break;
     case "escalated":
       what = d.auto ? `Escalated by the bridge: ${d.reason}` : `Escalated by ${d.by}`;

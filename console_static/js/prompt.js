@@ -8,6 +8,7 @@ import { describeDisplay, describeEvent, describePrompt, fmtClock, howWords, noU
 import { cancelPrompt, cancellable, promptHref, reissuePrompt } from "./actions.js";
 import { showResult } from "./endpoint.js";
 import { whyParts } from "./policy.js";
+import { windowWords } from "./window.js";
 
 const UNITS = { s: 1, min: 60, h: 3600, d: 86400 };
 
@@ -45,6 +46,9 @@ export class PromptView {
     this.escalateBtn = h("button.secondary", { type: "submit", id: "prompt-escalate" }, "Escalate");
     this.escalations = h("p.escalations", { id: "prompt-escalations", hidden: true });
     this.why = h("p.why", { id: "prompt-why", hidden: true }); // the technician's reason and ticket (issue 16)
+    // The approval window (issue 16): "access until 10:35", and the technician's Revoke.
+    this.window = h("p.window", { id: "prompt-window", hidden: true });
+    this.revokeBtn = h("button.secondary", { type: "button", id: "prompt-revoke", hidden: true, onclick: () => this.revoke() }, "Revoke access now");
 
     this.el = h(
       "section.view.prompt-view",
@@ -55,6 +59,7 @@ export class PromptView {
       this.detail,
       this.why,
       this.escalations,
+      this.window,
       this.proof,
       this.error,
       h(
@@ -83,7 +88,7 @@ export class PromptView {
             "section.card",
             { "aria-labelledby": "actions-h" },
             h("h2", { id: "actions-h" }, "Actions"),
-            h("div.actions", null, this.cancelBtn),
+            h("div.actions", null, this.cancelBtn, this.revokeBtn),
             h(
               "form.reissue-form",
               { onsubmit: (ev) => this.reissue(ev) },
@@ -220,6 +225,25 @@ export class PromptView {
     }
   }
 
+  async revoke() {
+    this.revokeBtn.disabled = true;
+    try {
+      const res = await this.ctx.api.revokeWindow(this.eid, this.pid);
+      const w = res.body.window;
+      showResult(this.result, { tone: "ok", parts: [`Access revoked — the bridge answered 200 OK; ${windowWords(w, this.ctx.now()).text}. The endpoint is told.`] });
+      this.ctx.refreshSoon();
+    } catch (exc) {
+      if (!(exc instanceof ApiError)) {
+        showResult(this.result, { tone: "error", parts: [`Revoke failed: could not reach the bridge (${exc.message}). Press the button again.`] });
+        return;
+      }
+      showResult(this.result, { tone: "error", parts: [`Revoke refused — the bridge answered ${exc.status} ${exc.code}: ${exc.detail}`] });
+      this.ctx.refreshSoon();
+    } finally {
+      this.revokeBtn.disabled = false;
+    }
+  }
+
   async escalate(ev) {
     ev.preventDefault();
     this.escalateBtn.disabled = true;
@@ -258,6 +282,13 @@ export class PromptView {
     setText(this.state, d.headline);
     setText(this.detail, d.detail);
     this.state.className = `state big tone-${d.tone}`;
+    const w = windowWords(this.p.window, now);
+    setHidden(this.window, !w);
+    setHidden(this.revokeBtn, !w || !w.revocable);
+    if (w) {
+      setText(this.window, w.text);
+      this.window.className = `window tone-${w.tone}`;
+    }
     setHidden(this.proof, !d.proof);
     if (d.proof) {
       setText(this.proof, d.proof.text);

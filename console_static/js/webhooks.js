@@ -8,7 +8,7 @@ import { h, setText, replaceChildren } from "./dom.js";
 import { fmtClock } from "./describe.js";
 import { showResult } from "./endpoint.js";
 
-const EVENTS = ["prompt.created", "prompt.delivered", "prompt.final", "prompt.escalated", "endpoint.offline", "endpoint.online"];
+const EVENTS = ["prompt.created", "prompt.delivered", "prompt.final", "prompt.escalated", "endpoint.offline", "endpoint.online", "window.started", "window.ended", "window.revoked"];
 
 export class WebhooksView {
   constructor(ctx) {
