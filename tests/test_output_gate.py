@@ -194,3 +194,26 @@ def test_a_waiter_for_one_file_waits_for_that_file_only() -> None:
         gate.close()
 
     asyncio.run(scenario())
+
+
+def test_an_output_waits_for_its_own_commit_not_for_later_ones_to_the_same_file() -> None:
+    """Endpoints sharing a shard file share its write-ahead log: one's output waits for its
+    own latest commit (``wait_for``), never for a neighbour's later one."""
+
+    async def scenario() -> None:
+        sync = RecordingSync()
+        gate = OutputGate(sync)
+        mine = gate.written("shard-wal")
+        theirs = gate.written("shard-wal")
+        assert theirs > mine
+        # Nothing of mine is pending beyond ``mine``: a waiter for commit 0 leaves at once.
+        await asyncio.wait_for(gate.wait_for(0), 1)
+        assert sync.calls == []
+        waiter = asyncio.ensure_future(gate.wait_for(mine))
+        await until(lambda: sync.calls == ["shard-wal"])
+        assert not waiter.done()  # not before the fsync that covers it
+        sync.release.set()
+        await asyncio.wait_for(waiter, 1)
+        gate.close()
+
+    asyncio.run(scenario())

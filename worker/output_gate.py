@@ -54,11 +54,12 @@ class OutputGate:
         self._round: asyncio.Future[None] | None = None
         self.rounds = 0  # fsync rounds run (what group commit saves shows here)
 
-    def written(self, path: str) -> None:
-        """A transaction on ``path`` committed (not yet synced)."""
+    def written(self, path: str) -> int:
+        """A transaction on ``path`` committed (not yet synced); its number, for ``wait_for``."""
         self._dirty.add(path)
         self._written += 1
         self._last[path] = self._written
+        return self._written
 
     @property
     def pending(self) -> bool:
@@ -70,6 +71,16 @@ class OutputGate:
         Object's gate, too, holds an object's output for that object's writes)."""
         target = self._written if path is None else self._last.get(path, 0)
         while self._durable < target:
+            if self._round is None:
+                self._round = asyncio.ensure_future(self._sync_round())
+            await asyncio.shield(self._round)
+
+    async def wait_for(self, commit: int) -> None:
+        """Return once commit number ``commit`` (and every one before it) is on disk. For an
+        actor sharing its file with others (``worker.shard_store``): its output waits for its
+        own last commit, not for the latest commit of the file — a steady heartbeat's ack, which
+        follows no write of its own, leaves at once however busy its shard is."""
+        while self._durable < commit:
             if self._round is None:
                 self._round = asyncio.ensure_future(self._sync_round())
             await asyncio.shield(self._round)

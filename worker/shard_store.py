@@ -193,8 +193,20 @@ class EndpointTables:
         self.prefix = f"e{ns}_"
         self.path = shard.path
         self.wal = shard.wal
+        # The output gate's number of this endpoint's latest commit: its outputs wait for that
+        # one (``OutputGate.wait_for``), not for other endpoints' commits to the same file.
+        self.last_commit = 0
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
+        store = self.shard.store
+        before = store.last_commit
+        try:
+            return self._execute(sql, params)
+        finally:
+            if store.last_commit != before:  # a write outside a transaction: its own commit
+                self.last_commit = store.last_commit
+
+    def _execute(self, sql: str, params: Sequence[SqlValue]) -> list[Row]:
         if sql == HAS_TABLE_SQL and len(params) == 1 and params[0] in SCHEMA_TABLES:
             # ``admission`` asks whether the endpoint has its schema before every agent socket:
             # a member has all of it (made whole when it joined, migrated on every construction),
@@ -205,7 +217,13 @@ class EndpointTables:
         return self.shard.store.execute(rewrite(sql, self.prefix), params)
 
     def transaction(self, fn: Callable[[], T]) -> T:
-        return self.shard.store.transaction(fn)
+        store = self.shard.store
+        before = store.last_commit
+        try:
+            return store.transaction(fn)
+        finally:
+            if store.last_commit != before:
+                self.last_commit = store.last_commit
 
     def close(self) -> None:
         """Nothing to close: the shard's connection stays open for all its endpoints."""

@@ -37,11 +37,12 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=NORMAL" if gate is not None else "PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
+        self.last_commit = 0  # the output gate's number of this connection's latest commit
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
         rows = [dict(row) for row in self.db.execute(sql, params).fetchall()]
         if self.gate is not None and not self._depth and sql.lstrip()[:6].upper() not in ("SELECT", "PRAGMA"):
-            self.gate.written(self.wal)  # a write outside a transaction commits on its own
+            self.last_commit = self.gate.written(self.wal)  # a write outside a transaction commits on its own
         return rows
 
     def transaction(self, fn: Callable[[], T]) -> T:
@@ -59,7 +60,7 @@ class SqliteStore:
             self._depth -= 1
         self.db.execute("COMMIT")
         if self.gate is not None and self.db.total_changes != changes:  # a read-only event waits for nothing
-            self.gate.written(self.wal)
+            self.last_commit = self.gate.written(self.wal)
         return result
 
     def close(self) -> None:
