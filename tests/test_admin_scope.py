@@ -100,6 +100,7 @@ ENDPOINT_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/api/endpoints/{eid}/prompts/{pid}/escalate", {"note": "scope check"}),
     ("GET", "/api/endpoints/{eid}/stats", None),
     ("GET", "/api/endpoints/{eid}/policy", None),  # issue 16: the effective policy
+    ("POST", "/api/endpoints/{eid}/prompts/{pid}/revoke", {}),  # issue 16: an approval window
 ]
 
 
@@ -152,7 +153,10 @@ async def test_out_of_scope_endpoint_answers_exactly_as_an_unknown_one(
     # The same route on the endpoint in scope works for the scoped technician.
     path = template.format(eid=fleet.mine, pid=fleet.my_prompt)
     ok = await bridge.request(method, path, token=fleet.scoped, body=body)
-    assert ok.status in (200, 201), ok.body
+    if template.endswith("/revoke"):  # reached the endpoint: its prompt asked for no window
+        assert ok.status == 409 and ok.body["error"]["code"] == "no_window", ok.body
+    else:
+        assert ok.status in (200, 201), ok.body
 
 
 async def test_scoped_fleet_list_filters_and_whoami(bridge: BridgeUnderTest) -> None:

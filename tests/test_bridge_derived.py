@@ -58,6 +58,7 @@ def _fresh_alarm(actor: EndpointBridge, now_ms: int, connected: bool) -> int | N
         "SELECT MIN(at_ms) AS t FROM webhook_events WHERE expanded = 0",
         "SELECT MIN(next_at_ms) AS t FROM webhook_deliveries",
         "SELECT MIN(escalate_at_ms) AS t FROM prompts",
+        "SELECT MIN(ends_at_ms) AS t FROM windows WHERE active = 1",  # approval windows ending
     ):
         due = _one(actor, sql)
         if due is not None:

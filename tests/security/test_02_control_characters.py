@@ -128,13 +128,14 @@ async def test_the_terminal_presenter_prints_no_escape_sequence() -> None:
     seen = b""
     try:
         deadline = time.monotonic() + 5
-        while b"[a]pprove" not in seen:
+        while b"[a] approve" not in seen:  # the keys line, as the English template words it
             assert time.monotonic() < deadline, seen
             with contextlib.suppress(BlockingIOError):
-                seen += await asyncio.to_thread(os.read, master, 4096)
+                # Bounded: a presenter that printed everything and waits must fail this, not hang it.
+                seen += await asyncio.wait_for(asyncio.to_thread(os.read, master, 4096), timeout=5)
         printed = seen.decode()
         _no_controls(printed.replace("\r\n", "\n"), multiline=True)  # the pty's own CRLF aside
-        assert "requested by alex\\x1b[8m" in printed  # the attack is shown, not obeyed
+        assert "Requested by: alex\\x1b[8m" in printed  # the attack is shown, not obeyed
         assert "line two    with a tab" in printed
         os.write(master, b"d\n")
         assert await asyncio.wait_for(task, 5) == "deny"
