@@ -634,3 +634,32 @@ async def test_the_hanging_receiver_bench_runs(tmp_path: Path) -> None:
     assert result["baseline"]["n"] == result["answering_receiver"]["n"] == result["hanging_receiver"]["n"] == 5
     assert result["receiver_requests_during_hanging_phase"] >= 5
     assert result["hanging_receiver"]["max_ms"] < 5_000  # no round trip waited for the receiver
+
+
+async def test_a_new_subscription_hears_the_next_event_at_once_on_the_local_host(
+    open_local: LocalBridgeProcess, receiver: Receiver
+) -> None:
+    """The local host tells each actor whether anyone listens (``Hooks.listening``): an
+    endpoint that connected while nobody listened keeps no ``endpoint.online`` event and wakes
+    no alarm for it, and a subscription made afterwards hears that endpoint's very next event —
+    not after the ``NO_TARGETS_TTL_MS`` (60 s) memo a Worker keeps to spare the fleet object."""
+    bridge = open_local
+    await unsubscribe_all(bridge)
+    endpoint_id = eid()
+    runtime = ScriptedRuntime(bridge, await enroll(bridge, endpoint_id, "Laptop"))
+    await runtime.connect()  # endpoint.online while nobody listens: nothing kept
+    await bridge.advance(1_000)  # (an alarm, had one been due, has run by now)
+    await subscribe(bridge, receiver.url)
+    try:
+        created = await bridge.request(
+            "POST",
+            f"/api/endpoints/{endpoint_id}/prompts",
+            token=bridge.admin_token,
+            body={"title": "Allow remote control?", "action": "remote_control", "expires_in": 300},
+        )
+        assert created.status == 201, created.body
+        await until(bridge, lambda: "prompt.created" in receiver.types(endpoint_id), "prompt.created", timeout_s=10)
+        assert "endpoint.online" not in receiver.types(endpoint_id)  # it happened before anyone listened
+        await runtime.close()
+    finally:
+        await unsubscribe_all(bridge)

@@ -28,6 +28,7 @@ the next escalation (``hooks_due_ms``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from caisey import text, wire
@@ -50,7 +51,9 @@ MAX_PENDING_DELIVERIES = 5_000
 # events for this long: without it every event of every endpoint would cost an alarm wake
 # and a read of the fleet (a Durable Object request each on Cloudflare) to learn that
 # nobody listens. The price: a new subscription may miss up to this much of an endpoint's
-# events after it is created.
+# events after it is created. A host that can answer "does anyone listen?" at once sets
+# ``Hooks.listening`` instead (the local host: its fleet index is in the same process), and
+# neither the wake nor the miss happens there.
 NO_TARGETS_TTL_MS = 60_000
 
 
@@ -74,6 +77,10 @@ class Hooks:
     config: Any
 
     _touched: set[str]
+    # Set by a host that knows its subscriptions without a request: whether any is enabled
+    # now. An event nobody listens to is then not kept — no alarm wakes only to learn that
+    # (issue 15: one transaction per returning agent, one per prompt moment).
+    listening: Callable[[], bool] | None = None
 
     # --- watching what an event committed ---------------------------------------------------
 
@@ -189,7 +196,10 @@ class Hooks:
     def _hooks_queue(self, event_type: str, prompt_id: str, data: dict[str, Any], now_ms: int) -> None:
         if not self.config.webhooks:
             return  # a host that sends none (the simulation, benchmarks): nothing to keep
-        if int(self._meta("hooks_no_targets_until_ms") or 0) > now_ms:
+        if self.listening is not None:
+            if not self.listening():
+                return  # nobody listens now: the host said so
+        elif int(self._meta("hooks_no_targets_until_ms") or 0) > now_ms:
             return  # nobody listens (read less than NO_TARGETS_TTL_MS ago)
         event_id = "msg_" + self._ids.new(now_ms)
         body = webhooks.envelope(event_type, now_ms, data)

@@ -113,6 +113,7 @@ class LocalEndpoint:
         self.endpoint_id = endpoint_id
         self.store = store
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
+        self.actor.listening = host.fleet.webhooks.listening  # the fleet is in this process
         self.sockets: list[web.WebSocketResponse] = []
         self.timer: asyncio.TimerHandle | None = None
         self.started = False  # alarm armed and fleet line rewritten in this process

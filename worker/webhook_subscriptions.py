@@ -166,6 +166,10 @@ class WebhookSubscriptions:
 
     # --- internal ------------------------------------------------------------------------------
 
+    def listening(self) -> bool:
+        """Whether any subscription is enabled (``Hooks.listening`` on the local host)."""
+        return bool(self._q("SELECT 1 FROM webhooks WHERE disabled_at_ms IS NULL LIMIT 1"))
+
     def targets(self) -> list[dict[str, Any]]:
         rows = self._q("SELECT id, url, events, secret FROM webhooks WHERE disabled_at_ms IS NULL ORDER BY id")
         return [
