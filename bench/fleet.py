@@ -2,8 +2,10 @@
 
 For each tier: enroll up to N endpoints through the API, restart the bridge (so its memory
 is this tier's), connect N ``SimAgent`` s from ``clients`` processes (spread over N/1000 s),
-let the connection burst settle, then over ``window_s`` at the real heartbeat interval read
-the bridge's CPU time and, at the end, its RSS and open files. Then kill -9 the bridge,
+let the connection burst settle — one heartbeat interval and 3 s, so that every agent's first
+heartbeat, which takes the full path once per connection, is behind us — then over
+``window_s`` at the real heartbeat interval read the bridge's CPU time and, at the end, its
+RSS and open files. Then kill -9 the bridge,
 start it again on the same data and time until every agent has had ``hello.ok`` again
 (agents reconnect with the real agent's full-jitter backoff, so this includes the backoff
 they built up while the bridge was down).
@@ -37,7 +39,7 @@ async def tier(
     window_s: float,
     heartbeat_ms: int = 15_000,
     clients: int = 4,
-    settle_s: float = 3.0,
+    settle_s: float | None = None,  # None: one heartbeat interval + 3 s (see the docstring)
     reconnect_timeout_s: float | None = None,
     # Give up when no agent got ready for this long: longer than the agents' 60 s reconnect
     # ceiling, or an agent still waiting out its delay counts as stalled.
@@ -78,7 +80,9 @@ async def tier(
                 f"only {connected} of {n} agents connected after {time.monotonic() - t0:.0f} s "
                 f"(stalled for {stall_s:.0f} s or timed out); open files {bridge.fds()}"
             )
-        await asyncio.sleep(settle_s)
+        # Until 2026-11-30 this was 3 s: with a fast connect burst the window then held every
+        # agent's first (full-path) heartbeat, and measured the connection's aftermath.
+        await asyncio.sleep(heartbeat_ms / 1000 + 3.0 if settle_s is None else settle_s)
         cpu0, clients0, w0 = bridge.cpu_s(), sum(map(proc_cpu_s, pool.pids())), time.monotonic()
         steady = Profile(bridge.pid, profile_dir / f"fleet-{n}-steady.txt", window_s) if profile_dir else None
         await asyncio.sleep(window_s)
