@@ -111,3 +111,36 @@ def test_a_prompt_moment_due_takes_the_full_path() -> None:
     sent, _ = beat(rig, expires + 1, held)  # past expiry: the prompt expired, digests differ now
     assert store.calls > before
     assert [m.TYPE for m in sent] == ["ack", "state.request"]
+
+
+def report(rig: ActorRig, at_ms: int, prompts: tuple[Any, ...] = (), digest: str = EMPTY) -> list[Any]:
+    frame = wire.StateReport(rig.ids.new(at_ms), prompts, digest)
+    return [wire.decode(f) for f in rig.actor.agent_frame(wire.encode(frame), at_ms).send]
+
+
+def test_after_a_report_in_sync_the_first_heartbeat_is_already_steady() -> None:
+    """A returning agent's hello and open report leave the actor knowing what the runtime
+    holds: its first heartbeat after them needs no transaction (at 10,000 agents after a
+    restart, one event less each). One that disagrees still takes the full path."""
+    t = now_ms()
+    rig, store = counted_rig()
+    assert [m.TYPE for m in report(rig, t)] == ["ack"]  # in sync: only the ack
+    before = store.calls
+    sent, _ = beat(rig, t + 15_000)
+    assert store.calls == before, "the first heartbeat after a report in sync must not touch the store"
+    assert [m.TYPE for m in sent] == ["ack"]
+    # The runtime holds something else by its first heartbeat: the full path asks for a report.
+    report(rig, t + 20_000)
+    sent, _ = beat(rig, t + 30_000, "a digest we do not hold")
+    assert [m.TYPE for m in sent] == ["ack", "state.request"]
+
+
+def test_a_report_that_owes_the_runtime_a_delivery_leaves_no_steady_state() -> None:
+    t = now_ms()
+    rig, store = counted_rig()
+    _, deliver = rig.create()
+    sent = report(rig, t + 1_000)  # the runtime says it holds nothing: the prompt is owed again
+    assert sent[0].TYPE == "ack" and len(sent) > 1
+    before = store.calls
+    beat(rig, t + 15_000, held_digest([(deliver.prompt.prompt_id, "received")]))
+    assert store.calls > before  # not answered from memory

@@ -628,11 +628,23 @@ class EndpointBridge(
             self._finish(now_ms, True, effects)
 
         self._event(event)
-        if isinstance(message, wire.Heartbeat) and len(effects.send) == 1 and effects.close_agent is None:
-            # Only the ack went back: the runtime holds what we think it holds, and nothing is
-            # owed. Until another event, the next heartbeats with this digest change nothing.
-            self._steady = _Steady(message.digest, now_ms, self._work_alarm_ms, self._liveness_window_ms())
+        if len(effects.send) == 1 and effects.close_agent is None:
+            # Only the ack went back: nothing is owed. Until another event, the next heartbeats
+            # whose digest says the runtime holds what we think it holds change nothing.
+            digest = self._steady_digest(message, now_ms)
+            if digest is not None:
+                self._steady = _Steady(digest, now_ms, self._work_alarm_ms, self._liveness_window_ms())
         return effects
+
+    def _steady_digest(self, message: wire.Message | None, now_ms: int) -> str | None:
+        """The digest a steady heartbeat must carry after this frame: a heartbeat's own; after a
+        report of the open prompts, what the runtime should hold now — so that a connection's
+        first heartbeat is steady too (issue 15: one transaction less per returning agent)."""
+        if isinstance(message, wire.Heartbeat):
+            return message.digest
+        if isinstance(message, wire.StateReport) and message.scope == "open" and not self._awaiting_history(now_ms):
+            return self._held_digest(now_ms)
+        return None
 
     def _steady_heartbeat(self, message: wire.Heartbeat, now_ms: int) -> Effects | None:
         """The ack for a heartbeat that changes nothing, answered without the store; None when
