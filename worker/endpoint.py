@@ -528,13 +528,17 @@ class EndpointBridge(
         effects = Effects()
 
         def event() -> None:
-            self._set_meta("last_seen_ms", str(now_ms))
-            self._set_meta(AWAITING_HELLO, "1")
-            self._set_meta("agent_pings", None)  # this connection's hello says
+            self._note_opened(now_ms)
             self._finish(now_ms, True, effects)
 
         self._event(event)
         return effects
+
+    def _note_opened(self, now_ms: int) -> None:
+        """What a socket accepted records (``agent_opened``, or with its first frame)."""
+        self._set_meta("last_seen_ms", str(now_ms))
+        self._set_meta(AWAITING_HELLO, "1")
+        self._set_meta("agent_pings", None)  # this connection's hello says
 
     def opened(self, now_ms: int) -> tuple[int | None, dict[str, Any] | None]:
         """A host opened this actor with no agent connected (the local host's start): its alarm
@@ -592,21 +596,27 @@ class EndpointBridge(
         self._event(lambda: self._finish(now_ms, connected, effects))
         return effects
 
-    def agent_frame(self, raw: str | bytes, now_ms: int, verified: Collection[SignatureClaim] = ()) -> Effects:
+    def agent_frame(
+        self, raw: str | bytes, now_ms: int, verified: Collection[SignatureClaim] = (), *, opened: bool = False
+    ) -> Effects:
         """One frame from the agent. A bad frame gets an ``error`` back; the socket stays up.
-        ``verified``: the frame's ``signature_claims`` that the host's crypto accepted."""
+        ``verified``: the frame's ``signature_claims`` that the host's crypto accepted.
+        ``opened``: the socket's first frame, whose acceptance ``agent_opened`` has not recorded:
+        both in one event (a host may defer it so, when no alarm can fire in between)."""
         try:
             message: wire.Message | None = wire.decode(raw)
             error: ProtocolError | None = None
         except ProtocolError as exc:
             message, error = None, exc
-        if isinstance(message, wire.Heartbeat):
+        if isinstance(message, wire.Heartbeat) and not opened:
             steady = self._steady_heartbeat(message, now_ms)
             if steady is not None:
                 return steady
         effects = Effects()
 
         def event() -> None:
+            if opened:
+                self._note_opened(now_ms)
             self._set_meta("last_seen_ms", str(now_ms))
             if not isinstance(message, wire.Hello) and self._meta(AWAITING_HELLO):
                 # The agent speaks first with hello; another frame means it was lost on the

@@ -105,6 +105,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# The start pass's pause after every 32 actors it opens (``LocalBridge._open_all``).
+START_PASS_PAUSE_S = 0.005
+
+
 class LocalEndpoint:
     """An endpoint actor with its sockets and its timer."""
 
@@ -115,12 +119,15 @@ class LocalEndpoint:
         self.actor = EndpointBridge(self.store, host.entropy, host.config)
         self.actor.listening = host.fleet.webhooks.listening  # the fleet is in this process
         self.sockets: list[web.WebSocketResponse] = []
+        # Accepted, but the actor has not recorded it yet (``agent_socket`` defers that to the
+        # first frame): not connected for the actor's events, and sent nothing, until then.
+        self.unopened: set[web.WebSocketResponse] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.started = False  # alarm armed and fleet line rewritten in this process
 
     @property
     def connected(self) -> bool:
-        return any(not ws.closed for ws in self.sockets)
+        return any(not ws.closed and ws not in self.unopened for ws in self.sockets)
 
     async def perform(self, effects: Effects) -> None:
         """Send → close → notify (the order ``Effects`` documents), once the writes behind them
@@ -131,7 +138,7 @@ class LocalEndpoint:
             await self.host.gate.wait_for(self.store.last_commit)  # its own writes, not its shard's
         else:
             await self.host.gate.wait(self.store.wal)
-        for ws in list(self.sockets):
+        for ws in [ws for ws in self.sockets if ws not in self.unopened]:
             for frame in effects.send:
                 if ws.closed:
                     break
@@ -322,7 +329,10 @@ class LocalBridge:
         for i, endpoint_id in enumerate(sorted(legacy) + self.shards.endpoint_ids()):
             self.endpoint(endpoint_id)
             if i % 32 == 31:
-                await asyncio.sleep(0)  # keep serving sockets and requests meanwhile
+                # Keep serving sockets and requests meanwhile, and give way to them: an actor
+                # its returning agent reaches first needs no start of its own (one event less
+                # per agent), and an idle loop still opens 10,000 actors in a few seconds.
+                await asyncio.sleep(START_PASS_PAUSE_S)
         self.flush_fleet()
         self.started.set()
 
@@ -458,25 +468,50 @@ class LocalBridge:
             for older in list(actor.sockets):
                 await older.close(code=4000, message=b"replaced by a newer connection")
             actor.sockets = [ws]
+            # An actor first touched by this socket (after a restart every agent returns) has no
+            # alarm armed: nothing can reach the agent before its first frame, so the socket's
+            # opening is recorded with that frame, normally its hello — one event per returning
+            # agent instead of two. An agent silent for a liveness window is recorded then.
+            opened = actor.started
             if not actor.started:  # its first event here: the line is rewritten whatever it held
                 actor.started = True
                 actor.actor.rewrite_next_line()
-            await actor.perform(actor.actor.agent_opened(now_ms()))
-            async for msg in ws:
+                actor.unopened.add(ws)
+            else:
+                await actor.perform(actor.actor.agent_opened(now_ms()))
+            accepted_ms = now_ms()
+            while True:
+                try:
+                    msg = await ws.receive(timeout=None if opened else self.config.liveness_ms / 1000)
+                except TimeoutError:
+                    opened = True  # its alarm, armed now, finds it silent since it was accepted
+                    actor.unopened.discard(ws)
+                    await actor.perform(actor.actor.agent_opened(accepted_ms))
+                    continue
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
                 if msg.type == WSMsgType.TEXT and msg.data == wire.PING_FRAME:
                     # Not offered here (no digest_ms in hello.ok), but answered as the Worker's
                     # runtime answers it: a pong, and proof of life for the actor's liveness.
+                    if not opened:
+                        opened = True
+                        actor.unopened.discard(ws)
+                        await actor.perform(actor.actor.agent_opened(accepted_ms))
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await ws.send_str(wire.PONG_FRAME)
                     actor.actor.agent_pinged(now_ms())
                 elif msg.type == WSMsgType.TEXT or msg.type == WSMsgType.BINARY:
                     # DESIGN §10: signed answers are verified here, the actor checks the result.
                     claims = verified(actor.actor.signature_claims(msg.data))
-                    await actor.perform(actor.actor.agent_frame(msg.data, now_ms(), claims))
+                    actor.unopened.discard(ws)
+                    effects = actor.actor.agent_frame(msg.data, now_ms(), claims, opened=not opened)
+                    opened = True
+                    await actor.perform(effects)
                 elif msg.type == WSMsgType.ERROR:
                     log.warning("agent socket error on %s: %s", endpoint_id, ws.exception())
         finally:
             self.agent_sockets -= 1
+            actor.unopened.discard(ws)
             if ws in actor.sockets:
                 actor.sockets.remove(ws)
             if not self.closing:
