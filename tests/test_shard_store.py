@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from worker import shard_store
 from worker.credentials import secret_hash
 from worker.endpoint import EndpointBridge
 from worker.host import Entropy
 from worker.local_host import LocalBridge
+from worker.output_gate import OutputGate
 from worker.shard_store import SCHEMA_NAMES, Shards, locate, rewrite, shard_of
 from worker.sqlite_store import SqliteStore
 
@@ -166,3 +170,47 @@ def test_the_schema_question_admission_asks_is_answered_as_the_shard_would(tmp_p
         assert tables.execute(HAS_TABLE_SQL, (name,)) == scanned == [{"1": 1}], name
     assert tables.execute(HAS_TABLE_SQL, ("tokens",)) == []  # not an endpoint table: asked for real
     shards.close()
+
+
+def test_a_shard_an_agent_waits_for_is_opened_on_a_thread_ahead_of_the_start_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ready``: a shard the start's pass has not started opening is opened on a thread of its
+    own (not on the loop), exactly once; the pass skips it and still finishes."""
+    first = Shards(tmp_path, None, count=8)
+    for i in range(40):
+        assert first.tables(f"ep-{i}", create=True) is not None
+    first.close()
+
+    class SlowOnThePass(shard_store.Shard):
+        def __init__(self, path: Path, gate: OutputGate | None) -> None:
+            if not threading.current_thread().name.startswith("caisey-shard-open-now"):
+                time.sleep(0.3)  # the pass's threads are busy recovering other files
+            super().__init__(path, gate)
+
+    monkeypatch.setattr(shard_store, "Shard", SlowOnThePass)
+
+    async def scenario() -> None:
+        shards = Shards(tmp_path, None)
+        loop = asyncio.get_running_loop()
+        background = asyncio.ensure_future(shards.open_existing(loop))
+        await asyncio.sleep(0)  # the pass has submitted every file; its 4 threads took the first 4
+        last = max(range(40), key=lambda i: shard_of(f"ep-{i}", 8))
+        index = shard_of(f"ep-{last}", 8)
+        assert index >= shard_store.OPEN_THREADS
+        queued = shards._opening[index]
+        await shards.ready(f"ep-{last}")
+        assert index in shards._open and index not in shards._opening
+        assert queued.cancelled() and not background.done()  # opened ahead of the pass
+        opened = shards._open[index]
+        await shards.ready(f"ep-{last}")  # open already: at once, nothing reopened
+        await shards.ready("never-enrolled-anywhere")
+        await background
+        assert shards._open[index] is opened
+        assert len(shards._open) == 8 and not shards._opening
+        assert sorted(shards.endpoint_ids()) == sorted(f"ep-{i}" for i in range(40))
+        tables = shards.tables(f"ep-{last}", create=False)
+        assert tables is not None and tables.shard is opened
+        shards.close()
+
+    asyncio.run(scenario())

@@ -372,6 +372,7 @@ class LocalBridge:
 
     async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
         route = match(req.method, req.path)
+        await self.shards.ready(endpoint_id)  # its shard opened off the loop, after a restart
         actor = self.endpoint(endpoint_id, create=route.op == "create_enrollment")
         if actor is None:
             if route.op == "agent_enroll":
@@ -437,6 +438,8 @@ class LocalBridge:
         secret = ApiRequest("GET", request.path, {k.lower(): v for k, v in request.headers.items()}).bearer()
         # The request alone first, then reads only (``worker.admission``), as on Cloudflare.
         refusal = admission.agent_secret_shape(secret)
+        if refusal is None:
+            await self.shards.ready(endpoint_id)  # its shard opened off the loop, after a restart
         actor = self.endpoint(endpoint_id, for_agent=True) if refusal is None else None
         if refusal is None:
             refusal = (

@@ -55,6 +55,8 @@ SHARD_STATEMENT_CACHE = 1024
 # its own, and an agent's reconnect touches a dozen of them.
 SHARD_PAGE_CACHE_KIB = 4096
 OPEN_THREADS = 4  # shard files opened at once at start (``open_existing``)
+# Threads that open a shard an agent waits for, ahead of the start's pass (``Shards.ready``).
+URGENT_OPEN_THREADS = 4
 _MARK = "\x00"  # stands for the prefix in a rewritten statement; never in our SQL
 
 
@@ -246,6 +248,7 @@ class Shards:
         self.count = count
         self._open: dict[int, Shard] = {}
         self._opening: dict[int, Future[Shard]] = {}  # being opened on a thread (``open_existing``)
+        self._urgent: ThreadPoolExecutor | None = None  # opens for ``ready``, made on first need
 
     def _file(self, index: int) -> Path:
         return self.directory / f"shard-{index:02d}.sqlite3"
@@ -260,6 +263,29 @@ class Shards:
                 shard = Shard(self._file(index), self.gate)  # not started yet: open it here
             self._open[index] = shard
         return shard
+
+    async def ready(self, endpoint_id: str) -> None:
+        """Wait, off the event loop, until the shard of ``endpoint_id`` is open if the start's
+        pass is opening it (``open_existing``); at once otherwise.
+
+        After a kill -9 every agent reconnects while the shards are still being opened, and
+        opening one recovers its write-ahead log. ``shard`` would open one not started yet on
+        the loop, holding every other agent meanwhile; here it is opened on a thread of its
+        own, ahead of the pass's queue, and the loop keeps serving."""
+        index = shard_of(endpoint_id, self.count)
+        opening = self._opening.get(index)
+        if opening is None or index in self._open:
+            return
+        if not opening.running() and not opening.done() and opening.cancel():
+            if self._urgent is None:
+                self._urgent = ThreadPoolExecutor(
+                    max_workers=URGENT_OPEN_THREADS, thread_name_prefix="caisey-shard-open-now"
+                )
+            opening = self._opening[index] = self._urgent.submit(Shard, self._file(index), self.gate)
+        with contextlib.suppress(Exception):  # a failed open is raised again by ``shard``
+            await asyncio.wrap_future(opening)
+        if self._opening.get(index) is opening:
+            self.shard(index)  # open now: take it out of ``_opening``
 
     def tables(self, endpoint_id: str, *, create: bool) -> EndpointTables | None:
         """An endpoint's tables; a lookup (not ``create``) never makes a shard file."""
@@ -296,6 +322,9 @@ class Shards:
         return found
 
     def close(self) -> None:
+        if self._urgent is not None:
+            self._urgent.shutdown(wait=True)
+            self._urgent = None
         for shard in self._open.values():
             shard.close()
         self._open.clear()
