@@ -10,6 +10,7 @@ name and role) to the actors. The gateway strips any a client sends.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -275,8 +276,21 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
 ]
 
 
+# ``match`` runs 3-4 times for one request (the gateway, the host, admission, the actor), each a
+# scan of every route's pattern (15-18 µs); its answers for recent short paths are kept. A
+# ``Route`` is immutable and refusals (``ApiError``) are not kept, so answers stay the same.
+MATCH_CACHE_SIZE = 1024
+MATCH_CACHE_MAX_PATH = 256  # a longer path is matched afresh: the cache's memory stays small
+
+
 def match(method: str, path: str) -> Route:
     """The route for a request, or ``ApiError`` 404/405."""
+    if len(path) <= MATCH_CACHE_MAX_PATH:
+        return _match_recent(method, path)
+    return _match(method, path)
+
+
+def _match(method: str, path: str) -> Route:
     path_known = False
     for route_method, pattern, actor, op, auth in _ROUTES:
         m = pattern.match(path)
@@ -301,6 +315,9 @@ def match(method: str, path: str) -> Route:
     if path_known:
         raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}")
     raise ApiError(404, "not_found", f"no such API path: {path[:200]}")
+
+
+_match_recent = functools.lru_cache(maxsize=MATCH_CACHE_SIZE)(_match)
 
 
 ENDPOINT_HEADER = "x-caisey-endpoint"  # set by the gateway when the endpoint is not in the path
