@@ -124,3 +124,43 @@ async def test_a_chunked_request_body_sent_in_pieces_is_read_to_its_end(local_br
     status_line = await reader.readline()
     writer.close()
     assert status_line.split()[1] == b"201", status_line + await reader.read()
+
+
+async def test_fleet_lines_are_synced_by_the_output_gate_and_a_fleet_read_waits_for_them(tmp_path: Path) -> None:
+    """A batch of fleet lines commits at ``synchronous=NORMAL`` (no fsync on the event loop) and
+    the output gate syncs the fleet's log on its threads; a fleet read flushing the batch leaves
+    only once that sync is done. The fleet's own writes stay ``synchronous=FULL``."""
+    import threading
+
+    from worker.api import ApiRequest
+    from worker.credentials import secret_hash
+    from worker.local_host import LocalBridge
+
+    bridge = LocalBridge(tmp_path, secret_hash("cst_admin-token-for-this-test"))
+    synced: list[str] = []
+    release = threading.Event()
+    real_sync = bridge.gate._sync
+
+    def held_sync(path: str) -> None:
+        if path == bridge.fleet_store.wal:
+            release.wait(10)
+        synced.append(path)
+        real_sync(path)
+
+    bridge.gate._sync = held_sync
+    line = {"endpoint_id": "laptop-1", "label": "", "online": True, "client": None, "site": None}
+    bridge.push_fleet_line(line)
+    read = asyncio.ensure_future(
+        bridge.fleet_call(
+            ApiRequest("GET", "/api/endpoints", {"x-caisey-technician": "admin", "x-caisey-role": "admin"})
+        )
+    )
+    await asyncio.sleep(0.2)
+    assert not read.done()  # its lines are not on disk yet
+    assert bridge.fleet_store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    release.set()
+    answer = await asyncio.wait_for(read, 10)
+    assert bridge.fleet_store.wal in synced and not bridge.gate.pending
+    assert answer.status == 200
+    assert [e["endpoint_id"] for e in answer.body["endpoints"]] == ["laptop-1"]
+    await bridge.stop()

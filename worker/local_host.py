@@ -213,6 +213,7 @@ class LocalBridge:
         self.started = asyncio.Event()  # every actor opened and its alarm armed (after ``start``)
         self._fleet_lines: dict[str, dict[str, Any]] = {}  # endpoint_id → latest line, not yet written
         self._fleet_flush: asyncio.TimerHandle | None = None
+        self._fleet_commit = 0  # the output gate's number of the latest batch of lines
         # Endpoint files open at once: what the fd limit leaves after sockets (StorePool).
         self.agent_sockets = 0
         self._fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -243,7 +244,21 @@ class LocalBridge:
             for summary in lines.values():
                 self.fleet.update_endpoint(summary, now)
 
-        self.fleet_store.transaction(write)
+        if self.closing:  # the gate is closing: durable at commit (``synchronous=FULL``)
+            self.fleet_store.transaction(write)
+            return
+        # The batch commits at ``synchronous=NORMAL`` and the output gate syncs the fleet's log
+        # on its threads (a round starts now): the fsync of a FULL commit held the event loop,
+        # and every socket and request with it, every FLEET_FLUSH_S. A fleet read waits for it
+        # (``fleet_call``), so nothing leaves before the lines it read are on disk.
+        db = self.fleet_store.db
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.fleet_store.transaction(write)
+        finally:
+            db.execute("PRAGMA synchronous=FULL")  # the fleet's own writes stay durable at commit
+        self._fleet_commit = self.gate.written(self.fleet_store.wal)
+        self.spawn(self.gate.wait_for(self._fleet_commit))
 
     def webhook_reports(self, reports: list[dict[str, Any]]) -> None:
         """Delivery outcomes for the fleet's delivery log (a give-up is logged here too)."""
@@ -368,6 +383,7 @@ class LocalBridge:
             if line is not None and self.fleet.record_differs(line):
                 del self._fleet_lines[str(endpoint_id)]
                 self.fleet_store.transaction(lambda: self.fleet.update_endpoint(line, now_ms()))
+        await self.gate.wait_for(self._fleet_commit)  # the lines it reads are on disk (``flush_fleet``)
         return self.fleet.handle(req, now_ms())
 
     async def endpoint_call(self, endpoint_id: str, req: ApiRequest) -> ApiResponse:
