@@ -60,6 +60,7 @@ from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
 from worker import adoption, policies
+from worker.actor_memory import ActorMemory
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -133,7 +134,15 @@ class BridgeConfig:
 
 
 class EndpointBridge(
-    EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows, HistoryRequests
+    ActorMemory,
+    EndpointRecord,
+    EndpointAdmin,
+    SignedAnswers,
+    Hooks,
+    FleetLine,
+    EndpointStatsOps,
+    ApprovalWindows,
+    HistoryRequests,
 ):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
@@ -145,13 +154,9 @@ class EndpointBridge(
         # Within one event only (cleared before and after it): views by prompt id, dropped when a
         # fact is appended. Saves reconciling the same prompt several times per event.
         self._views: dict[str, tuple[int, PromptView]] = {}
-        # Also within one event: each prompt's committed entries once read, extended by
-        # ``_append`` (which learns the seq from the INSERT), so re-reconciling after an append
-        # reads and decodes no rows. Cleared with the views: a rollback leaves no entry behind.
-        self._facts: dict[str, list[Entry]] = {}
-        # Also within one event: the meta rows, read once (an event reads a dozen keys) and
-        # written through. None outside events, where every read goes to the table.
-        self._meta_rows: dict[str, str | None] | None = None
+        # Across events (``worker.actor_memory``): the meta rows, the newest prompts' entries
+        # (extended by ``_append``, which learns the seq from the INSERT), the chain's head, keys.
+        self._init_memory()
         self._in_event = False
         self._in_transaction = False
         # Across events, on this object only (a Durable Object re-created after hibernation
@@ -174,29 +179,15 @@ class EndpointBridge(
     def _q(self, sql: str, *params: Any) -> list[Row]:
         return self.store.execute(sql, params)
 
-    def _meta(self, key: str) -> str | None:
-        if self._in_event:
-            if self._meta_rows is None:
-                self._meta_rows = {r["key"]: r["value"] for r in self._q("SELECT key, value FROM meta")}
-            return self._meta_rows.get(key)
-        rows = self._q("SELECT value FROM meta WHERE key = ?", key)
-        return rows[0]["value"] if rows else None
-
-    def _set_meta(self, key: str, value: str | None) -> None:
-        self._q(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            key,
-            value,
-        )
-        if self._meta_rows is not None:
-            self._meta_rows[key] = value
-
     def _atomically(self, fn: Callable[[], Any]) -> Any:
         if self._in_transaction:  # nested: the outer transaction commits or rolls back (no savepoints)
             return fn()
         self._in_transaction = True
         try:
             return self.store.transaction(fn)
+        except BaseException:
+            self._forget()  # rolled back: what memory holds may be gone from the rows
+            raise
         finally:
             self._in_transaction = False
 
@@ -204,9 +195,7 @@ class EndpointBridge(
         """One host event in one transaction: its facts, ``last_seen`` and the fleet fingerprint
         commit together (one fsync instead of one per write)."""
         self._views.clear()
-        self._facts.clear()
-        self.chain.forget()
-        self._meta_rows, self._in_event = None, True
+        self._in_event = True
         self._steady = None  # any event may change what a steady heartbeat relies on
 
         def with_last_seen() -> Any:
@@ -220,9 +209,8 @@ class EndpointBridge(
             return self._atomically(with_last_seen)
         finally:
             self._views.clear()
-            self._facts.clear()
-            self.chain.forget()
-            self._meta_rows, self._in_event = None, False
+            self._trim_memory()
+            self._in_event = False
 
     @property
     def endpoint_id(self) -> str | None:

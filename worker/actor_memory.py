@@ -1,0 +1,85 @@
+"""What the endpoint actor keeps in memory across events (issue 15: CPU per event).
+
+``ActorMemory`` is part of ``EndpointBridge`` (a mixin). An event used to start by reading
+again what the previous event had just read or written: every ``meta`` row, the hash chain's
+head, the prompt's facts, the endpoint's keys. They are now kept on the actor object from one
+event to the next, because **the actor is the only writer of its own tables**: a Durable
+Object's storage is written by that object alone, and the local host runs one actor per
+endpoint (a shard's other endpoints have their own, prefixed tables). So what this object read
+or wrote at the end of one event is what the rows hold at the start of the next.
+
+The rules that keep the memory equal to the rows:
+
+- write-through: every write of a remembered row goes through the code that remembers it
+  (``_set_meta``; ``AuditChain.append``; ``EndpointBridge._append``; ``EndpointKeys.register``),
+  and the memory is updated only after the statement succeeded;
+- a transaction that rolls back takes back writes the memory already holds: ``_forget`` drops
+  all of it (``EndpointBridge._atomically`` calls it on any exception), and the next event
+  reads the rows again;
+- a new object (a Durable Object woken from hibernation, a restarted host) starts empty.
+
+What is remembered changes no row, frame, response or fact: each is the value a read would
+give. Outside events a ``meta`` read still goes to the table until an event loaded the rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caisey.facts import Entry
+
+# Prompts whose facts are remembered across events: the ones a round trip touches again (its
+# receipt, its decision, their acks) are the newest; older ones are read again when needed.
+MAX_REMEMBERED_PROMPTS = 64
+
+
+class ActorMemory:
+    """The actor's memory of its own rows across events; mixed into ``EndpointBridge``."""
+
+    # Provided by EndpointBridge.
+    _q: Any
+    _in_event: bool
+    chain: Any
+    keys: Any
+
+    # ``meta`` as key → value once an event read it (None: not loaded).
+    _meta_rows: dict[str, str | None] | None = None
+
+    def _init_memory(self) -> None:
+        self._meta_rows = None
+        # Each remembered prompt's committed entries in ``seq`` order; ``_append`` extends them.
+        self._facts: dict[str, list[Entry]] = {}
+
+    def _forget(self) -> None:
+        """Drop everything remembered (a transaction rolled back; see the module docstring)."""
+        self._meta_rows = None
+        self._facts.clear()
+        self.chain.forget()
+        self.keys.forget()
+
+    def _trim_memory(self) -> None:
+        """At the end of an event: keep the newest ``MAX_REMEMBERED_PROMPTS`` prompts' facts."""
+        facts = self._facts
+        while len(facts) > MAX_REMEMBERED_PROMPTS:
+            del facts[next(iter(facts))]
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._meta_rows
+        if rows is None:
+            if not self._in_event:
+                found = self._q("SELECT value FROM meta WHERE key = ?", key)
+                return found[0]["value"] if found else None
+            rows = self._meta_rows = {r["key"]: r["value"] for r in self._q("SELECT key, value FROM meta")}
+        return rows.get(key)
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        self._q(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            key,
+            value,
+        )
+        if self._meta_rows is not None:
+            self._meta_rows[key] = value
+
+
+__all__ = ["MAX_REMEMBERED_PROMPTS", "ActorMemory"]
