@@ -731,16 +731,16 @@ class EndpointBridge(
 
     def _runtime_fact(self, event_id: str, prompt_id: str, fact: Fact, now_ms: int, effects: Effects) -> None:
         """Commit a runtime fact once (dedup by event id, then by news) and ack it."""
-        found = self._q(  # _seen and _known in one statement: this is every receipt and update
+        found = self._q(  # _seen, _known and its creation in one statement: every receipt and update
             "SELECT EXISTS (SELECT 1 FROM seen_events WHERE event_id = ?) AS seen, "
-            "EXISTS (SELECT 1 FROM prompts WHERE prompt_id = ?) AS known",
+            "(SELECT created_at_ms FROM prompts WHERE prompt_id = ?) AS created_at_ms",
             event_id,
             prompt_id,
         )[0]
         if found["seen"]:
             effects.send.append(self._ack(event_id, now_ms))
             return
-        if not found["known"]:
+        if found["created_at_ms"] is None:
             # Not acked: the runtime resends it after its full report lets us adopt the prompt (R6).
             effects.send.append(
                 self._error_frame("unknown_prompt", f"no prompt {prompt_id}; send a state.report", event_id, now_ms)
@@ -748,7 +748,7 @@ class EndpointBridge(
             effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
             return
 
-        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects):
+        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects, int(found["created_at_ms"])):
             return  # not acked: nothing was committed
 
         def commit() -> tuple[list[str], str | None]:
@@ -764,9 +764,18 @@ class EndpointBridge(
         else:  # not acked: the state is unchanged, and a resend is refused the same way
             effects.send.append(self._refusal_frame(prompt_id, refusal, event_id, now_ms))
 
-    def _refuse_decision(self, prompt_id: str, fact: Fact, event_id: str | None, now_ms: int, effects: Effects) -> bool:
-        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe."""
-        refusal = self._decision_refusal(prompt_id, fact)
+    def _refuse_decision(
+        self,
+        prompt_id: str,
+        fact: Fact,
+        event_id: str | None,
+        now_ms: int,
+        effects: Effects,
+        created: int | None = None,
+    ) -> bool:
+        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe.
+        ``created``: the prompt's ``created_at_ms`` when the caller has read it."""
+        refusal = self._decision_refusal(prompt_id, fact, created)
         if refusal is None:
             return False
         effects.send.append(self._error_frame("invalid_decided_at", refusal, event_id, now_ms))
@@ -879,16 +888,16 @@ class EndpointBridge(
     def _open_count(self) -> int:
         return int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"])
 
-    def _decision_refusal(self, prompt_id: str, fact: Fact) -> str | None:
+    def _decision_refusal(self, prompt_id: str, fact: Fact, created: int | None = None) -> str | None:
         """Why a runtime's decision cannot be committed (``worker.adoption``), or None."""
         if not isinstance(fact, Decided):
             return None
-        rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
-        if not rows:
-            return None
-        return adoption.decision_time_refusal(
-            fact.decided_at_ms, int(rows[0]["created_at_ms"]), self.config.reconcile.skew_ms
-        )
+        if created is None:
+            rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
+            if not rows:
+                return None
+            created = int(rows[0]["created_at_ms"])
+        return adoption.decision_time_refusal(fact.decided_at_ms, created, self.config.reconcile.skew_ms)
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
         """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""
@@ -1024,9 +1033,8 @@ class EndpointBridge(
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
-        candidates.extend(
-            t for t in (self.hooks_due_ms(), self.patterns_due_ms(), self.windows_due_ms()) if t is not None
-        )
+        due = [tallies[k] for k in _DUE_TALLIES] + [self.patterns_due_ms()]  # hooks, windows, patterns
+        candidates.extend(int(t) for t in due if t is not None)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1047,6 +1055,8 @@ class EndpointBridge(
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 
 
+# ``_tallies`` columns of ``hooks_due_ms`` and ``windows_due_ms`` (read with the rest).
+_DUE_TALLIES = ("hook_pending", "hook_retry", "hook_escalate", "window_ends")
 # meta key: a socket was accepted and its ``hello`` has not arrived (see ``agent_opened``).
 AWAITING_HELLO = "awaiting_hello"
 

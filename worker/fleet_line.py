@@ -38,7 +38,8 @@ class FleetLine:
 
     def _tallies(self) -> Row:
         """What every event ends with, read from the rows in one statement: the alarm's minimums
-        and the fleet line's open count and last outcome.
+        (with those of ``Hooks.hooks_due_ms`` and ``ApprovalWindows.windows_due_ms``) and the
+        fleet line's open count and last outcome.
 
         The prompt moments are read per ``final`` value so both use ``prompts_open``
         (a bare ``next_moment_ms IS NOT NULL`` scanned every prompt the endpoint ever had).
@@ -47,6 +48,10 @@ class FleetLine:
             "SELECT (SELECT MIN(next_moment_ms) FROM prompts WHERE final = 0) AS open_moment, "
             "(SELECT MIN(next_moment_ms) FROM prompts WHERE final = 1 AND next_moment_ms IS NOT NULL) AS final_moment, "
             "(SELECT MIN(next_attempt_at_ms) FROM outbox) AS attempt, "
+            "(SELECT MIN(at_ms) FROM webhook_events WHERE expanded = 0) AS hook_pending, "
+            "(SELECT MIN(next_at_ms) FROM webhook_deliveries) AS hook_retry, "
+            "(SELECT MIN(escalate_at_ms) FROM prompts WHERE escalate_at_ms IS NOT NULL) AS hook_escalate, "
+            "(SELECT MIN(ends_at_ms) FROM windows WHERE active = 1) AS window_ends, "
             "(SELECT COUNT(*) FROM prompts WHERE final = 0) AS open_prompts, "
             "last.prompt_id AS last_id, last.state AS last_state, last.final_at_ms AS last_at_ms "
             "FROM (SELECT 1) LEFT JOIN (SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 "

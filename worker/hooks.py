@@ -28,6 +28,7 @@ the next escalation (``hooks_due_ms``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from caisey import text, wire
@@ -52,6 +53,9 @@ MAX_PENDING_DELIVERIES = 5_000
 # nobody listens. The price: a new subscription may miss up to this much of an endpoint's
 # events after it is created.
 NO_TARGETS_TTL_MS = 60_000
+# Prompts an event refreshed whose rows are read together with the escalation scan; an event
+# that refreshed more (an alarm, a report) reads each row on its own.
+MAX_TOUCHED_BOUND = 50
 
 
 class Hooks:
@@ -97,13 +101,25 @@ class Hooks:
         if endpoint_id is None:
             self._touched.clear()
             return
-        for row in self._q(
-            "SELECT prompt_id FROM prompts WHERE escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?", now_ms
-        ):
-            self._touched.add(row["prompt_id"])
-        while self._touched:
-            prompt_id = self._touched.pop()
-            self._hooks_prompt(prompt_id, now_ms)
+        # The prompts due to escalate and those this event refreshed, their rows in one read
+        # (each prompt's handling writes its own row only). Bound parameters stay few: a
+        # Durable Object takes at most 100 per statement.
+        touched = self._touched
+        few = list(touched) if len(touched) <= MAX_TOUCHED_BOUND else []
+        named = f" OR prompt_id IN ({', '.join('?' * len(few))})" if few else ""
+        rows = self._q(
+            "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts "
+            f"WHERE (escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?){named}",
+            now_ms,
+            *few,
+        )
+        read = {row["prompt_id"]: row for row in rows}
+        touched.update(read)
+        while touched:
+            prompt_id = touched.pop()
+            row = read.get(prompt_id) if few or prompt_id in read else self._hooks_row(prompt_id)
+            if row is not None:
+                self._hooks_prompt(prompt_id, row, now_ms)
         online = "1" if connected else "0"
         before = self._meta("hooks_online")
         if before != online:
@@ -117,27 +133,28 @@ class Hooks:
                 }
                 self._hooks_queue("endpoint.online" if connected else "endpoint.offline", "", data, now_ms)
 
-    def _hooks_prompt(self, prompt_id: str, now_ms: int) -> None:
+    def _hooks_row(self, prompt_id: str) -> dict[str, Any] | None:
         rows = self._q(
-            "SELECT hook_marks, escalate_after_ms, escalate_at_ms FROM prompts WHERE prompt_id = ?", prompt_id
+            "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts WHERE prompt_id = ?",
+            prompt_id,
         )
-        if not rows:
-            return
-        row = rows[0]
+        return rows[0] if rows else None
+
+    def _hooks_prompt(self, prompt_id: str, row: dict[str, Any], now_ms: int) -> None:
         marks = row["hook_marks"] or "|"
         flags, _, final_announced = marks.partition("|")
         view = self._view(prompt_id, now_ms)
         changed = False
         if "c" not in flags:
             flags += "c"
-            self._hooks_queue("prompt.created", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.created", prompt_id, lambda: self._prompt_data(view), now_ms)
         if "d" not in flags and view.received_at_ms is not None:
             flags += "d"
-            self._hooks_queue("prompt.delivered", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.delivered", prompt_id, lambda: self._prompt_data(view), now_ms)
         if view.final and view.state.value != final_announced:
             final_announced = view.state.value
             changed = True
-            self._hooks_queue("prompt.final", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.final", prompt_id, lambda: self._prompt_data(view), now_ms)
         escalate_at = row["escalate_at_ms"]
         if "e" not in flags and row["escalate_after_ms"] is not None:
             reason = None
@@ -157,14 +174,18 @@ class Hooks:
     def _hooks_escalate(self, prompt_id: str, fact: Escalated, now_ms: int) -> None:
         self._append(prompt_id, now_ms, fact)
         view = self._view(prompt_id, now_ms)
-        data = self._prompt_data(view)
-        data["escalation"] = {
-            "at": to_rfc3339(now_ms),
-            "by": fact.by,
-            "reason": fact.reason,
-            "note": fact.note,
-            "auto": fact.auto,
-        }
+
+        def data() -> dict[str, Any]:
+            body = self._prompt_data(view)
+            body["escalation"] = {
+                "at": to_rfc3339(now_ms),
+                "by": fact.by,
+                "reason": fact.reason,
+                "note": fact.note,
+                "auto": fact.auto,
+            }
+            return body
+
         self._hooks_queue("prompt.escalated", prompt_id, data, now_ms)
 
     def _prompt_data(self, view: Any) -> dict[str, Any]:
@@ -186,13 +207,16 @@ class Hooks:
         }
         return data
 
-    def _hooks_queue(self, event_type: str, prompt_id: str, data: dict[str, Any], now_ms: int) -> None:
+    def _hooks_queue(
+        self, event_type: str, prompt_id: str, data: dict[str, Any] | Callable[[], dict[str, Any]], now_ms: int
+    ) -> None:
+        """Keep one event; ``data`` may be a function, called only when the event is kept."""
         if not self.config.webhooks:
             return  # a host that sends none (the simulation, benchmarks): nothing to keep
         if int(self._meta("hooks_no_targets_until_ms") or 0) > now_ms:
             return  # nobody listens (read less than NO_TARGETS_TTL_MS ago)
         event_id = "msg_" + self._ids.new(now_ms)
-        body = webhooks.envelope(event_type, now_ms, data)
+        body = webhooks.envelope(event_type, now_ms, data() if callable(data) else data)
         self._q(
             "INSERT INTO webhook_events (event_id, type, prompt_id, body, at_ms) VALUES (?, ?, ?, ?, ?)",
             event_id,
