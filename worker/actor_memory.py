@@ -47,21 +47,37 @@ class ActorMemory:
 
     def _init_memory(self) -> None:
         self._meta_rows = None
-        # Each remembered prompt's committed entries in ``seq`` order; ``_append`` extends them.
+        # Per prompt, for the newest ``MAX_REMEMBERED_PROMPTS`` of them:
+        # - its committed entries in ``seq`` order (``_append`` extends them);
         self._facts: dict[str, list[Entry]] = {}
+        # - the derived columns ``_refresh`` last wrote (written again only when they change);
+        self._derived: dict[str, tuple[Any, ...]] = {}
+        # - its ``stats_prompts`` row as (day, hour, reissued, outcome, latencies), None when it
+        #   has none (``EndpointStatsOps._observe_stats``; cleared by the statistics' housekeeping).
+        self._stats_rows: dict[str, tuple[int, int, int, str | None, int] | None] = {}
 
     def _forget(self) -> None:
         """Drop everything remembered (a transaction rolled back; see the module docstring)."""
         self._meta_rows = None
         self._facts.clear()
+        self._derived.clear()
+        self._stats_rows.clear()
         self.chain.forget()
         self.keys.forget()
 
+    def _new_prompt(self, prompt_id: str) -> None:
+        """A prompt this event created with a fresh id: it has no facts and no statistics yet."""
+        self._facts[prompt_id] = []
+        self._stats_rows[prompt_id] = None
+
     def _trim_memory(self) -> None:
-        """At the end of an event: keep the newest ``MAX_REMEMBERED_PROMPTS`` prompts' facts."""
-        facts = self._facts
-        while len(facts) > MAX_REMEMBERED_PROMPTS:
-            del facts[next(iter(facts))]
+        """At the end of an event: keep what is remembered of the newest prompts only (rebuilt
+        at twice the size: deleting a dict's first keys one by one slows its iteration)."""
+        for memory in (self._facts, self._derived, self._stats_rows):
+            if len(memory) > 2 * MAX_REMEMBERED_PROMPTS:
+                kept = list(memory.items())[-MAX_REMEMBERED_PROMPTS:]
+                memory.clear()
+                memory.update(kept)
 
     def _meta(self, key: str) -> str | None:
         rows = self._meta_rows

@@ -232,7 +232,7 @@ class EndpointBridge(
         if entries is not None:
             # The fact itself: a stored fact is rebuilt exactly (``caisey.facts``), so this is
             # the entry a re-read would give.
-            entries.append(Entry(seq, int(now_ms), fact))
+            entries.append(Entry(seq, int(now_ms), fact, (kind, fields)))
 
     def _append_endpoint_fact(self, kind: str, fields: dict[str, Any], now_ms: int) -> None:
         """A fact about the endpoint itself (enrollments, keys): chained, prompt_id ''."""
@@ -242,10 +242,8 @@ class EndpointBridge(
         entries = self._facts.get(prompt_id)
         if entries is None:
             rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
-            entries = [
-                Entry(int(r["seq"]), int(r["at_ms"]), fact_from_record(r["kind"], json.loads(r["fields"])))
-                for r in rows
-            ]
+            facts = [(r, fact_from_record(r["kind"], json.loads(r["fields"]))) for r in rows]
+            entries = [Entry(int(r["seq"]), int(r["at_ms"]), f, fact_to_record(f)) for r, f in facts]
             if self._in_event:
                 self._facts[prompt_id] = entries
         return entries
@@ -261,16 +259,15 @@ class EndpointBridge(
     def _refresh(self, prompt_id: str, now_ms: int) -> PromptView:
         """Reconcile and store the derived columns the alarm and fleet summary read."""
         view = self._view(prompt_id, now_ms)
-        self._q(
-            "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ?, runtime_status = ? "
-            "WHERE prompt_id = ?",
-            view.state.value,
-            1 if view.final else 0,
-            view.final_at_ms,
-            next_moment_ms(view, self.config.reconcile),
-            runtime_status(view) or "",
-            prompt_id,
-        )
+        derived = _derived(view, self.config.reconcile)
+        if self._derived.get(prompt_id) != derived:  # unchanged (a delivery attempt): no write
+            self._q(
+                "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ?, runtime_status = ? "
+                "WHERE prompt_id = ?",
+                *derived,
+                prompt_id,
+            )
+            self._derived[prompt_id] = derived
         if view.final:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         self._hooks_touch(prompt_id)
@@ -393,16 +390,15 @@ class EndpointBridge(
 
         def commit() -> list[str]:
             # Persist before send (DESIGN §5): prompt, fact and outbox row in one transaction.
-            self._q(
-                "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
-                "VALUES (?, ?, ?, ?, 'pending', 0)",
-                prompt_id,
-                now_ms,
-                created.expires_at_ms,
-                deliver_id,
-            )
-            self._facts[prompt_id] = []  # a new prompt: no facts to read back
+            self._new_prompt(prompt_id)  # no facts to read back, no statistics
             self._append(prompt_id, now_ms, created)
+            derived = _derived(self._view(prompt_id, now_ms), self.config.reconcile)  # as _refresh writes them
+            self._q(
+                "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final, final_at_ms, "
+                "next_moment_ms, runtime_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                *(prompt_id, now_ms, created.expires_at_ms, deliver_id, *derived),
+            )
+            self._derived[prompt_id] = derived
             self._hooks_schedule(prompt_id, fields["escalate_after_ms"], now_ms)
             self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
@@ -1079,6 +1075,12 @@ def _is_prompt_id(value: object) -> bool:
     except ProtocolError:
         return False
     return True
+
+
+def _derived(view: PromptView, config: ReconcileConfig) -> tuple[Any, ...]:
+    """The prompt row's derived columns: state, final, final_at_ms, next_moment_ms, runtime_status."""
+    status = runtime_status(view) or ""
+    return view.state.value, 1 if view.final else 0, view.final_at_ms, next_moment_ms(view, config), status
 
 
 def _earliest(*times: int | None) -> int | None:
