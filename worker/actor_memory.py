@@ -8,6 +8,16 @@ Object's storage is written by that object alone, and the local host runs one ac
 endpoint (a shard's other endpoints have their own, prefixed tables). So what this object read
 or wrote at the end of one event is what the rows hold at the start of the next.
 
+What is kept (each where it is used, all dropped together by ``_forget``):
+
+- ``meta`` as key → value (``_meta``); keys an event sets are written once, together, at its
+  end (``_write_meta``, inside its transaction);
+- per prompt, for the newest ``MAX_REMEMBERED_PROMPTS``: its facts (``_facts``), the derived
+  columns ``_refresh`` last wrote (``_derived``: an unchanged refresh writes nothing), its
+  statistics row (``_stats_rows``, ``worker.endpoint_stats``);
+- the earliest next attempt of the outbox, as a lower bound (``worker.outbox``);
+- the hash chain's head (``worker.audit_chain``) and the endpoint's keys (``worker.endpoint_keys``).
+
 The rules that keep the memory equal to the rows:
 
 - write-through: every write of a remembered row goes through the code that remembers it
@@ -31,6 +41,8 @@ from caisey.facts import Entry
 # Prompts whose facts are remembered across events: the ones a round trip touches again (its
 # receipt, its decision, their acks) are the newest; older ones are read again when needed.
 MAX_REMEMBERED_PROMPTS = 64
+# meta keys written per statement at the end of an event (two bound values each).
+META_PER_STATEMENT = 40
 
 
 class ActorMemory:
@@ -41,12 +53,14 @@ class ActorMemory:
     _in_event: bool
     chain: Any
     keys: Any
+    _outbox_due: float | None
 
     # ``meta`` as key → value once an event read it (None: not loaded).
     _meta_rows: dict[str, str | None] | None = None
 
     def _init_memory(self) -> None:
         self._meta_rows = None
+        self._meta_unwritten: dict[str, str | None] = {}  # set in this event, written at its end
         # Per prompt, for the newest ``MAX_REMEMBERED_PROMPTS`` of them:
         # - its committed entries in ``seq`` order (``_append`` extends them);
         self._facts: dict[str, list[Entry]] = {}
@@ -59,9 +73,11 @@ class ActorMemory:
     def _forget(self) -> None:
         """Drop everything remembered (a transaction rolled back; see the module docstring)."""
         self._meta_rows = None
+        self._meta_unwritten.clear()
         self._facts.clear()
         self._derived.clear()
         self._stats_rows.clear()
+        self._outbox_due = None  # ``worker.outbox``
         self.chain.forget()
         self.keys.forget()
 
@@ -89,6 +105,18 @@ class ActorMemory:
         return rows.get(key)
 
     def _set_meta(self, key: str, value: str | None) -> None:
+        """Outside events, written at once. Inside one, kept until its end (``_write_meta``):
+        an event sets up to three keys (``last_seen_ms``, ``stats_rev``, the fleet fingerprint),
+        and nothing reads ``meta`` but ``_meta``, which answers from memory in an event."""
+        if self._in_event:
+            rows = self._meta_rows
+            if rows is None:
+                self._meta(key)  # loads them
+                rows = self._meta_rows
+                assert rows is not None
+            rows[key] = value
+            self._meta_unwritten[key] = value
+            return
         self._q(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             key,
@@ -97,5 +125,18 @@ class ActorMemory:
         if self._meta_rows is not None:
             self._meta_rows[key] = value
 
+    def _write_meta(self) -> None:
+        """Inside the event's transaction, before it commits: the keys it set, in one statement
+        per ``META_PER_STATEMENT`` (a Durable Object binds at most 100 values per statement)."""
+        items = list(self._meta_unwritten.items())
+        for start in range(0, len(items), META_PER_STATEMENT):
+            chunk = items[start : start + META_PER_STATEMENT]
+            self._q(
+                f"INSERT INTO meta (key, value) VALUES {', '.join(['(?, ?)'] * len(chunk))} "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                *(v for item in chunk for v in item),
+            )
+        self._meta_unwritten.clear()
 
-__all__ = ["MAX_REMEMBERED_PROMPTS", "ActorMemory"]
+
+__all__ = ["MAX_REMEMBERED_PROMPTS", "META_PER_STATEMENT", "ActorMemory"]

@@ -275,8 +275,27 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str, str]] = [
 ]
 
 
+# ``match``'s answers by (method, path): a pure function of them, and the route table is a long
+# list of patterns tried in order (a create tried a few dozen on every request). Bounded: short
+# paths only, cleared when full; refusals are not kept.
+_MATCHED: dict[tuple[str, str], Route] = {}
+_MATCHED_MAX = 2048
+_MATCHED_PATH_CHARS = 160
+
+
 def match(method: str, path: str) -> Route:
     """The route for a request, or ``ApiError`` 404/405."""
+    route = _MATCHED.get((method, path))
+    if route is None:
+        route = _match(method, path)
+        if len(path) <= _MATCHED_PATH_CHARS:
+            if len(_MATCHED) >= _MATCHED_MAX:
+                _MATCHED.clear()
+            _MATCHED[(method, path)] = route
+    return route
+
+
+def _match(method: str, path: str) -> Route:
     path_known = False
     for route_method, pattern, actor, op, auth in _ROUTES:
         m = pattern.match(path)

@@ -22,8 +22,9 @@ as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, au
 chain every fact is appended to (``audit_chain``), what an adoption may claim
 (``adoption``), a create's fields (``prompt_fields``), an admin's relabel, move and removal
 (``endpoint_admin``), its line in the fleet index (``fleet_line``), its statistics
-(``endpoint_stats``), the history requests of R6 (``history_requests``) and the approval
-windows of DESIGN §13 (``approval_windows``).
+(``endpoint_stats``), the history requests of R6 (``history_requests``), the approval
+windows of DESIGN §13 (``approval_windows``), the outbox (``outbox``) and what the actor keeps
+in memory across events (``actor_memory``).
 """
 
 from __future__ import annotations
@@ -43,11 +44,8 @@ from caisey.facts import (
     Cancelled,
     Created,
     Decided,
-    DeliveryAttempted,
     Entry,
     Fact,
-    GaveUp,
-    GiveUpReason,
     NoDecisionHeld,
     NoUserPolicy,
     Received,
@@ -84,6 +82,7 @@ from worker.fleet_line import FleetLine
 from worker.history_requests import HistoryRequests
 from worker.hooks import Hooks
 from worker.host import Effects, Entropy, Row, SqlStore
+from worker.outbox import AWAITING_HELLO, Outbox
 from worker.prompt_fields import MAX_EXPIRES_IN_S, retry_body
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
@@ -135,6 +134,7 @@ class BridgeConfig:
 
 class EndpointBridge(
     ActorMemory,
+    Outbox,
     EndpointRecord,
     EndpointAdmin,
     SignedAnswers,
@@ -203,7 +203,9 @@ class EndpointBridge(
                 if self._heard_ms > int(self._meta("last_seen_ms") or 0):
                     self._set_meta("last_seen_ms", str(self._heard_ms))
                 self._heard_ms = None
-            return fn()
+            result = fn()
+            self._write_meta()  # the meta keys it set, before the commit
+            return result
 
         try:
             return self._atomically(with_last_seen)
@@ -420,44 +422,6 @@ class EndpointBridge(
         if after.state in WITHDRAWN and before.state not in WITHDRAWN and (before.attempts or before.received_at_ms):
             self._queue_cancel(prompt_id, after.state.value, now_ms)
         return after
-
-    def _queue_cancel(self, prompt_id: str, reason: str, now_ms: int) -> None:
-        existing = self._q("SELECT 1 FROM outbox WHERE prompt_id = ? AND kind = 'cancel'", prompt_id)
-        if existing:
-            self._q(
-                "UPDATE outbox SET next_attempt_at_ms = ? WHERE prompt_id = ? AND kind = 'cancel'", now_ms, prompt_id
-            )
-            return
-        event_id = self._ids.new(now_ms)
-        frame = wire.encode(wire.PromptCancel(id=event_id, prompt_id=prompt_id, reason=reason))
-        self._outbox_add(event_id, prompt_id, "cancel", frame, now_ms)
-
-    def _queue_deliver(self, deliver_id: str, view: PromptView, now_ms: int) -> None:
-        """Queue ``prompt.deliver`` for a prompt; a replay (R5) passes its original id."""
-        copy = wire.PromptCopy(
-            prompt_id=view.prompt_id,
-            title=view.title,
-            message=view.message,
-            action=view.action,
-            created_at_ms=view.created_at_ms,
-            expires_at_ms=view.expires_at_ms,
-            on_no_user=view.on_no_user,
-            requested_by=view.created_by,
-            **view.extras,  # every optional field the Created fact set (DESIGN §13)
-        )
-        self._outbox_add(
-            deliver_id, view.prompt_id, "deliver", wire.encode(wire.PromptDeliver(deliver_id, copy)), now_ms
-        )
-
-    def _outbox_add(self, event_id: str, prompt_id: str, kind: str, frame: str, now_ms: int) -> None:
-        self._q(
-            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, ?, ?, 0, ?)",
-            event_id,
-            prompt_id,
-            kind,
-            frame,
-            now_ms,
-        )
 
     def _op_cancel_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -928,48 +892,6 @@ class EndpointBridge(
 
     # --- outbox, alarm, fleet ------------------------------------------------------------------
 
-    def _send_due(self, now_ms: int, connected: bool, *, flush: bool = False) -> list[str]:
-        """Frames owed now (all of them when ``flush``); records each attempt. Call inside a transaction."""
-        if not connected or self._meta(AWAITING_HELLO):
-            return []  # DESIGN §5: no attempt is burned while the runtime is away (or not yet greeted)
-        if flush:
-            rows = self._q("SELECT * FROM outbox ORDER BY event_id")
-        else:
-            rows = self._q("SELECT * FROM outbox WHERE next_attempt_at_ms <= ? ORDER BY event_id", now_ms)
-        frames = []
-        backoff = self.config.backoff
-        for row in rows:
-            attempts = int(row["attempts"])
-            prompt_id = row["prompt_id"]
-            if row["kind"] == "deliver":
-                view = self._view(prompt_id, now_ms)
-                if view.final:
-                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                    continue
-                if attempts >= backoff.max_attempts:
-                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                    self._append(
-                        prompt_id, now_ms, GaveUp(reason=GiveUpReason.NO_RECEIPT, detail=f"{attempts} attempts")
-                    )
-                    self._refresh(prompt_id, now_ms)
-                    continue
-            elif attempts >= backoff.max_attempts:
-                # A cancel nobody acked: drop it; a later report re-queues it if still needed.
-                self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                continue
-            next_at = now_ms + max(1, backoff.delay_ms(attempts, self.entropy.uniform))
-            self._q(
-                "UPDATE outbox SET attempts = ?, next_attempt_at_ms = ? WHERE event_id = ?",
-                attempts + 1,
-                next_at,
-                row["event_id"],
-            )
-            if row["kind"] == "deliver":
-                self._append(prompt_id, now_ms, DeliveryAttempted(attempt=attempts + 1, next_attempt_at_ms=next_at))
-                self._refresh(prompt_id, now_ms)
-            frames.append(row["frame"])
-        return frames
-
     def alarm(
         self, now_ms: int, connected: bool, heard_ms: int | None = None, targets: list[dict[str, Any]] | None = None
     ) -> Effects:
@@ -1045,6 +967,7 @@ class EndpointBridge(
         if self._in_event:
             self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
+        self._outbox_known(tallies["attempt"])
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies, work=self._work_alarm_ms)
         if effects.fleet_summary is None:
@@ -1053,8 +976,6 @@ class EndpointBridge(
 
 # ``_tallies`` columns of ``hooks_due_ms`` and ``windows_due_ms`` (read with the rest).
 _DUE_TALLIES = ("hook_pending", "hook_retry", "hook_escalate", "window_ends")
-# meta key: a socket was accepted and its ``hello`` has not arrived (see ``agent_opened``).
-AWAITING_HELLO = "awaiting_hello"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,11 @@ class FleetLine:
     endpoint_id: Any
 
     _line_stale = False  # the fleet index may hold anything for this endpoint (``rewrite_next_line``)
+    # The last fingerprint made, with the values it was made of: most events leave them as they
+    # were, and comparing the values costs less than encoding them. A pure function's memo (no
+    # row behind it): each value keeps its type (``online`` a bool, the times ints), so equal
+    # values encode to the same text.
+    _fingerprint_memo: tuple[dict[str, Any], str] | None = None
 
     def rewrite_next_line(self) -> None:
         """The next event sends the fleet line even if unchanged here: a host that restarted
@@ -84,13 +89,20 @@ class FleetLine:
         }
         # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
         patterns = self._patterns(now_ms)
+        last_outcome = summary["last_outcome"]
         comparable = dict(
             summary,
+            last_outcome=dict(last_outcome) if last_outcome else None,  # not shared with the host's copy
             last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000,
             time_zone=self._meta("time_zone"),
             stats_rev=self._meta(PATTERNS_REV),
         )
-        fingerprint = json.dumps(comparable, sort_keys=True)
+        memo = self._fingerprint_memo
+        if memo is not None and memo[0] == comparable:  # see ``_fingerprint_memo``
+            fingerprint = memo[1]
+        else:
+            fingerprint = json.dumps(comparable, sort_keys=True)
+            self._fingerprint_memo = (comparable, fingerprint)
         if not force and fingerprint == self._meta("fleet_fingerprint"):
             return None
         self._set_meta("fleet_fingerprint", fingerprint)
