@@ -14,8 +14,10 @@ What is kept (each where it is used, all dropped together by ``_forget``):
   end (``_write_meta``, inside its transaction);
 - per prompt, for the newest ``MAX_REMEMBERED_PROMPTS``: its facts (``_facts``), the derived
   columns ``_refresh`` last wrote (``_derived``: an unchanged refresh writes nothing), its
-  statistics row (``_stats_rows``, ``worker.endpoint_stats``);
-- the earliest next attempt of the outbox, as a lower bound (``worker.outbox``);
+  statistics row (``_stats_rows``, ``worker.endpoint_stats``), its hook columns (``_hook_rows``,
+  ``worker.hooks``);
+- the earliest next attempt of the outbox and the earliest escalation, as lower bounds
+  (``worker.outbox``, ``worker.hooks``);
 - the hash chain's head (``worker.audit_chain``) and the endpoint's keys (``worker.endpoint_keys``).
 
 The rules that keep the memory equal to the rows:
@@ -54,6 +56,7 @@ class ActorMemory:
     chain: Any
     keys: Any
     _outbox_due: float | None
+    _escalate_due: float | None
 
     # ``meta`` as key → value once an event read it (None: not loaded).
     _meta_rows: dict[str, str | None] | None = None
@@ -69,6 +72,9 @@ class ActorMemory:
         # - its ``stats_prompts`` row as (day, hour, reissued, outcome, latencies), None when it
         #   has none (``EndpointStatsOps._observe_stats``; cleared by the statistics' housekeeping).
         self._stats_rows: dict[str, tuple[int, int, int, str | None, int] | None] = {}
+        # - its hook columns (prompt_id, hook_marks, escalate_after_ms, escalate_at_ms) as a row
+        #   ``worker.hooks`` reads and updates in place with its writes.
+        self._hook_rows: dict[str, dict[str, Any]] = {}
 
     def _forget(self) -> None:
         """Drop everything remembered (a transaction rolled back; see the module docstring)."""
@@ -77,7 +83,9 @@ class ActorMemory:
         self._facts.clear()
         self._derived.clear()
         self._stats_rows.clear()
+        self._hook_rows.clear()
         self._outbox_due = None  # ``worker.outbox``
+        self._escalate_due = None  # ``worker.hooks``
         self.chain.forget()
         self.keys.forget()
 
@@ -85,11 +93,17 @@ class ActorMemory:
         """A prompt this event created with a fresh id: it has no facts and no statistics yet."""
         self._facts[prompt_id] = []
         self._stats_rows[prompt_id] = None
+        self._hook_rows[prompt_id] = {
+            "prompt_id": prompt_id,
+            "hook_marks": None,
+            "escalate_after_ms": None,
+            "escalate_at_ms": None,
+        }
 
     def _trim_memory(self) -> None:
         """At the end of an event: keep what is remembered of the newest prompts only (rebuilt
         at twice the size: deleting a dict's first keys one by one slows its iteration)."""
-        for memory in (self._facts, self._derived, self._stats_rows):
+        for memory in (self._facts, self._derived, self._stats_rows, self._hook_rows):
             if len(memory) > 2 * MAX_REMEMBERED_PROMPTS:
                 kept = list(memory.items())[-MAX_REMEMBERED_PROMPTS:]
                 memory.clear()

@@ -968,6 +968,7 @@ class EndpointBridge(
             self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
         self._outbox_known(tallies["attempt"])
+        self._escalations_known(tallies["hook_escalate"])
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies, work=self._work_alarm_ms)
         if effects.fleet_summary is None:

@@ -28,6 +28,7 @@ the next escalation (``hooks_due_ms``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,8 @@ class Hooks:
     config: Any
 
     _touched: set[str]
+    _hook_rows: dict[str, dict[str, Any]]  # ``worker.actor_memory``
+    _escalate_due: float | None = None  # see ``_hooks_after_event``
 
     # --- watching what an event committed ---------------------------------------------------
 
@@ -94,6 +97,15 @@ class Hooks:
                 now_ms + after_ms,
                 prompt_id,
             )
+            row = self._hook_rows.get(prompt_id)
+            if row is not None:
+                row["escalate_after_ms"], row["escalate_at_ms"] = after_ms, now_ms + after_ms
+            if self._escalate_due is not None:
+                self._escalate_due = min(self._escalate_due, float(now_ms + after_ms))
+
+    def _escalations_known(self, earliest: int | None) -> None:
+        """The rows' earliest ``escalate_at_ms``, just read (None: no prompt waits to escalate)."""
+        self._escalate_due = math.inf if earliest is None else float(earliest)
 
     def _hooks_after_event(self, now_ms: int, connected: bool) -> None:
         """Inside the event's transaction, after its facts: queue what it means outside."""
@@ -102,22 +114,35 @@ class Hooks:
             self._touched.clear()
             return
         # The prompts due to escalate and those this event refreshed, their rows in one read
-        # (each prompt's handling writes its own row only). Bound parameters stay few: a
-        # Durable Object takes at most 100 per statement.
-        touched = self._touched
-        few = list(touched) if len(touched) <= MAX_TOUCHED_BOUND else []
-        named = f" OR prompt_id IN ({', '.join('?' * len(few))})" if few else ""
-        rows = self._q(
-            "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts "
-            f"WHERE (escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?){named}",
-            now_ms,
-            *few,
-        )
-        read = {row["prompt_id"]: row for row in rows}
-        touched.update(read)
+        # (each prompt's handling writes its own row only), or none: the rows of recent prompts
+        # are remembered (``_hook_rows``), and no prompt is due to escalate before
+        # ``_escalate_due`` (what this object knows of the earliest ``escalate_at_ms``: read
+        # with the tallies at the end of every event, lowered by ``_hooks_schedule``; see
+        # ``worker.actor_memory``). Bound parameters stay few: a Durable Object takes at most
+        # 100 per statement.
+        touched, remembered = self._touched, self._hook_rows
+        missing = [prompt_id for prompt_id in touched if prompt_id not in remembered]
+        few = missing if len(missing) <= MAX_TOUCHED_BOUND else []
+        terms, params = [], []
+        if self._escalate_due is None or self._escalate_due <= now_ms:
+            terms.append("(escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?)")
+            params.append(now_ms)
+        if few:
+            terms.append(f"prompt_id IN ({', '.join('?' * len(few))})")
+            params.extend(few)
+        if terms:
+            for row in self._q(
+                "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts "
+                f"WHERE {' OR '.join(terms)}",
+                *params,
+            ):
+                remembered[row["prompt_id"]] = row
+                touched.add(row["prompt_id"])
         while touched:
             prompt_id = touched.pop()
-            row = read.get(prompt_id) if few or prompt_id in read else self._hooks_row(prompt_id)
+            row = remembered.get(prompt_id)
+            if row is None and not few:  # not read above: too many to name in one statement
+                row = self._hooks_row(prompt_id)
             if row is not None:
                 self._hooks_prompt(prompt_id, row, now_ms)
         online = "1" if connected else "0"
@@ -138,6 +163,8 @@ class Hooks:
             "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts WHERE prompt_id = ?",
             prompt_id,
         )
+        if rows:
+            self._hook_rows[prompt_id] = rows[0]
         return rows[0] if rows else None
 
     def _hooks_prompt(self, prompt_id: str, row: dict[str, Any], now_ms: int) -> None:
@@ -167,9 +194,11 @@ class Hooks:
                 self._hooks_escalate(prompt_id, Escalated(by="bridge", reason=reason, auto=True), now_ms)
         if escalate_at is not None and ("e" in flags or view.final):
             self._q("UPDATE prompts SET escalate_at_ms = NULL WHERE prompt_id = ?", prompt_id)
+            row["escalate_at_ms"] = None  # ``row`` is what ``_hook_rows`` remembers
         new_marks = flags + "|" + final_announced
         if new_marks != marks or changed:
             self._q("UPDATE prompts SET hook_marks = ? WHERE prompt_id = ?", new_marks, prompt_id)
+            row["hook_marks"] = new_marks
 
     def _hooks_escalate(self, prompt_id: str, fact: Escalated, now_ms: int) -> None:
         self._append(prompt_id, now_ms, fact)
