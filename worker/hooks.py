@@ -138,13 +138,15 @@ class Hooks:
             ):
                 remembered[row["prompt_id"]] = row
                 touched.add(row["prompt_id"])
-        while touched:
-            prompt_id = touched.pop()
-            row = remembered.get(prompt_id)
-            if row is None and not few:  # not read above: too many to name in one statement
-                row = self._hooks_row(prompt_id)
-            if row is not None:
-                self._hooks_prompt(prompt_id, row, now_ms)
+        while touched:  # in id order: the events queued do not depend on how the set was built
+            batch = sorted(touched)
+            touched.clear()
+            for prompt_id in batch:
+                row = remembered.get(prompt_id)
+                if row is None and not few:  # not read above: too many to name in one statement
+                    row = self._hooks_row(prompt_id)
+                if row is not None:
+                    self._hooks_prompt(prompt_id, row, now_ms)
         online = "1" if connected else "0"
         before = self._meta("hooks_online")
         if before != online:
