@@ -327,11 +327,15 @@ def source_of(fact: Fact) -> Source:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A fact as committed by the bridge: ``seq`` orders facts (R1), ``at_ms`` is bridge time."""
+    """A fact as committed by the bridge: ``seq`` orders facts (R1), ``at_ms`` is bridge time.
+    ``record``: ``fact_to_record(fact)`` when the maker already had it (the bridge does, as it
+    stores the fact), so ``reconcile`` need not rebuild it for every view; not compared. Read
+    only, as the fields are shared by every view built from this entry."""
 
     seq: int
     at_ms: int
     fact: Fact
+    record: tuple[str, dict[str, Any]] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def fact_to_record(fact: Fact) -> tuple[str, dict[str, Any]]:

@@ -16,12 +16,16 @@ _RANDOM_BITS = 80
 ID_LENGTH = 26
 
 
+# Two characters per 10 bits: half the steps per id (one is made for every frame sent).
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+
+
 def _encode(value: int) -> str:
-    chars = []
-    for _ in range(ID_LENGTH):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = []
+    for _ in range(ID_LENGTH // 2):
+        pairs.append(_PAIRS[value & 1023])
+        value >>= 10
+    return "".join(reversed(pairs))
 
 
 def is_id(text: str) -> bool:

@@ -643,7 +643,7 @@ def reconcile(
         if view.state != State.NEW:
             _due_moments(view, entry.at_ms, inclusive=True, config=config)
         TRANSITIONS[(view.state, entry.fact.KIND)](view, entry, config)
-        kind, fields = fact_to_record(entry.fact)
+        kind, fields = entry.record or fact_to_record(entry.fact)
         view.events.append(TimelineEvent(entry.seq, source_of(entry.fact), kind, entry.at_ms, fields))
     if view.state != State.NEW:
         _due_moments(view, now_ms, inclusive=True, config=config)

@@ -271,8 +271,12 @@ class ApprovalWindows:
 
     def _window_hook(self, event_type: str, prompt_id: str, now_ms: int) -> None:
         view = self._view(prompt_id, now_ms)
-        data = self._prompt_data(view)
-        data["window"] = view.window.to_api() if view.window is not None else None
+
+        def data() -> dict[str, Any]:
+            body: dict[str, Any] = self._prompt_data(view)
+            body["window"] = view.window.to_api() if view.window is not None else None
+            return body
+
         self._hooks_queue(event_type, prompt_id, data, now_ms)
 
     # --- time ---------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Every row of ``facts`` carries ``hash`` = link(previous row's hash, this row). Appends go
 through ``AuditChain.append``, which numbers the row itself (``seq`` = head + 1) so a fact is
-one INSERT with its hash; the head is read once per event and kept until the event ends
-(``forget``), so a rolled-back transaction cannot leave a stale head behind. Rows from
-before the chain existed are linked once by the migration (``backfill``).
+one INSERT with its hash; the head is read once and then kept across events (the actor is the
+only writer of its facts: ``worker.actor_memory``) until a transaction rolls back (``forget``),
+so a rolled-back append cannot leave a stale head behind. Rows from before the chain existed
+are linked once by the migration (``backfill``).
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ EXPORT_PAGE_ROWS = 500
 class AuditChain:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self._head: tuple[int, str] | None = None  # (seq, hash) during an event
+        self._head: tuple[int, str] | None = None  # (seq, hash) as last read or appended
 
     def forget(self) -> None:
-        """Drop the cached head (at the start and end of every event)."""
+        """Drop the remembered head (a transaction rolled back)."""
         self._head = None
 
     def head(self, endpoint_id: str) -> tuple[int, str]:
         """``(seq, hash)`` of the last fact; ``(0, genesis)`` before the first."""
-        if self._head is None:
+        head = self._head
+        if head is None:
             rows = self.store.execute("SELECT seq, hash FROM facts ORDER BY seq DESC LIMIT 1")
-            self._head = (int(rows[0]["seq"]), str(rows[0]["hash"])) if rows else (0, genesis(endpoint_id))
-        return self._head
+            head = self._head = (int(rows[0]["seq"]), str(rows[0]["hash"])) if rows else (0, "")
+        if head[0] == 0:  # no fact yet: the genesis of the endpoint as registered now
+            return 0, genesis(endpoint_id)
+        return head
 
     def append(
         self,
@@ -46,7 +50,8 @@ class AuditChain:
         *,
         cache: bool,
     ) -> int:
-        """Insert one fact with its link; returns its ``seq``. ``cache``: inside an event."""
+        """Insert one fact with its link; returns its ``seq``. ``cache``: inside an event (the
+        head is remembered only where a rollback reaches ``forget``)."""
         last_seq, last_hash = self.head(endpoint_id)
         seq = last_seq + 1
         digest = link(last_hash, seq, prompt_id, at_ms, kind, fields, event_id)

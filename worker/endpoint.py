@@ -22,8 +22,9 @@ as facts (``runtime_facts``), the endpoint's own record — enrollment, keys, au
 chain every fact is appended to (``audit_chain``), what an adoption may claim
 (``adoption``), a create's fields (``prompt_fields``), an admin's relabel, move and removal
 (``endpoint_admin``), its line in the fleet index (``fleet_line``), its statistics
-(``endpoint_stats``), the history requests of R6 (``history_requests``) and the approval
-windows of DESIGN §13 (``approval_windows``).
+(``endpoint_stats``), the history requests of R6 (``history_requests``), the approval
+windows of DESIGN §13 (``approval_windows``), the outbox (``outbox``) and what the actor keeps
+in memory across events (``actor_memory``).
 """
 
 from __future__ import annotations
@@ -43,11 +44,8 @@ from caisey.facts import (
     Cancelled,
     Created,
     Decided,
-    DeliveryAttempted,
     Entry,
     Fact,
-    GaveUp,
-    GiveUpReason,
     NoDecisionHeld,
     NoUserPolicy,
     Received,
@@ -60,6 +58,7 @@ from caisey.ids import IdSource
 from caisey.prompt import DECIDED, WITHDRAWN, PromptView, ReconcileConfig, next_moment_ms, reconcile, runtime_status
 from caisey.signing import SignatureClaim
 from worker import adoption, policies
+from worker.actor_memory import ActorMemory
 from worker.api import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     ROLE_HEADER,
@@ -83,6 +82,7 @@ from worker.fleet_line import FleetLine
 from worker.history_requests import HistoryRequests
 from worker.hooks import Hooks
 from worker.host import Effects, Entropy, Row, SqlStore
+from worker.outbox import AWAITING_HELLO, Outbox
 from worker.prompt_fields import MAX_EXPIRES_IN_S, retry_body
 from worker.runtime_facts import adopted_created, is_news, report_facts, update_fact
 from worker.signed_answers import SignedAnswers
@@ -133,7 +133,16 @@ class BridgeConfig:
 
 
 class EndpointBridge(
-    EndpointRecord, EndpointAdmin, SignedAnswers, Hooks, FleetLine, EndpointStatsOps, ApprovalWindows, HistoryRequests
+    ActorMemory,
+    Outbox,
+    EndpointRecord,
+    EndpointAdmin,
+    SignedAnswers,
+    Hooks,
+    FleetLine,
+    EndpointStatsOps,
+    ApprovalWindows,
+    HistoryRequests,
 ):
     """One endpoint's actor. Every public method is one host event; each returns what to do."""
 
@@ -145,13 +154,9 @@ class EndpointBridge(
         # Within one event only (cleared before and after it): views by prompt id, dropped when a
         # fact is appended. Saves reconciling the same prompt several times per event.
         self._views: dict[str, tuple[int, PromptView]] = {}
-        # Also within one event: each prompt's committed entries once read, extended by
-        # ``_append`` (which learns the seq from the INSERT), so re-reconciling after an append
-        # reads and decodes no rows. Cleared with the views: a rollback leaves no entry behind.
-        self._facts: dict[str, list[Entry]] = {}
-        # Also within one event: the meta rows, read once (an event reads a dozen keys) and
-        # written through. None outside events, where every read goes to the table.
-        self._meta_rows: dict[str, str | None] | None = None
+        # Across events (``worker.actor_memory``): the meta rows, the newest prompts' entries
+        # (extended by ``_append``, which learns the seq from the INSERT), the chain's head, keys.
+        self._init_memory()
         self._in_event = False
         self._in_transaction = False
         # Across events, on this object only (a Durable Object re-created after hibernation
@@ -174,29 +179,15 @@ class EndpointBridge(
     def _q(self, sql: str, *params: Any) -> list[Row]:
         return self.store.execute(sql, params)
 
-    def _meta(self, key: str) -> str | None:
-        if self._in_event:
-            if self._meta_rows is None:
-                self._meta_rows = {r["key"]: r["value"] for r in self._q("SELECT key, value FROM meta")}
-            return self._meta_rows.get(key)
-        rows = self._q("SELECT value FROM meta WHERE key = ?", key)
-        return rows[0]["value"] if rows else None
-
-    def _set_meta(self, key: str, value: str | None) -> None:
-        self._q(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            key,
-            value,
-        )
-        if self._meta_rows is not None:
-            self._meta_rows[key] = value
-
     def _atomically(self, fn: Callable[[], Any]) -> Any:
         if self._in_transaction:  # nested: the outer transaction commits or rolls back (no savepoints)
             return fn()
         self._in_transaction = True
         try:
             return self.store.transaction(fn)
+        except BaseException:
+            self._forget()  # rolled back: what memory holds may be gone from the rows
+            raise
         finally:
             self._in_transaction = False
 
@@ -204,9 +195,7 @@ class EndpointBridge(
         """One host event in one transaction: its facts, ``last_seen`` and the fleet fingerprint
         commit together (one fsync instead of one per write)."""
         self._views.clear()
-        self._facts.clear()
-        self.chain.forget()
-        self._meta_rows, self._in_event = None, True
+        self._in_event = True
         self._steady = None  # any event may change what a steady heartbeat relies on
 
         def with_last_seen() -> Any:
@@ -214,15 +203,16 @@ class EndpointBridge(
                 if self._heard_ms > int(self._meta("last_seen_ms") or 0):
                     self._set_meta("last_seen_ms", str(self._heard_ms))
                 self._heard_ms = None
-            return fn()
+            result = fn()
+            self._write_meta()  # the meta keys it set, before the commit
+            return result
 
         try:
             return self._atomically(with_last_seen)
         finally:
             self._views.clear()
-            self._facts.clear()
-            self.chain.forget()
-            self._meta_rows, self._in_event = None, False
+            self._trim_memory()
+            self._in_event = False
 
     @property
     def endpoint_id(self) -> str | None:
@@ -244,7 +234,7 @@ class EndpointBridge(
         if entries is not None:
             # The fact itself: a stored fact is rebuilt exactly (``caisey.facts``), so this is
             # the entry a re-read would give.
-            entries.append(Entry(seq, int(now_ms), fact))
+            entries.append(Entry(seq, int(now_ms), fact, (kind, fields)))
 
     def _append_endpoint_fact(self, kind: str, fields: dict[str, Any], now_ms: int) -> None:
         """A fact about the endpoint itself (enrollments, keys): chained, prompt_id ''."""
@@ -254,10 +244,8 @@ class EndpointBridge(
         entries = self._facts.get(prompt_id)
         if entries is None:
             rows = self._q("SELECT seq, at_ms, kind, fields FROM facts WHERE prompt_id = ? ORDER BY seq", prompt_id)
-            entries = [
-                Entry(int(r["seq"]), int(r["at_ms"]), fact_from_record(r["kind"], json.loads(r["fields"])))
-                for r in rows
-            ]
+            facts = [(r, fact_from_record(r["kind"], json.loads(r["fields"]))) for r in rows]
+            entries = [Entry(int(r["seq"]), int(r["at_ms"]), f, fact_to_record(f)) for r, f in facts]
             if self._in_event:
                 self._facts[prompt_id] = entries
         return entries
@@ -273,16 +261,15 @@ class EndpointBridge(
     def _refresh(self, prompt_id: str, now_ms: int) -> PromptView:
         """Reconcile and store the derived columns the alarm and fleet summary read."""
         view = self._view(prompt_id, now_ms)
-        self._q(
-            "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ?, runtime_status = ? "
-            "WHERE prompt_id = ?",
-            view.state.value,
-            1 if view.final else 0,
-            view.final_at_ms,
-            next_moment_ms(view, self.config.reconcile),
-            runtime_status(view) or "",
-            prompt_id,
-        )
+        derived = _derived(view, self.config.reconcile)
+        if self._derived.get(prompt_id) != derived:  # unchanged (a delivery attempt): no write
+            self._q(
+                "UPDATE prompts SET state = ?, final = ?, final_at_ms = ?, next_moment_ms = ?, runtime_status = ? "
+                "WHERE prompt_id = ?",
+                *derived,
+                prompt_id,
+            )
+            self._derived[prompt_id] = derived
         if view.final:
             self._q("DELETE FROM outbox WHERE prompt_id = ? AND kind = 'deliver'", prompt_id)
         self._hooks_touch(prompt_id)
@@ -405,16 +392,15 @@ class EndpointBridge(
 
         def commit() -> list[str]:
             # Persist before send (DESIGN §5): prompt, fact and outbox row in one transaction.
-            self._q(
-                "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final) "
-                "VALUES (?, ?, ?, ?, 'pending', 0)",
-                prompt_id,
-                now_ms,
-                created.expires_at_ms,
-                deliver_id,
-            )
-            self._facts[prompt_id] = []  # a new prompt: no facts to read back
+            self._new_prompt(prompt_id)  # no facts to read back, no statistics
             self._append(prompt_id, now_ms, created)
+            derived = _derived(self._view(prompt_id, now_ms), self.config.reconcile)  # as _refresh writes them
+            self._q(
+                "INSERT INTO prompts (prompt_id, created_at_ms, expires_at_ms, deliver_id, state, final, final_at_ms, "
+                "next_moment_ms, runtime_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                *(prompt_id, now_ms, created.expires_at_ms, deliver_id, *derived),
+            )
+            self._derived[prompt_id] = derived
             self._hooks_schedule(prompt_id, fields["escalate_after_ms"], now_ms)
             self._queue_deliver(deliver_id, self._view(prompt_id, now_ms), now_ms)
             if key is not None:
@@ -436,44 +422,6 @@ class EndpointBridge(
         if after.state in WITHDRAWN and before.state not in WITHDRAWN and (before.attempts or before.received_at_ms):
             self._queue_cancel(prompt_id, after.state.value, now_ms)
         return after
-
-    def _queue_cancel(self, prompt_id: str, reason: str, now_ms: int) -> None:
-        existing = self._q("SELECT 1 FROM outbox WHERE prompt_id = ? AND kind = 'cancel'", prompt_id)
-        if existing:
-            self._q(
-                "UPDATE outbox SET next_attempt_at_ms = ? WHERE prompt_id = ? AND kind = 'cancel'", now_ms, prompt_id
-            )
-            return
-        event_id = self._ids.new(now_ms)
-        frame = wire.encode(wire.PromptCancel(id=event_id, prompt_id=prompt_id, reason=reason))
-        self._outbox_add(event_id, prompt_id, "cancel", frame, now_ms)
-
-    def _queue_deliver(self, deliver_id: str, view: PromptView, now_ms: int) -> None:
-        """Queue ``prompt.deliver`` for a prompt; a replay (R5) passes its original id."""
-        copy = wire.PromptCopy(
-            prompt_id=view.prompt_id,
-            title=view.title,
-            message=view.message,
-            action=view.action,
-            created_at_ms=view.created_at_ms,
-            expires_at_ms=view.expires_at_ms,
-            on_no_user=view.on_no_user,
-            requested_by=view.created_by,
-            **view.extras,  # every optional field the Created fact set (DESIGN §13)
-        )
-        self._outbox_add(
-            deliver_id, view.prompt_id, "deliver", wire.encode(wire.PromptDeliver(deliver_id, copy)), now_ms
-        )
-
-    def _outbox_add(self, event_id: str, prompt_id: str, kind: str, frame: str, now_ms: int) -> None:
-        self._q(
-            "INSERT INTO outbox (event_id, prompt_id, kind, frame, attempts, next_attempt_at_ms) VALUES (?, ?, ?, ?, 0, ?)",
-            event_id,
-            prompt_id,
-            kind,
-            frame,
-            now_ms,
-        )
 
     def _op_cancel_prompt(
         self, route: Route, req: ApiRequest, now_ms: int, connected: bool, effects: Effects
@@ -765,16 +713,16 @@ class EndpointBridge(
 
     def _runtime_fact(self, event_id: str, prompt_id: str, fact: Fact, now_ms: int, effects: Effects) -> None:
         """Commit a runtime fact once (dedup by event id, then by news) and ack it."""
-        found = self._q(  # _seen and _known in one statement: this is every receipt and update
+        found = self._q(  # _seen, _known and its creation in one statement: every receipt and update
             "SELECT EXISTS (SELECT 1 FROM seen_events WHERE event_id = ?) AS seen, "
-            "EXISTS (SELECT 1 FROM prompts WHERE prompt_id = ?) AS known",
+            "(SELECT created_at_ms FROM prompts WHERE prompt_id = ?) AS created_at_ms",
             event_id,
             prompt_id,
         )[0]
         if found["seen"]:
             effects.send.append(self._ack(event_id, now_ms))
             return
-        if not found["known"]:
+        if found["created_at_ms"] is None:
             # Not acked: the runtime resends it after its full report lets us adopt the prompt (R6).
             effects.send.append(
                 self._error_frame("unknown_prompt", f"no prompt {prompt_id}; send a state.report", event_id, now_ms)
@@ -782,7 +730,7 @@ class EndpointBridge(
             effects.send.append(wire.encode(wire.StateRequest(id=self._ids.new(now_ms), reason="unknown prompt")))
             return
 
-        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects):
+        if self._refuse_decision(prompt_id, fact, event_id, now_ms, effects, int(found["created_at_ms"])):
             return  # not acked: nothing was committed
 
         def commit() -> tuple[list[str], str | None]:
@@ -798,9 +746,18 @@ class EndpointBridge(
         else:  # not acked: the state is unchanged, and a resend is refused the same way
             effects.send.append(self._refusal_frame(prompt_id, refusal, event_id, now_ms))
 
-    def _refuse_decision(self, prompt_id: str, fact: Fact, event_id: str | None, now_ms: int, effects: Effects) -> bool:
-        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe."""
-        refusal = self._decision_refusal(prompt_id, fact)
+    def _refuse_decision(
+        self,
+        prompt_id: str,
+        fact: Fact,
+        event_id: str | None,
+        now_ms: int,
+        effects: Effects,
+        created: int | None = None,
+    ) -> bool:
+        """True (with an ``error`` frame) when ``fact`` is a decision the bridge cannot believe.
+        ``created``: the prompt's ``created_at_ms`` when the caller has read it."""
+        refusal = self._decision_refusal(prompt_id, fact, created)
         if refusal is None:
             return False
         effects.send.append(self._error_frame("invalid_decided_at", refusal, event_id, now_ms))
@@ -913,16 +870,16 @@ class EndpointBridge(
     def _open_count(self) -> int:
         return int(self._q("SELECT COUNT(*) AS n FROM prompts WHERE final = 0")[0]["n"])
 
-    def _decision_refusal(self, prompt_id: str, fact: Fact) -> str | None:
+    def _decision_refusal(self, prompt_id: str, fact: Fact, created: int | None = None) -> str | None:
         """Why a runtime's decision cannot be committed (``worker.adoption``), or None."""
         if not isinstance(fact, Decided):
             return None
-        rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
-        if not rows:
-            return None
-        return adoption.decision_time_refusal(
-            fact.decided_at_ms, int(rows[0]["created_at_ms"]), self.config.reconcile.skew_ms
-        )
+        if created is None:
+            rows = self._q("SELECT created_at_ms FROM prompts WHERE prompt_id = ?", prompt_id)
+            if not rows:
+                return None
+            created = int(rows[0]["created_at_ms"])
+        return adoption.decision_time_refusal(fact.decided_at_ms, created, self.config.reconcile.skew_ms)
 
     def _reconcile_absent(self, reported: set[str], now_ms: int) -> None:
         """Prompts the runtime's full report leaves out: replay (R5) or firm (R4)."""
@@ -956,48 +913,6 @@ class EndpointBridge(
         self._set_meta("last_agent_error", f"{msg.code}: {msg.message}"[: wire.MAX_TEXT_CHARS])
 
     # --- outbox, alarm, fleet ------------------------------------------------------------------
-
-    def _send_due(self, now_ms: int, connected: bool, *, flush: bool = False) -> list[str]:
-        """Frames owed now (all of them when ``flush``); records each attempt. Call inside a transaction."""
-        if not connected or self._meta(AWAITING_HELLO):
-            return []  # DESIGN §5: no attempt is burned while the runtime is away (or not yet greeted)
-        if flush:
-            rows = self._q("SELECT * FROM outbox ORDER BY event_id")
-        else:
-            rows = self._q("SELECT * FROM outbox WHERE next_attempt_at_ms <= ? ORDER BY event_id", now_ms)
-        frames = []
-        backoff = self.config.backoff
-        for row in rows:
-            attempts = int(row["attempts"])
-            prompt_id = row["prompt_id"]
-            if row["kind"] == "deliver":
-                view = self._view(prompt_id, now_ms)
-                if view.final:
-                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                    continue
-                if attempts >= backoff.max_attempts:
-                    self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                    self._append(
-                        prompt_id, now_ms, GaveUp(reason=GiveUpReason.NO_RECEIPT, detail=f"{attempts} attempts")
-                    )
-                    self._refresh(prompt_id, now_ms)
-                    continue
-            elif attempts >= backoff.max_attempts:
-                # A cancel nobody acked: drop it; a later report re-queues it if still needed.
-                self._q("DELETE FROM outbox WHERE event_id = ?", row["event_id"])
-                continue
-            next_at = now_ms + max(1, backoff.delay_ms(attempts, self.entropy.uniform))
-            self._q(
-                "UPDATE outbox SET attempts = ?, next_attempt_at_ms = ? WHERE event_id = ?",
-                attempts + 1,
-                next_at,
-                row["event_id"],
-            )
-            if row["kind"] == "deliver":
-                self._append(prompt_id, now_ms, DeliveryAttempted(attempt=attempts + 1, next_attempt_at_ms=next_at))
-                self._refresh(prompt_id, now_ms)
-            frames.append(row["frame"])
-        return frames
 
     def alarm(
         self, now_ms: int, connected: bool, heard_ms: int | None = None, targets: list[dict[str, Any]] | None = None
@@ -1058,9 +973,8 @@ class EndpointBridge(
         reask = self._history_reask_ms(now_ms) if connected else None
         if reask is not None:
             candidates.append(reask)
-        candidates.extend(
-            t for t in (self.hooks_due_ms(), self.patterns_due_ms(), self.windows_due_ms()) if t is not None
-        )
+        due = [tallies[k] for k in _DUE_TALLIES] + [self.patterns_due_ms()]  # hooks, windows, patterns
+        candidates.extend(int(t) for t in due if t is not None)
         if self.endpoint_id is not None:
             housekeeping = self._meta("housekeeping_due_ms")
             candidates.append(int(housekeeping) if housekeeping else now_ms + self.config.housekeeping_every_ms)
@@ -1075,14 +989,16 @@ class EndpointBridge(
         if self._in_event:
             self._hooks_after_event(now_ms, connected)
         tallies = self._tallies()
+        self._outbox_known(tallies["attempt"])
+        self._escalations_known(tallies["hook_escalate"])
         self._work_alarm_ms = self._work_alarm(now_ms, connected, tallies)
         effects.alarm_at_ms = self.next_alarm_ms(now_ms, connected, tallies, work=self._work_alarm_ms)
         if effects.fleet_summary is None:
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 
 
-# meta key: a socket was accepted and its ``hello`` has not arrived (see ``agent_opened``).
-AWAITING_HELLO = "awaiting_hello"
+# ``_tallies`` columns of ``hooks_due_ms`` and ``windows_due_ms`` (read with the rest).
+_DUE_TALLIES = ("hook_pending", "hook_retry", "hook_escalate", "window_ends")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1103,6 +1019,12 @@ def _is_prompt_id(value: object) -> bool:
     except ProtocolError:
         return False
     return True
+
+
+def _derived(view: PromptView, config: ReconcileConfig) -> tuple[Any, ...]:
+    """The prompt row's derived columns: state, final, final_at_ms, next_moment_ms, runtime_status."""
+    status = runtime_status(view) or ""
+    return view.state.value, 1 if view.final else 0, view.final_at_ms, next_moment_ms(view, config), status
 
 
 def _earliest(*times: int | None) -> int | None:

@@ -71,34 +71,38 @@ def parse_public_key(text: Any) -> bytes:
 class EndpointKeys:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        # Every key row, in order, once read: kept across events (the actor is the only writer
+        # of its keys: ``worker.actor_memory``), dropped by ``register`` and on a rollback.
+        self._all: list[EndpointKey] | None = None
 
-    def _rows(self, where: str = "", params: tuple[Any, ...] = ()) -> list[EndpointKey]:
-        return [
-            EndpointKey(
-                r["key_id"],
-                r["public_key"],
-                int(r["valid_from_ms"]),
-                int(r["valid_until_ms"]) if r["valid_until_ms"] is not None else None,
-                r["registered_by"],
-            )
-            for r in self.store.execute(f"SELECT * FROM endpoint_keys {where} ORDER BY valid_from_ms, rowid", params)
-        ]
+    def forget(self) -> None:
+        self._all = None
 
     def history(self) -> list[EndpointKey]:
-        return self._rows()
+        if self._all is None:
+            self._all = [
+                EndpointKey(
+                    r["key_id"],
+                    r["public_key"],
+                    int(r["valid_from_ms"]),
+                    int(r["valid_until_ms"]) if r["valid_until_ms"] is not None else None,
+                    r["registered_by"],
+                )
+                for r in self.store.execute("SELECT * FROM endpoint_keys ORDER BY valid_from_ms, rowid")
+            ]
+        return list(self._all)
 
     def current(self) -> EndpointKey | None:
-        rows = self._rows("WHERE valid_until_ms IS NULL")
-        return rows[0] if rows else None
+        return next((k for k in self.history() if k.valid_until_ms is None), None)
 
     def get(self, wanted: str) -> EndpointKey | None:
-        rows = self._rows("WHERE key_id = ?", (wanted,))
-        return rows[0] if rows else None
+        return next((k for k in self.history() if k.key_id == wanted), None)
 
     def register(self, public_key: bytes, now_ms: int, by: str) -> tuple[EndpointKey, EndpointKey | None]:
         """Make ``public_key`` the current key (inside the caller's transaction); the
         previous one, if any, is retired now. Returns (new, previous)."""
         previous = self.current()
+        self._all = None  # read again after these writes
         if previous is not None:
             self.store.execute(
                 "UPDATE endpoint_keys SET valid_until_ms = ? WHERE key_id = ?", (now_ms, previous.key_id)

@@ -68,6 +68,7 @@ class EndpointStatsOps:
     _meta: Any
     _set_meta: Any
     _require_registered: Any
+    _stats_rows: dict[str, Any]
 
     # --- the endpoint's zone ---------------------------------------------------------------
 
@@ -89,13 +90,18 @@ class EndpointStatsOps:
             return  # open and not yet delivered: nothing to count (no read either)
         if view.created_at_ms < now_ms - KEEP_DAYS * _DAY_MS:
             return  # older than anything kept (an adopted prompt's claimed age, say)
-        rows = self._q(
-            "SELECT day, hour, reissued, outcome, latencies FROM stats_prompts WHERE prompt_id = ?", view.prompt_id
-        )
-        if rows:
-            row = rows[0]
-            day, hour, reissued = int(row["day"]), int(row["hour"]), int(row["reissued"])
-            counted, flags = row["outcome"], int(row["latencies"])
+        if view.prompt_id in self._stats_rows:  # remembered (``worker.actor_memory``)
+            known = self._stats_rows[view.prompt_id]
+        else:
+            rows = self._q(
+                "SELECT day, hour, reissued, outcome, latencies FROM stats_prompts WHERE prompt_id = ?", view.prompt_id
+            )
+            row = rows[0] if rows else None
+            known = None
+            if row is not None:
+                known = (int(row["day"]), int(row["hour"]), int(row["reissued"]), row["outcome"], int(row["latencies"]))
+        if known is not None:
+            day, hour, reissued, counted, flags = known
         else:
             moment = local_moment(view.created_at_ms, self._zone())
             day, hour, reissued = moment.day, moment.hour, 1 if view.supersedes else 0
@@ -115,7 +121,8 @@ class EndpointStatsOps:
             if counted in stats.OUTCOMES:
                 self._stats_bump(day, hour, reissued, counted, -1)
             self._stats_bump(day, hour, reissued, outcome, +1)
-        if rows and new_flags == flags and outcome == counted:
+        if known is not None and new_flags == flags and outcome == counted:
+            self._stats_rows[view.prompt_id] = known
             return
         self._q(
             "INSERT INTO stats_prompts (prompt_id, day, hour, reissued, outcome, latencies) VALUES (?, ?, ?, ?, ?, ?) "
@@ -127,6 +134,7 @@ class EndpointStatsOps:
             outcome,
             new_flags,
         )
+        self._stats_rows[view.prompt_id] = (day, hour, reissued, outcome, new_flags)  # the row now
         if outcome != counted:
             # The fleet line's summary is due again. Only an outcome moves it (the answer's
             # latency lands with its outcome): a receipt alone pushes no line, as before.
@@ -145,6 +153,7 @@ class EndpointStatsOps:
 
     def _stats_housekeeping(self, now_ms: int) -> None:
         oldest = local_moment(now_ms, self._zone()).day - KEEP_DAYS
+        self._stats_rows.clear()  # rows remembered may go now
         for table in ("stats_prompts", "stats_cells", "stats_latency"):
             self._q(f"DELETE FROM {table} WHERE day < ?", oldest)
 

@@ -29,6 +29,11 @@ class FleetLine:
     endpoint_id: Any
 
     _line_stale = False  # the fleet index may hold anything for this endpoint (``rewrite_next_line``)
+    # The last fingerprint made, with the values it was made of: most events leave them as they
+    # were, and comparing the values costs less than encoding them. A pure function's memo (no
+    # row behind it): each value keeps its type (``online`` a bool, the times ints), so equal
+    # values encode to the same text.
+    _fingerprint_memo: tuple[dict[str, Any], str] | None = None
 
     def rewrite_next_line(self) -> None:
         """The next event sends the fleet line even if unchanged here: a host that restarted
@@ -38,7 +43,8 @@ class FleetLine:
 
     def _tallies(self) -> Row:
         """What every event ends with, read from the rows in one statement: the alarm's minimums
-        and the fleet line's open count and last outcome.
+        (with those of ``Hooks.hooks_due_ms`` and ``ApprovalWindows.windows_due_ms``) and the
+        fleet line's open count and last outcome.
 
         The prompt moments are read per ``final`` value so both use ``prompts_open``
         (a bare ``next_moment_ms IS NOT NULL`` scanned every prompt the endpoint ever had).
@@ -47,6 +53,10 @@ class FleetLine:
             "SELECT (SELECT MIN(next_moment_ms) FROM prompts WHERE final = 0) AS open_moment, "
             "(SELECT MIN(next_moment_ms) FROM prompts WHERE final = 1 AND next_moment_ms IS NOT NULL) AS final_moment, "
             "(SELECT MIN(next_attempt_at_ms) FROM outbox) AS attempt, "
+            "(SELECT MIN(at_ms) FROM webhook_events WHERE expanded = 0) AS hook_pending, "
+            "(SELECT MIN(next_at_ms) FROM webhook_deliveries) AS hook_retry, "
+            "(SELECT MIN(escalate_at_ms) FROM prompts WHERE escalate_at_ms IS NOT NULL) AS hook_escalate, "
+            "(SELECT MIN(ends_at_ms) FROM windows WHERE active = 1) AS window_ends, "
             "(SELECT COUNT(*) FROM prompts WHERE final = 0) AS open_prompts, "
             "last.prompt_id AS last_id, last.state AS last_state, last.final_at_ms AS last_at_ms "
             "FROM (SELECT 1) LEFT JOIN (SELECT prompt_id, state, final_at_ms FROM prompts WHERE final = 1 "
@@ -79,13 +89,20 @@ class FleetLine:
         }
         # last_seen moves on every heartbeat; the fleet needs it to the minute, not to the frame.
         patterns = self._patterns(now_ms)
+        last_outcome = summary["last_outcome"]
         comparable = dict(
             summary,
+            last_outcome=dict(last_outcome) if last_outcome else None,  # not shared with the host's copy
             last_seen_ms=(summary["last_seen_ms"] or 0) // 60_000,
             time_zone=self._meta("time_zone"),
             stats_rev=self._meta(PATTERNS_REV),
         )
-        fingerprint = json.dumps(comparable, sort_keys=True)
+        memo = self._fingerprint_memo
+        if memo is not None and memo[0] == comparable:  # see ``_fingerprint_memo``
+            fingerprint = memo[1]
+        else:
+            fingerprint = json.dumps(comparable, sort_keys=True)
+            self._fingerprint_memo = (comparable, fingerprint)
         if not force and fingerprint == self._meta("fleet_fingerprint"):
             return None
         self._set_meta("fleet_fingerprint", fingerprint)

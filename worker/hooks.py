@@ -28,6 +28,7 @@ the next escalation (``hooks_due_ms``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,9 @@ MAX_PENDING_DELIVERIES = 5_000
 # ``Hooks.listening`` instead (the local host: its fleet index is in the same process), and
 # neither the wake nor the miss happens there.
 NO_TARGETS_TTL_MS = 60_000
+# Prompts an event refreshed whose rows are read together with the escalation scan; an event
+# that refreshed more (an alarm, a report) reads each row on its own.
+MAX_TOUCHED_BOUND = 50
 
 
 class Hooks:
@@ -81,6 +85,8 @@ class Hooks:
     # now. An event nobody listens to is then not kept — no alarm wakes only to learn that
     # (issue 15: one transaction per returning agent, one per prompt moment).
     listening: Callable[[], bool] | None = None
+    _hook_rows: dict[str, dict[str, Any]]  # ``worker.actor_memory``
+    _escalate_due: float | None = None  # see ``_hooks_after_event``
 
     # --- watching what an event committed ---------------------------------------------------
 
@@ -97,6 +103,15 @@ class Hooks:
                 now_ms + after_ms,
                 prompt_id,
             )
+            row = self._hook_rows.get(prompt_id)
+            if row is not None:
+                row["escalate_after_ms"], row["escalate_at_ms"] = after_ms, now_ms + after_ms
+            if self._escalate_due is not None:
+                self._escalate_due = min(self._escalate_due, float(now_ms + after_ms))
+
+    def _escalations_known(self, earliest: int | None) -> None:
+        """The rows' earliest ``escalate_at_ms``, just read (None: no prompt waits to escalate)."""
+        self._escalate_due = math.inf if earliest is None else float(earliest)
 
     def _hooks_after_event(self, now_ms: int, connected: bool) -> None:
         """Inside the event's transaction, after its facts: queue what it means outside."""
@@ -104,13 +119,40 @@ class Hooks:
         if endpoint_id is None:
             self._touched.clear()
             return
-        for row in self._q(
-            "SELECT prompt_id FROM prompts WHERE escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?", now_ms
-        ):
-            self._touched.add(row["prompt_id"])
-        while self._touched:
-            prompt_id = self._touched.pop()
-            self._hooks_prompt(prompt_id, now_ms)
+        # The prompts due to escalate and those this event refreshed, their rows in one read
+        # (each prompt's handling writes its own row only), or none: the rows of recent prompts
+        # are remembered (``_hook_rows``), and no prompt is due to escalate before
+        # ``_escalate_due`` (what this object knows of the earliest ``escalate_at_ms``: read
+        # with the tallies at the end of every event, lowered by ``_hooks_schedule``; see
+        # ``worker.actor_memory``). Bound parameters stay few: a Durable Object takes at most
+        # 100 per statement.
+        touched, remembered = self._touched, self._hook_rows
+        missing = [prompt_id for prompt_id in touched if prompt_id not in remembered]
+        few = missing if len(missing) <= MAX_TOUCHED_BOUND else []
+        terms, params = [], []
+        if self._escalate_due is None or self._escalate_due <= now_ms:
+            terms.append("(escalate_at_ms IS NOT NULL AND escalate_at_ms <= ?)")
+            params.append(now_ms)
+        if few:
+            terms.append(f"prompt_id IN ({', '.join('?' * len(few))})")
+            params.extend(few)
+        if terms:
+            for row in self._q(
+                "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts "
+                f"WHERE {' OR '.join(terms)}",
+                *params,
+            ):
+                remembered[row["prompt_id"]] = row
+                touched.add(row["prompt_id"])
+        while touched:  # in id order: the events queued do not depend on how the set was built
+            batch = sorted(touched)
+            touched.clear()
+            for prompt_id in batch:
+                row = remembered.get(prompt_id)
+                if row is None and not few:  # not read above: too many to name in one statement
+                    row = self._hooks_row(prompt_id)
+                if row is not None:
+                    self._hooks_prompt(prompt_id, row, now_ms)
         online = "1" if connected else "0"
         before = self._meta("hooks_online")
         if before != online:
@@ -124,27 +166,30 @@ class Hooks:
                 }
                 self._hooks_queue("endpoint.online" if connected else "endpoint.offline", "", data, now_ms)
 
-    def _hooks_prompt(self, prompt_id: str, now_ms: int) -> None:
+    def _hooks_row(self, prompt_id: str) -> dict[str, Any] | None:
         rows = self._q(
-            "SELECT hook_marks, escalate_after_ms, escalate_at_ms FROM prompts WHERE prompt_id = ?", prompt_id
+            "SELECT prompt_id, hook_marks, escalate_after_ms, escalate_at_ms FROM prompts WHERE prompt_id = ?",
+            prompt_id,
         )
-        if not rows:
-            return
-        row = rows[0]
+        if rows:
+            self._hook_rows[prompt_id] = rows[0]
+        return rows[0] if rows else None
+
+    def _hooks_prompt(self, prompt_id: str, row: dict[str, Any], now_ms: int) -> None:
         marks = row["hook_marks"] or "|"
         flags, _, final_announced = marks.partition("|")
         view = self._view(prompt_id, now_ms)
         changed = False
         if "c" not in flags:
             flags += "c"
-            self._hooks_queue("prompt.created", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.created", prompt_id, lambda: self._prompt_data(view), now_ms)
         if "d" not in flags and view.received_at_ms is not None:
             flags += "d"
-            self._hooks_queue("prompt.delivered", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.delivered", prompt_id, lambda: self._prompt_data(view), now_ms)
         if view.final and view.state.value != final_announced:
             final_announced = view.state.value
             changed = True
-            self._hooks_queue("prompt.final", prompt_id, self._prompt_data(view), now_ms)
+            self._hooks_queue("prompt.final", prompt_id, lambda: self._prompt_data(view), now_ms)
         escalate_at = row["escalate_at_ms"]
         if "e" not in flags and row["escalate_after_ms"] is not None:
             reason = None
@@ -157,21 +202,27 @@ class Hooks:
                 self._hooks_escalate(prompt_id, Escalated(by="bridge", reason=reason, auto=True), now_ms)
         if escalate_at is not None and ("e" in flags or view.final):
             self._q("UPDATE prompts SET escalate_at_ms = NULL WHERE prompt_id = ?", prompt_id)
+            row["escalate_at_ms"] = None  # ``row`` is what ``_hook_rows`` remembers
         new_marks = flags + "|" + final_announced
         if new_marks != marks or changed:
             self._q("UPDATE prompts SET hook_marks = ? WHERE prompt_id = ?", new_marks, prompt_id)
+            row["hook_marks"] = new_marks
 
     def _hooks_escalate(self, prompt_id: str, fact: Escalated, now_ms: int) -> None:
         self._append(prompt_id, now_ms, fact)
         view = self._view(prompt_id, now_ms)
-        data = self._prompt_data(view)
-        data["escalation"] = {
-            "at": to_rfc3339(now_ms),
-            "by": fact.by,
-            "reason": fact.reason,
-            "note": fact.note,
-            "auto": fact.auto,
-        }
+
+        def data() -> dict[str, Any]:
+            body = self._prompt_data(view)
+            body["escalation"] = {
+                "at": to_rfc3339(now_ms),
+                "by": fact.by,
+                "reason": fact.reason,
+                "note": fact.note,
+                "auto": fact.auto,
+            }
+            return body
+
         self._hooks_queue("prompt.escalated", prompt_id, data, now_ms)
 
     def _prompt_data(self, view: Any) -> dict[str, Any]:
@@ -193,7 +244,10 @@ class Hooks:
         }
         return data
 
-    def _hooks_queue(self, event_type: str, prompt_id: str, data: dict[str, Any], now_ms: int) -> None:
+    def _hooks_queue(
+        self, event_type: str, prompt_id: str, data: dict[str, Any] | Callable[[], dict[str, Any]], now_ms: int
+    ) -> None:
+        """Keep one event; ``data`` may be a function, called only when the event is kept."""
         if not self.config.webhooks:
             return  # a host that sends none (the simulation, benchmarks): nothing to keep
         if self.listening is not None:
@@ -202,7 +256,7 @@ class Hooks:
         elif int(self._meta("hooks_no_targets_until_ms") or 0) > now_ms:
             return  # nobody listens (read less than NO_TARGETS_TTL_MS ago)
         event_id = "msg_" + self._ids.new(now_ms)
-        body = webhooks.envelope(event_type, now_ms, data)
+        body = webhooks.envelope(event_type, now_ms, data() if callable(data) else data)
         self._q(
             "INSERT INTO webhook_events (event_id, type, prompt_id, body, at_ms) VALUES (?, ?, ?, ?, ?)",
             event_id,
