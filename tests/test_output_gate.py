@@ -217,3 +217,20 @@ def test_an_output_waits_for_its_own_commit_not_for_later_ones_to_the_same_file(
         gate.close()
 
     asyncio.run(scenario())
+
+
+def test_an_output_in_flight_when_the_bridge_stops_is_still_synced_before_it_leaves() -> None:
+    """``stop()`` closes the gate's threads while a frame an agent sent may still be waiting:
+    its round runs on the loop then — synced, not refused with "cannot schedule new futures
+    after shutdown" (a traceback per socket in every benchmark's shutdown before)."""
+
+    async def scenario() -> None:
+        sync = RecordingSync()
+        sync.release.set()
+        gate = OutputGate(sync)
+        gate.close()
+        commit = gate.written("late-wal")
+        await asyncio.wait_for(gate.wait_for(commit), 5)
+        assert sync.calls == ["late-wal"] and not gate.pending
+
+    asyncio.run(scenario())

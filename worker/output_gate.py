@@ -53,6 +53,7 @@ class OutputGate:
         self._durable = 0  # commits known to be on disk
         self._round: asyncio.Future[None] | None = None
         self.rounds = 0  # fsync rounds run (what group commit saves shows here)
+        self._closed = False
 
     def written(self, path: str) -> int:
         """A transaction on ``path`` committed (not yet synced); its number, for ``wait_for``."""
@@ -93,7 +94,12 @@ class OutputGate:
         ordered = sorted(paths)
         chunks = [ordered[i :: self._threads] for i in range(min(self._threads, len(ordered)))]
         try:
-            await asyncio.gather(*(loop.run_in_executor(self._pool, self._sync_all, c) for c in chunks))
+            if self._closed:
+                # Shutting down: an output still in flight (a frame an agent sent as the bridge
+                # stopped) is synced here, on the loop — the threads are gone.
+                self._sync_all(ordered)
+            else:
+                await asyncio.gather(*(loop.run_in_executor(self._pool, self._sync_all, c) for c in chunks))
         except BaseException:
             self._dirty |= paths  # not known to be durable: the next round tries again
             raise
@@ -110,4 +116,5 @@ class OutputGate:
             self._sync(path)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
