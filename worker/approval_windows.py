@@ -8,8 +8,8 @@ its prompt (``caisey.facts``), each on the timeline and in the audit chain:
 - ``window_started`` — the agent's ``window.update`` (event ``start``) after the approval:
   the minutes granted (never more than asked) from the decision's time, signed by the
   endpoint key under ``caisey/window/v1``. Only for an approved prompt that asked for one.
-- ``window_ended`` — its time was up: the one alarm includes the next end
-  (``windows_due_ms``); the agent is told with a ``window.notice`` (outboxed until acked).
+- ``window_ended`` — its time was up: the one alarm includes the next end (read with the
+  actor's tallies, ``FleetLine._tallies``); the agent is told with a ``window.notice`` (outboxed until acked).
 - ``window_revoked`` — by the user (``window.update`` event ``revoke``, signed) or by a
   technician (``POST …/prompts/{pid}/revoke``; the agent is told with a ``window.notice``).
   A revocation only ever shortens access: it applies to an active window only.
@@ -280,11 +280,6 @@ class ApprovalWindows:
         self._hooks_queue(event_type, prompt_id, data, now_ms)
 
     # --- time ---------------------------------------------------------------------------------------
-
-    def windows_due_ms(self) -> int | None:
-        """When the next active window ends (part of the one alarm)."""
-        row = self._q("SELECT MIN(ends_at_ms) AS due FROM windows WHERE active = 1")[0]
-        return int(row["due"]) if row["due"] is not None else None
 
     def _windows_end_due(self, now_ms: int) -> None:
         """Inside the alarm's event: record the end of every window whose time is up."""

@@ -997,7 +997,8 @@ class EndpointBridge(
             effects.fleet_summary = self._fleet_summary(now_ms, connected, tallies=tallies)
 
 
-# ``_tallies`` columns of ``hooks_due_ms`` and ``windows_due_ms`` (read with the rest).
+# ``_tallies`` columns of webhook and escalation work (``worker.hooks``) and window ends
+# (``worker.approval_windows``): part of the one alarm.
 _DUE_TALLIES = ("hook_pending", "hook_retry", "hook_escalate", "window_ends")
 
 

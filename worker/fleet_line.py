@@ -43,8 +43,8 @@ class FleetLine:
 
     def _tallies(self) -> Row:
         """What every event ends with, read from the rows in one statement: the alarm's minimums
-        (with those of ``Hooks.hooks_due_ms`` and ``ApprovalWindows.windows_due_ms``) and the
-        fleet line's open count and last outcome.
+        (the outbox, prompt moments, webhook events and deliveries, escalations, window ends) and
+        the fleet line's open count and last outcome.
 
         The prompt moments are read per ``final`` value so both use ``prompts_open``
         (a bare ``next_moment_ms IS NOT NULL`` scanned every prompt the endpoint ever had).

@@ -23,7 +23,7 @@ it to come back); ``webhook_results`` then ends the row (2xx), ends every row of
 subscription (410: the fleet disables it), or schedules the next attempt with full-jitter
 backoff under the same ``webhook-id``; a row whose first attempt is 24 h old is given up. Every outcome is reported to the fleet's
 delivery log (``Effects.webhook_reports``). The one alarm includes the next due delivery and
-the next escalation (``hooks_due_ms``).
+the next escalation (read with the actor's tallies, ``FleetLine._tallies``).
 """
 
 from __future__ import annotations
@@ -267,16 +267,6 @@ class Hooks:
         )
 
     # --- the alarm: deliveries -----------------------------------------------------------------
-
-    def hooks_due_ms(self) -> int | None:
-        """When webhook or escalation work is next due (part of the one alarm)."""
-        row = self._q(
-            "SELECT (SELECT MIN(at_ms) FROM webhook_events WHERE expanded = 0) AS pending, "
-            "(SELECT MIN(next_at_ms) FROM webhook_deliveries) AS retry, "
-            "(SELECT MIN(escalate_at_ms) FROM prompts WHERE escalate_at_ms IS NOT NULL) AS escalate"
-        )[0]
-        times = [int(t) for t in (row["pending"], row["retry"], row["escalate"]) if t is not None]
-        return min(times) if times else None
 
     def wants_targets(self, now_ms: int) -> bool:
         """Whether the alarm at ``now_ms`` needs the subscriptions (the host reads them then)."""
