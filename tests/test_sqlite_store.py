@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+from worker.output_gate import OutputGate
 from worker.sqlite_store import PooledStore, SqliteStore, StorePool
 
 
@@ -51,3 +52,23 @@ def test_pool_never_closes_the_store_inside_a_transaction(tmp_path: Path) -> Non
     a.transaction(both)
     assert a.execute("SELECT v FROM t ORDER BY v") == [{"v": 1}, {"v": 3}]
     assert b.execute("SELECT v FROM t") == [{"v": 2}]
+
+
+def test_a_pooled_store_remembers_its_latest_commit_across_reopening(tmp_path: Path) -> None:
+    """The local host's output gate waits for an endpoint's latest commit (``wait_for``): a
+    store the pool closed and reopened must still know it, or its next output would not wait."""
+    gate = OutputGate(lambda path: None)
+    pool = StorePool(lambda: 1, random.Random(3))
+    a, b = PooledStore(tmp_path / "a.sqlite3", pool, gate), PooledStore(tmp_path / "b.sqlite3", pool, gate)
+    a.execute("CREATE TABLE t (x INTEGER)")
+    a.transaction(lambda: a.execute("INSERT INTO t VALUES (1)"))
+    written = a.last_commit
+    assert written > 0
+    b.execute("CREATE TABLE t (x INTEGER)")  # the pool closes a to open b
+    assert a.execute("SELECT COUNT(*) AS n FROM t")[0]["n"] == 1  # reopened; a read commits nothing
+    assert a.last_commit == written and b.last_commit > written
+    a.transaction(lambda: a.execute("INSERT INTO t VALUES (2)"))
+    assert a.last_commit > b.last_commit
+    for store in (a, b):
+        store.close()
+    gate.close()

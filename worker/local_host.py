@@ -134,10 +134,7 @@ class LocalEndpoint:
         are on disk (the output gate; the caller's response leaves after this too). The timer
         is armed first, in the same step as the event, so a later event's alarm always wins."""
         self.arm(effects.alarm_at_ms)
-        if isinstance(self.store, EndpointTables):
-            await self.host.gate.wait_for(self.store.last_commit)  # its own writes, not its shard's
-        else:
-            await self.host.gate.wait(self.store.wal)
+        await self.host.gate.wait_for(self.store.last_commit)  # its own writes (a shard's others' aside)
         for ws in [ws for ws in self.sockets if ws not in self.unopened]:
             for frame in effects.send:
                 if ws.closed:

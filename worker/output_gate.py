@@ -70,11 +70,7 @@ class OutputGate:
         """Return once every commit reported before this call is on disk — or, given ``path``,
         every commit on that file: an actor's outputs depend on its own writes only (a Durable
         Object's gate, too, holds an object's output for that object's writes)."""
-        target = self._written if path is None else self._last.get(path, 0)
-        while self._durable < target:
-            if self._round is None:
-                self._round = asyncio.ensure_future(self._sync_round())
-            await asyncio.shield(self._round)
+        await self.wait_for(self._written if path is None else self._last.get(path, 0))
 
     async def wait_for(self, commit: int) -> None:
         """Return once commit number ``commit`` (and every one before it) is on disk. For an

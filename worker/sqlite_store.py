@@ -132,6 +132,9 @@ class PooledStore:
         self.gate = gate
         self._store: SqliteStore | None = None
         self._slot: int | None = None  # index in the pool's open list
+        # The output gate's number of this file's latest commit, kept across reopenings: what
+        # this endpoint's outputs wait for (``OutputGate.wait_for``), as in ``EndpointTables``.
+        self.last_commit = 0
 
     def _db(self) -> SqliteStore:
         if self._store is None:
@@ -140,10 +143,18 @@ class PooledStore:
         return self._store
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> list[Row]:
-        return self._db().execute(sql, params)
+        store = self._db()
+        try:
+            return store.execute(sql, params)
+        finally:
+            self.last_commit = max(self.last_commit, store.last_commit)
 
     def transaction(self, fn: Callable[[], T]) -> T:
-        return self._db().transaction(fn)
+        store = self._db()
+        try:
+            return store.transaction(fn)
+        finally:
+            self.last_commit = max(self.last_commit, store.last_commit)
 
     def release(self) -> None:
         """Close the connection now (the pool's eviction); the next statement reopens it."""
