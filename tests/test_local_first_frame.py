@@ -146,3 +146,30 @@ async def test_an_agent_silent_after_its_socket_opened_is_closed(
                 await runtime.drain(quiet=0.1)
         assert len(opened) == 1
         await runtime.close()
+
+
+async def test_a_ping_before_the_hello_records_the_socket_and_gets_its_pong(
+    enrolled_with_a_prompt: tuple[Path, Enrolled, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, ep, prompt_id = enrolled_with_a_prompt
+    opened = count_agent_opened(monkeypatch)
+    async with InProcessBridge(data, hold_back_start=True) as bridge:
+        runtime = ScriptedRuntime(bridge, ep)
+        await runtime.connect(hello=False)
+        assert runtime.socket is not None
+        await runtime.send_raw(wire.PING_FRAME)
+        assert await runtime.socket.recv(timeout=5) == wire.PONG_FRAME
+        assert len(opened) == 1 and bridge.host.endpoints["laptop-first-frame"].connected
+        await runtime.send(
+            wire.Hello(
+                id=runtime.new_id(),
+                endpoint_id=ep.endpoint_id,
+                agent_version="scripted",
+                sent_at_ms=runtime.local_now(),
+            )
+        )
+        got = await runtime.drain()
+        assert isinstance(got[0], wire.HelloOk)
+        assert {d.prompt.prompt_id for d in of_type(got, wire.PromptDeliver)} == {prompt_id}
+        assert len(opened) == 1  # the hello is an ordinary frame now
+        await runtime.close()

@@ -496,13 +496,20 @@ class LocalBridge:
             else:
                 await actor.perform(actor.actor.agent_opened(now_ms()))
             accepted_ms = now_ms()
+
+            async def record_opening() -> None:
+                """In an event of its own: a ping came first, or nothing within a liveness
+                window (its alarm, armed now, finds the agent silent since it was accepted)."""
+                nonlocal opened
+                opened = True
+                actor.unopened.discard(ws)
+                await actor.perform(actor.actor.agent_opened(accepted_ms))
+
             while True:
                 try:
                     msg = await ws.receive(timeout=None if opened else self.config.liveness_ms / 1000)
                 except TimeoutError:
-                    opened = True  # its alarm, armed now, finds it silent since it was accepted
-                    actor.unopened.discard(ws)
-                    await actor.perform(actor.actor.agent_opened(accepted_ms))
+                    await record_opening()
                     continue
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     break
@@ -510,9 +517,7 @@ class LocalBridge:
                     # Not offered here (no digest_ms in hello.ok), but answered as the Worker's
                     # runtime answers it: a pong, and proof of life for the actor's liveness.
                     if not opened:
-                        opened = True
-                        actor.unopened.discard(ws)
-                        await actor.perform(actor.actor.agent_opened(accepted_ms))
+                        await record_opening()
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await ws.send_str(wire.PONG_FRAME)
                     actor.actor.agent_pinged(now_ms())
