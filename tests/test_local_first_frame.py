@@ -53,19 +53,24 @@ class InProcessBridge(_HttpBridge):
         await self.runner.cleanup()
 
 
+async def create_prompt(bridge: InProcessBridge, title: str) -> str:
+    r = await bridge.request(
+        "POST",
+        "/api/endpoints/laptop-first-frame/prompts",
+        token=ADMIN,
+        body={"title": title, "action": "remote_control", "expires_in": 300},
+    )
+    assert r.status == 201, r.body
+    return str(r.body["prompt_id"])
+
+
 @pytest.fixture
 async def enrolled_with_a_prompt(tmp_path: Path) -> AsyncIterator[tuple[Path, Enrolled, str]]:
     """An endpoint enrolled and a prompt created for it, then the bridge stopped."""
     async with InProcessBridge(tmp_path, hold_back_start=False) as bridge:
         ep = await enroll(bridge, "laptop-first-frame")
-        r = await bridge.request(
-            "POST",
-            "/api/endpoints/laptop-first-frame/prompts",
-            token=ADMIN,
-            body={"title": "Allow?", "action": "remote_control", "expires_in": 300},
-        )
-        assert r.status == 201, r.body
-    yield tmp_path, ep, str(r.body["prompt_id"])
+        prompt_id = await create_prompt(bridge, "Allow?")
+    yield tmp_path, ep, prompt_id
 
 
 def count_agent_opened(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -107,13 +112,7 @@ async def test_a_create_before_the_first_frame_is_delivered_after_hello_ok_once(
     async with InProcessBridge(data, hold_back_start=True) as bridge:
         runtime = ScriptedRuntime(bridge, ep)
         await runtime.connect(hello=False)
-        r = await bridge.request(
-            "POST",
-            "/api/endpoints/laptop-first-frame/prompts",
-            token=ADMIN,
-            body={"title": "Allow this too?", "action": "remote_control", "expires_in": 300},
-        )
-        assert r.status == 201, r.body
+        second = await create_prompt(bridge, "Allow this too?")
         assert await runtime.drain(quiet=0.3) == []  # not before hello
         await runtime.send(
             wire.Hello(
@@ -126,7 +125,7 @@ async def test_a_create_before_the_first_frame_is_delivered_after_hello_ok_once(
         got = await runtime.drain()
         assert isinstance(got[0], wire.HelloOk)
         # (an unanswered deliver is retried with full jitter: a repeat may follow within the drain)
-        assert {d.prompt.prompt_id for d in of_type(got, wire.PromptDeliver)} == {first_prompt, r.body["prompt_id"]}
+        assert {d.prompt.prompt_id for d in of_type(got, wire.PromptDeliver)} == {first_prompt, second}
         await runtime.close()
 
 

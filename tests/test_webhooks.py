@@ -237,10 +237,7 @@ def eid() -> str:
     return f"hook-{uuid.uuid4().hex[:10]}"
 
 
-async def prompt_round_trip(bridge: BridgeUnderTest, endpoint_id: str, decision: str = "approve") -> str:
-    """Enroll, connect a scripted runtime, create, receipt, decide, disconnect: the prompt id."""
-    runtime = ScriptedRuntime(bridge, await enroll(bridge, endpoint_id, "Laptop"))
-    await runtime.connect()
+async def create_prompt(bridge: BridgeUnderTest, endpoint_id: str) -> str:
     created = await bridge.request(
         "POST",
         f"/api/endpoints/{endpoint_id}/prompts",
@@ -248,7 +245,14 @@ async def prompt_round_trip(bridge: BridgeUnderTest, endpoint_id: str, decision:
         body={"title": "Allow remote control?", "action": "remote_control", "expires_in": 300},
     )
     assert created.status == 201, created.body
-    prompt_id = str(created.body["prompt_id"])
+    return str(created.body["prompt_id"])
+
+
+async def prompt_round_trip(bridge: BridgeUnderTest, endpoint_id: str, decision: str = "approve") -> str:
+    """Enroll, connect a scripted runtime, create, receipt, decide, disconnect: the prompt id."""
+    runtime = ScriptedRuntime(bridge, await enroll(bridge, endpoint_id, "Laptop"))
+    await runtime.connect()
+    prompt_id = await create_prompt(bridge, endpoint_id)
     delivers = of_type(await runtime.drain(), wire.PromptDeliver)
     assert delivers and {d.prompt.prompt_id for d in delivers} == {prompt_id}  # a retry may have followed
     await runtime.receipt(delivers[0])
@@ -651,13 +655,7 @@ async def test_a_new_subscription_hears_the_next_event_at_once_on_the_local_host
     await bridge.advance(1_000)  # (an alarm, had one been due, has run by now)
     await subscribe(bridge, receiver.url)
     try:
-        created = await bridge.request(
-            "POST",
-            f"/api/endpoints/{endpoint_id}/prompts",
-            token=bridge.admin_token,
-            body={"title": "Allow remote control?", "action": "remote_control", "expires_in": 300},
-        )
-        assert created.status == 201, created.body
+        await create_prompt(bridge, endpoint_id)
         await until(bridge, lambda: "prompt.created" in receiver.types(endpoint_id), "prompt.created", timeout_s=10)
         assert "endpoint.online" not in receiver.types(endpoint_id)  # it happened before anyone listened
         await runtime.close()
