@@ -73,6 +73,21 @@ async def enrolled_with_a_prompt(tmp_path: Path) -> AsyncIterator[tuple[Path, En
     yield tmp_path, ep, prompt_id
 
 
+async def say_hello(runtime: ScriptedRuntime) -> list[wire.Message]:
+    """The hello on a socket already open: what came back, ``hello.ok`` first."""
+    await runtime.send(
+        wire.Hello(
+            id=runtime.new_id(),
+            endpoint_id=runtime.endpoint.endpoint_id,
+            agent_version="scripted",
+            sent_at_ms=runtime.local_now(),
+        )
+    )
+    got = await runtime.drain()
+    assert isinstance(got[0], wire.HelloOk)
+    return got
+
+
 def count_agent_opened(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = EndpointBridge.agent_opened
@@ -114,16 +129,7 @@ async def test_a_create_before_the_first_frame_is_delivered_after_hello_ok_once(
         await runtime.connect(hello=False)
         second = await create_prompt(bridge, "Allow this too?")
         assert await runtime.drain(quiet=0.3) == []  # not before hello
-        await runtime.send(
-            wire.Hello(
-                id=runtime.new_id(),
-                endpoint_id=ep.endpoint_id,
-                agent_version="scripted",
-                sent_at_ms=runtime.local_now(),
-            )
-        )
-        got = await runtime.drain()
-        assert isinstance(got[0], wire.HelloOk)
+        got = await say_hello(runtime)
         # (an unanswered deliver is retried with full jitter: a repeat may follow within the drain)
         assert {d.prompt.prompt_id for d in of_type(got, wire.PromptDeliver)} == {first_prompt, second}
         await runtime.close()
@@ -159,16 +165,7 @@ async def test_a_ping_before_the_hello_records_the_socket_and_gets_its_pong(
         await runtime.send_raw(wire.PING_FRAME)
         assert await runtime.socket.recv(timeout=5) == wire.PONG_FRAME
         assert len(opened) == 1 and bridge.host.endpoints["laptop-first-frame"].connected
-        await runtime.send(
-            wire.Hello(
-                id=runtime.new_id(),
-                endpoint_id=ep.endpoint_id,
-                agent_version="scripted",
-                sent_at_ms=runtime.local_now(),
-            )
-        )
-        got = await runtime.drain()
-        assert isinstance(got[0], wire.HelloOk)
+        got = await say_hello(runtime)
         assert {d.prompt.prompt_id for d in of_type(got, wire.PromptDeliver)} == {prompt_id}
         assert len(opened) == 1  # the hello is an ordinary frame now
         await runtime.close()
