@@ -300,12 +300,17 @@ class ScriptedRuntime:
         self.socket = sock
         if not hello:
             return []
+        return await self.hello()
+
+    async def hello(self, **fields: Any) -> list[wire.Message]:
+        """Send ``hello`` (with optional fields such as ``time_zone``); what came back."""
         await self.send(
             wire.Hello(
                 id=self.new_id(),
                 endpoint_id=self.endpoint.endpoint_id,
                 agent_version="scripted",
                 sent_at_ms=self.local_now(),
+                **fields,
             )
         )
         return await self.drain()

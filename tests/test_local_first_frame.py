@@ -75,15 +75,7 @@ async def enrolled_with_a_prompt(tmp_path: Path) -> AsyncIterator[tuple[Path, En
 
 async def say_hello(runtime: ScriptedRuntime) -> list[wire.Message]:
     """The hello on a socket already open: what came back, ``hello.ok`` first."""
-    await runtime.send(
-        wire.Hello(
-            id=runtime.new_id(),
-            endpoint_id=runtime.endpoint.endpoint_id,
-            agent_version="scripted",
-            sent_at_ms=runtime.local_now(),
-        )
-    )
-    got = await runtime.drain()
+    got = await runtime.hello()
     assert isinstance(got[0], wire.HelloOk)
     return got
 

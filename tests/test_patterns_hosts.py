@@ -18,18 +18,8 @@ def eid() -> str:
 
 
 async def hello(runtime: ScriptedRuntime, time_zone: str | None) -> list[wire.Message]:
-    sock = await runtime.bridge.connect_agent(runtime.endpoint.endpoint_id, runtime.endpoint.secret)
-    runtime.socket = sock  # type: ignore[assignment]
-    await runtime.send(
-        wire.Hello(
-            id=runtime.new_id(),
-            endpoint_id=runtime.endpoint.endpoint_id,
-            agent_version="scripted",
-            sent_at_ms=runtime.local_now(),
-            time_zone=time_zone,
-        )
-    )
-    return await runtime.drain()
+    await runtime.connect(hello=False)
+    return await runtime.hello(time_zone=time_zone)
 
 
 async def answered_prompt(bridge: BridgeUnderTest, runtime: ScriptedRuntime, endpoint_id: str) -> str:
