@@ -88,6 +88,34 @@ def test_a_lookup_never_makes_a_shard_file(tmp_path: Path) -> None:
     assert list(tmp_path.glob("shard-*")) == []
 
 
+def test_a_new_shard_gets_small_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """A commit logs every page it changed: small pages make the log the output gate syncs
+    smaller. A shard file made before keeps its page size (SQLite cannot change it in WAL mode)."""
+    new_dir, old_dir = tmp_path / "new", tmp_path / "old"
+    new_dir.mkdir()
+    old_dir.mkdir()
+    shards = Shards(new_dir, None)
+    assert shards.tables("ep-0", create=True) is not None
+    old_file = old_dir / f"shard-{shard_of('ep-0'):02d}.sqlite3"
+    made_before = SqliteStore(old_file)  # SQLite's default page size, as shards were made before
+    made_before.close()
+    old_shards = Shards(old_dir, None)
+    old_tables = old_shards.tables("ep-0", create=True)
+    assert old_tables is not None
+    old_tables.execute("INSERT INTO meta (key, value) VALUES ('endpoint_id', 'ep-0')")
+    shards.close()
+    old_shards.close()
+
+    def page_size(path: Path) -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("PRAGMA page_size").fetchone()[0])
+
+    assert page_size(new_dir / f"shard-{shard_of('ep-0'):02d}.sqlite3") == shard_store.SHARD_PAGE_BYTES == 1024
+    assert page_size(old_file) == 4096
+    with sqlite3.connect(old_file) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_the_local_host_serves_an_old_layout_file_and_puts_new_endpoints_in_shards(tmp_path: Path) -> None:
     """A data directory from before shards: its endpoint keeps its own file and is found at start."""
     (tmp_path / "endpoints").mkdir(parents=True, mode=0o700)

@@ -25,7 +25,13 @@ def wal_path(path: Path | str) -> str:
 class SqliteStore:
     """``SqlStore`` over one SQLite file: WAL; durable at commit, or at the ``gate``'s next round."""
 
-    def __init__(self, path: Path | str, gate: OutputGate | None = None, cached_statements: int = 128) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        gate: OutputGate | None = None,
+        cached_statements: int = 128,
+        page_size: int | None = None,
+    ) -> None:
         self.path = path
         self.gate = gate
         self.wal = wal_path(path)
@@ -33,6 +39,10 @@ class SqliteStore:
             path, isolation_level=None, check_same_thread=False, cached_statements=cached_statements
         )
         self.db.row_factory = sqlite3.Row
+        if page_size is not None:
+            # Takes effect on a new file only, and only before it is put in WAL mode; an
+            # existing file keeps the page size it was made with.
+            self.db.execute(f"PRAGMA page_size={int(page_size)}")
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL" if gate is not None else "PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
