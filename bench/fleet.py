@@ -105,6 +105,7 @@ async def tier(
         stats = await pool.all("stats")
         result["agent_errors_received"] = sum(s["errors_in"] for s in stats)
         # kill -9 and start again: how long until every agent is back.
+        clients_before_kill = pool.cpu_s()
         killed_at = time.monotonic()
         bridge.kill()
         bridge.spawn()
@@ -117,6 +118,10 @@ async def tier(
         ready = await pool.all("wait_ready", after=bridge.started_at, timeout_s=reconnect_timeout_s, with_times=True)
         back = sum(r["ready"] for r in ready)
         last = max(r["last_ready_at"] for r in ready)
+        # CPU the restart cost, from the new process's start until every agent is back (its own
+        # CPU clock starts at the spawn): per returning agent, for the bridge and for the agents.
+        result["restart_bridge_cpu_ms_per_agent"] = round(1000 * bridge.cpu_s() / n, 3)
+        result["restart_clients_cpu_ms_per_agent"] = round(1000 * (pool.cpu_s() - clients_before_kill) / n, 3)
         result["reconnected"] = back
         result["reconnect_s"] = round(last - bridge.started_at, 2) if back == n else None
         result["reconnect_from_kill_s"] = round(last - killed_at, 2) if back == n else None

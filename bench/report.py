@@ -114,6 +114,75 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+def budgets(results: dict[str, Any], cores: int) -> list[tuple[str, str, bool]]:
+    """Each target as a CPU budget, set against costs measured in the same run: parts measured
+    alone (the actor in ``:memory:``, the load generators) or the bridge's whole CPU per unit of
+    work. (target, the arithmetic, whether they fit.) A part alone over its budget is what no
+    tuning of the host recovers; a whole-bridge cost over it says how much faster the bridge
+    must get. Fitting leaves room, not a promise."""
+    out: list[tuple[str, str, bool]] = []
+    ac, st, fl = results.get("actor_cpu"), results.get("storm"), results.get("floor")
+    mem = ac["memory"] if ac else None
+    if mem and st and "clients_cpu_ms_per_round_trip" in st:
+        actor_ms = sum(mem[e]["cpu_us_mean"] for e in ("create", "receipt", "update")) / 1000
+        clients_ms = st["clients_cpu_ms_per_round_trip"]
+        need = actor_ms + clients_ms  # ms per round trip × 1,000/s = cores
+        out.append(
+            (
+                "storm: ≥ 1,000 round trips/s on this machine, clients included; ≤ 1 ms bridge CPU each",
+                f"at 1,000/s the agents and technicians alone take {clients_ms:.2f} ms × 1,000 = "
+                f"{clients_ms:.2f} cores, and the actor alone (its three events in :memory:, no host) "
+                f"{actor_ms:.2f} ms per round trip — {need:.2f} cores of {cores}, before any socket, "
+                f"HTTP or disk work; the actor alone is {actor_ms:.2f} ms against the 1 ms bound",
+                need <= cores and actor_ms <= 1.0,
+            )
+        )
+    if mem and fl:
+        floor_ms = fl["paths"]["receipt"]["floor_ms"]
+        on_path = (mem["create"]["cpu_us_mean"] + mem["receipt"]["cpu_us_mean"]) / 1000
+        tail = fl["commit"]["p99_ms"] - fl["commit"]["p50_ms"]
+        slack = 2 * floor_ms
+        out.append(
+            (
+                "round trip p99 ≤ 3× the floor (create → receipt)",
+                f"3× the floor leaves {slack:.2f} ms above it; the two actor events on the path take "
+                f"{on_path:.2f} ms alone (:memory:), and one commit's tail (its p99 − p50) is "
+                f"{tail:.2f} ms: {on_path + tail:.2f} ms before aiohttp, the agent or any queueing",
+                on_path + tail <= slack,
+            )
+        )
+    tiers = (results.get("fleet") or {}).get("tiers", [])
+    per_agent = {t["agents"]: t for t in tiers if "restart_bridge_cpu_ms_per_agent" in t}
+    if 10_000 in per_agent:
+        t = per_agent[10_000]
+        bridge_s = t["restart_bridge_cpu_ms_per_agent"] * 10
+        clients_s = t["restart_clients_cpu_ms_per_agent"] * 10
+        out.append(
+            (
+                "10,000 agents back ≤ 15 s after kill -9",
+                f"the bridge spent {bridge_s:.1f} CPU s bringing 10,000 agents back (start included) "
+                f"and the agents {clients_s:.1f} s reconnecting: one process has 15 s, "
+                f"{cores} cores have {15 * cores} s for both",
+                bridge_s <= 15 and bridge_s + clients_s <= 15 * cores,
+            )
+        )
+    rc = results.get("recovery")
+    if st and rc and 1000 in per_agent and rc.get("endpoints") == 1000:
+        reconnect_ms = per_agent[1000]["restart_bridge_cpu_ms_per_agent"]
+        round_trip_ms = st["bridge_cpu_ms_per_round_trip"]
+        need_s = reconnect_ms + round_trip_ms  # ms per endpoint × 1,000 endpoints = CPU seconds
+        out.append(
+            (
+                "converged ≤ 3 s after kill -9 with 1,000 in flight",
+                f"each of 1,000 endpoints needs its agent back ({reconnect_ms:.2f} ms of bridge CPU, "
+                f"fleet 1,000) and its prompt's round trip ({round_trip_ms:.2f} ms, storm): "
+                f"{need_s:.1f} CPU s for one event loop that has 3 s",
+                need_s <= 3,
+            )
+        )
+    return out
+
+
 def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(benchmark, figure, value, baseline / note)."""
     r = doc["results"]
@@ -185,6 +254,12 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     if "clients_cpu_cores" in st
                     else ""
                 )
+                + (
+                    f" ({st['clients_cpu_ms_per_round_trip']:.2f} ms CPU per round trip)"
+                    if "clients_cpu_ms_per_round_trip" in st
+                    else ""
+                )
+                + (f"; {st['duplicate_delivers']} duplicate delivers" if "duplicate_delivers" in st else "")
                 + f"; errors {st['errors'] or 'none'}",
             )
         )
@@ -294,6 +369,12 @@ def render_table(doc: dict[str, Any]) -> str:
     for check in doc["targets"]:
         verdict = {True: "MET", False: "MISSED", None: "n/a (not at full size)"}[check["met"]]
         lines.append(f"  [{verdict}] {check['target']}: {check['value']}")
+    found = budgets(doc["results"], int(doc["machine"]["cores"] or 1))
+    if found:
+        lines.append("")
+        lines.append("budgets (each target against costs measured in this run):")
+        for target, arithmetic, fits in found:
+            lines.append(f"  [{'fits' if fits else 'DOES NOT FIT'}] {target}: {arithmetic}")
     return "\n".join(lines)
 
 
@@ -327,6 +408,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for check in doc["targets"]:
         verdict = {True: "yes", False: "**no**", None: "n/a"}[check["met"]]
         out.append(f"| {check['target']} | {check['value']} | {verdict} |")
+    found = budgets(doc["results"], int(doc["machine"]["cores"] or 1))
+    if found:
+        out += [
+            "",
+            "## Budgets",
+            "",
+            "Each target as a CPU budget, against costs measured in this run (`bench.report.budgets`): parts",
+            "measured alone (the actor in `:memory:`, the load generators) or the bridge's whole CPU per unit",
+            "of work. A part alone over its budget is what no tuning of the host recovers; a whole-bridge",
+            "cost over it says how much faster the bridge must get.",
+            "",
+            "| target | arithmetic | verdict |",
+            "|---|---|---|",
+        ]
+        out += [f"| {t} | {a} | {'fits' if fits else '**does not fit**'} |" for t, a, fits in found]
     out += ["", "## Figures", "", "| benchmark | figure | value | baseline / note |", "|---|---|---|---|"]
     for row in _rows(doc):
         out.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
