@@ -207,9 +207,15 @@ def check_windows(world: World, views: dict[str, PromptView]) -> None:
             raise InvariantViolation(f"window: {pid} ends at {window.ends_at_ms}, not its start plus its minutes")
     for eid in world.eids:
         rt = world.runtimes[eid]
-        for row in rt.store._db.execute("SELECT prompt_id, ends_at_ms FROM windows"):
+        for row in rt.store._db.execute("SELECT prompt_id, ends_at_ms, state FROM windows"):
             view = views.get(row["prompt_id"])
             window = view.window if view is not None else None
+            if row["state"] == "refused":
+                # The user approved as the prompt was withdrawn: the agent started the window and
+                # the bridge refused it for good (``not_approved``), so the agent closed it.
+                if window is not None and window.started_at_ms is not None:
+                    raise InvariantViolation(f"window: {row['prompt_id']} refused on the agent, started on the bridge")
+                continue
             if window is None or window.started_at_ms is None:
                 # Also after a storage restore: the agent sends its windows again (R6).
                 raise InvariantViolation(f"window: the agent holds {row['prompt_id']}'s window, the bridge none")
@@ -388,10 +394,15 @@ def _run(world: World, plant_bug: str | None) -> Result:
             f"I6 convergence: not converged {config.convergence_bound_ms} ms after the faults stopped: "
             + "; ".join(disagreements(world)[:8])
         )
-    # Run past every expiry so every prompt must be final (I1), then check everything.
-    views = world.views()
-    last_expiry = max((v.expires_at_ms for v in views.values()), default=world.now)
-    world.run_until(max(world.now, last_expiry) + 2 * MINUTE)
+    # Run past every expiry so every prompt must be final (I1), then check everything. A
+    # console's retry of a create lost before the bridge saw it may still land after the heal
+    # (1-20 s later, the same key) and make its prompt then: look again until no expiry is ahead.
+    while True:
+        views = world.views()
+        horizon = max((v.expires_at_ms for v in views.values()), default=world.now) + 2 * MINUTE
+        if world.now >= horizon:
+            break
+        world.run_until(horizon)
     world.observe()
     views = world.views()
     check_no_resurrection(world)
