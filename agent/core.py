@@ -150,9 +150,7 @@ class AgentConfig:
     # No frame at all for this many heartbeat intervals: the socket is dead (sleep, NAT drop).
     dead_after_heartbeats: int = 3
     # Resend of unacked receipts/updates while connected.
-    resend: Backoff = field(default_factory=lambda: Backoff(base_ms=2_000, factor=2.0, cap_ms=60_000))
-    # An ack needs one round trip; resending sooner than this only duplicates traffic.
-    resend_floor_ms: int = 500
+    resend: Backoff = field(default_factory=lambda: Backoff(base_ms=2_000, factor=2.0, cap_ms=60_000, floor_ms=500))
     # ``wait`` no-user policy: ask the presenter again after this long.
     no_user_retry_ms: int = 60_000
     # A locked screen under the ``wait`` rule (DESIGN §13): look again after this long.
@@ -952,7 +950,7 @@ class AgentCore(AgentWindows):
         with self.store.transaction():
             for row in rows:
                 attempt = 0 if reset else row.attempts
-                delay_ms = max(self.config.resend_floor_ms, self.config.resend.delay_ms(attempt, self._uniform))
+                delay_ms = self.config.resend.delay_ms(attempt, self._uniform)
                 self.store.outbox_mark_sent(row.id, attempt + 1, now_ms + delay_ms)
         self._out.send.extend(row.frame for row in rows)
 

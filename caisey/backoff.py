@@ -19,10 +19,20 @@ class Backoff:
     factor: float = 2.0
     cap_ms: int = 60_000
     max_attempts: int = 8  # attempts while connected before ``failed_to_deliver`` (no_receipt)
+    # No delay shorter than this. For a resend to a connected peer (a deliver, a receipt): its
+    # ack needs a round trip, and full jitter alone retries within milliseconds now and then —
+    # under load, before the answer could come back, which only duplicates traffic.
+    floor_ms: int = 0
 
     def __post_init__(self) -> None:
         # ``not factor >= 1`` also refuses NaN, which every comparison would let through.
-        if self.base_ms <= 0 or self.cap_ms < self.base_ms or not self.factor >= 1 or self.max_attempts < 1:
+        if (
+            self.base_ms <= 0
+            or self.cap_ms < self.base_ms
+            or not self.factor >= 1
+            or self.max_attempts < 1
+            or not 0 <= self.floor_ms <= self.cap_ms
+        ):
             raise UsageError(f"invalid backoff {self!r}")
 
     def ceiling_ms(self, attempt: int) -> int:
@@ -37,8 +47,8 @@ class Backoff:
             return self.cap_ms
 
     def delay_ms(self, attempt: int, uniform: Callable[[], float]) -> int:
-        """A jittered delay; ``uniform()`` returns a float in [0, 1)."""
-        return int(self.ceiling_ms(attempt) * uniform())
+        """A jittered delay, at least ``floor_ms``; ``uniform()`` returns a float in [0, 1)."""
+        return max(self.floor_ms, int(self.ceiling_ms(attempt) * uniform()))
 
 
 # The agent's policy toward the bridge (DESIGN §5): first retry within a second, never more

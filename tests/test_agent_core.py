@@ -266,7 +266,7 @@ def test_resend_backs_off_up_to_the_cap(h: CoreHarness) -> None:
                 h.ack(m.id)  # keeps the connection alive; the receipt stays unacked
     gaps = [b - a for a, b in itertools.pairwise(sent_at)]
     assert len(gaps) >= 20
-    assert min(gaps) >= h.core.config.resend_floor_ms and max(gaps) <= 60_000
+    assert min(gaps) >= h.core.config.resend.floor_ms and max(gaps) <= 60_000
     assert not h.closes
 
 

@@ -95,7 +95,9 @@ AGENT_VERSION_HEADER = "x-caisey-agent-version"
 
 @dataclass(frozen=True, slots=True)
 class BridgeConfig:
-    backoff: Backoff = field(default_factory=Backoff)
+    # DESIGN §5's full jitter (base 1 s, factor 2, cap 60 s) with a floor: a deliver is not
+    # retried sooner than its receipt could come back (``Backoff.floor_ms``, as the agent's resend).
+    backoff: Backoff = field(default_factory=lambda: Backoff(floor_ms=500))
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     heartbeat_ms: int = 15_000
     # Three missed heartbeats: the socket is half-open (a laptop lid closed mid-flight).
