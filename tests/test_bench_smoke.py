@@ -13,7 +13,7 @@ import pytest
 
 from bench import actor_cpu, fleet, floor, recovery, roundtrip, signing, stats_read, storm
 from bench.__main__ import main as bench_main
-from bench.report import evaluate, render_markdown, render_table
+from bench.report import budgets, evaluate, render_markdown, render_table
 
 SUMMARY_KEYS = {"n", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"}
 
@@ -76,6 +76,8 @@ def test_bridge_benchmarks_run_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     assert "error" not in tier, tier
     assert tier["reconnected"] == 4 and tier["steady_cpu_cores"] >= 0 and tier["rss_mib"] > 0
 
+    assert st["clients_cpu_ms_per_round_trip"] > 0 and st["duplicate_delivers"] >= 0
+    assert tier["restart_bridge_cpu_ms_per_agent"] > 0 and tier["restart_clients_cpu_ms_per_agent"] > 0
     results = {"roundtrip": rt, "signing": sg, "storm": st, "recovery": rc, "fleet": {"tiers": [tier]}}
     verdicts = evaluate({**results, "floor": floor.measure(tmp_path, 10)})
     # Tiny sizes are never judged against the full-size targets, only shaped like them.
@@ -104,3 +106,37 @@ def test_cli_prints_the_stats_read(tmp_path: Path, capsys: pytest.CaptureFixture
     assert bench_main(["--quick", "--only", "stats_read", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "GET .../stats, 100 prompts of history" in printed and "1,000 prompts of history" in printed
+
+
+def _budget_inputs(actor_us: float, clients_ms: float, bridge_ms_per_agent: float) -> dict[str, object]:
+    events = {e: {"cpu_us_mean": actor_us} for e in ("create", "receipt", "update")}
+    return {
+        "actor_cpu": {"memory": events},
+        "storm": {"clients_cpu_ms_per_round_trip": clients_ms, "bridge_cpu_ms_per_round_trip": 1.0},
+        "floor": {"paths": {"receipt": {"floor_ms": 1.5}}, "commit": {"p50_ms": 0.3, "p99_ms": 0.6}},
+        "recovery": {"endpoints": 1000},
+        "fleet": {
+            "tiers": [
+                {
+                    "agents": n,
+                    "restart_bridge_cpu_ms_per_agent": bridge_ms_per_agent,
+                    "restart_clients_cpu_ms_per_agent": 0.2,
+                }
+                for n in (1000, 5000, 10_000)
+            ]
+        },
+    }
+
+
+def test_budgets_say_which_targets_the_measured_costs_leave_room_for() -> None:
+    """Each target turned into CPU: the verdict follows the arithmetic, both ways."""
+    cheap = {target: fits for target, _, fits in budgets(_budget_inputs(200, 0.3, 0.5), cores=2)}
+    assert len(cheap) == 5 and all(cheap.values()), cheap
+    dear = {target.split(":")[0]: fits for target, _, fits in budgets(_budget_inputs(600, 1.4, 2.6), cores=2)}
+    assert dear == {
+        "storm": False,  # 1.8 ms of actor + 1.4 ms of clients per round trip: 3.2 cores at 1,000/s
+        "round trip p99 ≤ 3× the floor (create → receipt)": True,  # 1.2 ms + 0.3 ms tail within 3 ms
+        "10,000 agents back ≤ 15 s after kill -9": False,  # 26 CPU s on one event loop
+        "5,000 agents back ≤ 8 s after kill -9": False,  # 13 CPU s
+        "converged ≤ 3 s after kill -9 with 1,000 in flight": False,  # 3.6 CPU s
+    }
