@@ -244,17 +244,26 @@ class AgentWindows:
 
     def _on_window_refused(self, error: Any) -> None:
         """The bridge refused a window start for good (its ``error`` precedes its ack): the
-        window is none of the bridge's, so its indicator goes, rather than claim access."""
+        window is none of the bridge's, so its indicator goes, rather than claim access.
+
+        A window that ran out here before the refusal came (the approval crossed a partition
+        while the technician withdrew the prompt) is recorded as refused too: it was granted on
+        the endpoint alone, and the agent's record must not say the bridge knew of it."""
         row = self.store.outbox_get(error.of) if error.of else None
         if row is None or row.kind != WindowUpdate.TYPE or error.code not in REFUSED_FOR_GOOD:
             return
+        held = self.store.db.execute("SELECT state FROM windows WHERE prompt_id = ?", (row.prompt_id,)).fetchone()
+        if held is None or held["state"] not in ("active", "ended"):
+            return
         with self.store.transaction():
             self.store.db.execute(
-                "UPDATE windows SET state = 'refused', closed_by = 'bridge', closed_at_ms = ? "
-                "WHERE prompt_id = ? AND state = 'active'",
+                "UPDATE windows SET state = 'refused', closed_by = 'bridge', "
+                "closed_at_ms = CASE WHEN state = 'active' THEN ? ELSE closed_at_ms END "
+                "WHERE prompt_id = ? AND state IN ('active', 'ended')",
                 (self.bridge_time(0), row.prompt_id),
             )
-        self._out.display.append(WindowGone(row.prompt_id, "refused"))
+        if held["state"] == "active":
+            self._out.display.append(WindowGone(row.prompt_id, "refused"))
 
     # --- the bridge lost storage (R6) ----------------------------------------------------------
 

@@ -176,6 +176,23 @@ def test_an_approval_after_a_cancel_starts_no_window(tmp_path: Path) -> None:
     assert of_type(sent, "window.update") == [] and windows(h.core.store.db) == []
 
 
+def test_a_window_that_ran_out_before_the_bridge_refused_it_is_recorded_refused(tmp_path: Path) -> None:
+    """The approval crossed a partition while the technician withdrew the prompt: the window
+    ran its time on the endpoint, then the bridge refused its start for good (found by the
+    simulation, ``--cloudflare`` seed 88). The agent's record says so, not "ended"."""
+    h = harness(tmp_path)
+    h.deliver(window_prompt())
+    (start,) = of_type(h.answer("P1", "approve"), "window.update")
+    (window,) = windows(h.core.store.db)
+    h.core._windows_due(window.ends_at_ms + 1)
+    assert windows(h.core.store.db)[0].state == "ended"
+    h.feed(Error("B-E1", "not_approved", "prompt P1 is superseded; no window starts", of=start.id))
+    (refused,) = windows(h.core.store.db)
+    assert refused.state == "refused" and refused.closed_at_ms == window.ends_at_ms
+    # Its indicator went when it ended; the refusal takes nothing down a second time.
+    assert [d.why for d in h.display if isinstance(d, WindowGone)] == ["ended"]
+
+
 def test_a_start_the_bridge_refuses_for_good_takes_the_indicator_down(tmp_path: Path) -> None:
     h = harness(tmp_path)
     h.deliver(window_prompt())
