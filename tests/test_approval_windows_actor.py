@@ -116,3 +116,40 @@ def test_a_retry_keeps_the_window_asked_with_the_reason_and_may_change_it() -> N
     deliver = [m for e in rig.effects for m in map(wire.decode, e.send) if isinstance(m, wire.PromptDeliver)]
     assert [d.prompt.grant_minutes for d in deliver] == [30, 30, 10]
     assert {d.prompt.reason for d in deliver} == {"printer"}
+
+
+def test_a_start_refused_for_good_is_refused_again_when_the_runtime_resends_it() -> None:
+    """The refusal's error frame was lost and the runtime resent the start: it hears the
+    error again before the ack, so its window does not stay "active" on the endpoint alone
+    (found by the simulation, seed 216). An accepted start resent is acked only."""
+    rig = quiet_rig()
+    rig.connect()
+    pid = rig.create(grant_minutes=2)
+    deliver = next(m for m in map(wire.decode, rig.effects[-1].send) if isinstance(m, wire.PromptDeliver))
+    rig.frame(wire.PromptReceipt(rig.ids.new(rig.now), pid, deliver.id, rig.now))
+    status, _ = rig.api("POST", f"/api/endpoints/{ENDPOINT}/prompts/{pid}/cancel", {}, {"x-caisey-technician": TECH})
+    assert status == 200
+    at = rig.now
+    rig.frame(wire.PromptUpdate(rig.ids.new(rig.now), pid, "decided", how="user", decision="approve", decided_at_ms=at))
+    start = wire.WindowUpdate(rig.ids.new(rig.now), pid, "start", 2, at)
+    for _ in range(2):  # the first answer, then the resend after it was lost
+        got = list(map(wire.decode, rig.frame(start)))
+        assert [type(m).__name__ for m in got] == ["Error", "Ack"], got
+        assert got[0].code == "not_approved" and got[0].of == start.id  # type: ignore[attr-defined]
+
+    other = quiet_rig()
+    other.connect()
+    accepted = other.create(grant_minutes=2)
+    deliver = next(m for m in map(wire.decode, other.effects[-1].send) if isinstance(m, wire.PromptDeliver))
+    other.frame(wire.PromptReceipt(other.ids.new(other.now), accepted, deliver.id, other.now))
+    at = other.now
+    other.frame(
+        wire.PromptUpdate(
+            other.ids.new(other.now), accepted, "decided", how="user", decision="approve", decided_at_ms=at
+        )
+    )
+    applied = wire.WindowUpdate(other.ids.new(other.now), accepted, "start", 1, at)
+    assert any(isinstance(m, wire.Ack) for m in map(wire.decode, other.frame(applied)))
+    again = list(map(wire.decode, other.frame(applied)))  # its ack was lost: the same frame again
+    assert [type(m).__name__ for m in again] == ["Ack"], again
+    assert other.prompt(accepted)["window"]["state"] == "active"

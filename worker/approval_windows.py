@@ -144,6 +144,13 @@ class ApprovalWindows:
 
     def _on_window_update(self, msg: wire.WindowUpdate, now_ms: int, effects: Effects) -> None:
         if self._seen(msg.id):
+            # A start refused for good was acked with its error; if that error was lost, the
+            # runtime resends and must hear it again, or its window stays "active" there (the
+            # simulation, seed 216). An update that applied finds no problem now: ack only.
+            if self._known_id(msg.prompt_id):
+                problem, final = self._window_problem(msg, self._view(msg.prompt_id, now_ms), now_ms)
+                if problem is not None and final:
+                    effects.send.append(self._error_frame(problem[0], problem[1], msg.id, now_ms))
             effects.send.append(self._ack(msg.id, now_ms))
             return
         if not self._known_id(msg.prompt_id):
