@@ -256,10 +256,10 @@ class AgentWindows:
         if held is None or held["state"] not in ("active", "ended"):
             return
         with self.store.transaction():
+            # An ended window keeps the time it ended (``closed_at_ms``); an active one closes now.
             self.store.db.execute(
                 "UPDATE windows SET state = 'refused', closed_by = 'bridge', "
-                "closed_at_ms = CASE WHEN state = 'active' THEN ? ELSE closed_at_ms END "
-                "WHERE prompt_id = ? AND state IN ('active', 'ended')",
+                "closed_at_ms = COALESCE(closed_at_ms, ?) WHERE prompt_id = ?",
                 (self.bridge_time(0), row.prompt_id),
             )
         if held["state"] == "active":
